@@ -1,0 +1,69 @@
+"""Plain-Python configuration, nanoGPT style.
+
+Usage from a script that has its defaults as module-level globals:
+    exec(open('configurator.py').read())   # or: from configurator import configure; configure(globals())
+    $ python train.py config/toyav_clip.py --batch_size=64 --device=cpu
+
+A positional argument is a config file of plain assignments, executed over the defaults;
+`--key=value` overrides a default, type-checked against it; an unknown key is an error.
+"""
+import ast
+import re
+import sys
+
+
+def _parse(key, raw, default):
+    """Parse one override string into the type of its default."""
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    if default is None or value is None or isinstance(default, str) and isinstance(value, str):
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) and isinstance(value, bool):
+            return value
+    elif isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    elif isinstance(value, type(default)):
+        return value
+    raise SystemExit(f"--{key}={raw}: expected {type(default).__name__} like the default {default!r}")
+
+
+def usage(script):
+    """The help text of a script: its docstring, then every default with its trailing comment."""
+    src = open(script).read()
+    doc = ast.get_docstring(ast.parse(src)) or ''
+    rows = re.findall(r"^([a-z_][a-z0-9_]*) = (.+?)(?:  # (.*))?$", src, re.M)
+    lines = [f"  --{k}={v.strip()}".ljust(44) + (f" {c}" if c else '') for k, v, c in rows]
+    return f"{doc}\n\noptions (config files may set any of them; --key.sub=value sets one entry of a dict):\n" + "\n".join(lines)
+
+
+def configure(config, argv=None, script=None):
+    """Apply config files and --key=value overrides from argv to the dict `config` (in place)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if script and ('-h' in argv or '--help' in argv):
+        print(usage(script))
+        raise SystemExit(0)
+    keys = set(config)
+    for arg in argv:
+        if not arg.startswith('--'):
+            scope = {}
+            with open(arg) as f:
+                exec(f.read(), {}, scope)
+            unknown = set(scope) - keys
+            if unknown:
+                raise SystemExit(f"{arg}: unknown config keys {sorted(unknown)}")
+            config.update(scope)
+        else:
+            key, eq, raw = arg[2:].partition('=')
+            if not eq:
+                raise SystemExit(f"{arg}: overrides are written --key=value")
+            head, _, sub = key.partition('.')
+            if head not in keys or sub and not isinstance(config[head], dict):
+                raise SystemExit(f"--{key}: unknown config key (known: {', '.join(sorted(keys))})")
+            if sub:
+                config[head] = {**config[head], sub: _parse(key, raw, config[head].get(sub))}
+            else:
+                config[key] = _parse(key, raw, config[key])
+    return config
