@@ -34,7 +34,8 @@ def usage(script):
     """The help text of a script: its docstring, then every default with its trailing comment."""
     src = open(script).read()
     doc = ast.get_docstring(ast.parse(src)) or ''
-    rows = re.findall(r"^([a-z_][a-z0-9_]*) = (.+?)(?:  # (.*))?$", src, re.M)
+    block = src.split('\n# ---')[1] if src.count('\n# ---') >= 2 else src   # the defaults between the rules
+    rows = re.findall(r"^([a-z_][a-z0-9_]*) = (.+?)(?:  # (.*))?$", block, re.M)
     lines = [f"  --{k}={v.strip()}".ljust(44) + (f" {c}" if c else '') for k, v, c in rows]
     return f"{doc}\n\noptions (config files may set any of them; --key.sub=value sets one entry of a dict):\n" + "\n".join(lines)
 

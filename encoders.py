@@ -15,16 +15,19 @@ SpeechT5 HiFi-GAN vocoder as used by AudioLDM (Liu et al. 2023), EnCodec (Défos
 Griffin & Lim 1984 for the toy vocoder.
 """
 import hashlib
-import json
+import math
 import os
 from dataclasses import dataclass, asdict
 from typing import Optional
 
+import av
 import librosa
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image, ImageOps
 
 
 @dataclass
@@ -50,6 +53,119 @@ class Frozen(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # media loading
 # ---------------------------------------------------------------------------------------------
+class MediaError(ValueError):
+    """A media file that cannot be used; the message is one line naming the file and the problem."""
+
+
+def _media_error(path, what, err=None):
+    """MediaError '<path>: <what> (<first line of err>)'."""
+    detail = str(err).strip().splitlines()[0] if err is not None and str(err).strip() else ''
+    return MediaError(f"{path}: {what}" + (f" ({detail})" if detail else ''))
+
+
+def _check_file(path):
+    """Raise MediaError unless path is an existing file with at least one byte."""
+    if not os.path.isfile(path):
+        raise _media_error(path, 'file not found')
+    if os.path.getsize(path) == 0:
+        raise _media_error(path, 'empty file (0 bytes)')
+
+
+def _decode_audio_av(path):
+    """First audio stream of any container, channels averaged -> (float32 (T,), sample rate)."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise _media_error(path, 'no audio stream')
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format='fltp')  # float planar, input layout and rate kept
+        frames = [f for frame in container.decode(stream) for f in resampler.resample(frame)]
+        frames += resampler.resample(None)
+    if not frames:
+        return np.zeros(0, np.float32), stream.codec_context.sample_rate
+    return np.concatenate([f.to_ndarray().mean(0) for f in frames]), frames[0].sample_rate  # (T,)
+
+
+def load_audio(path, sample_rate):
+    """Any audio file (or a video's first audio stream) -> mono float32 (T,) at sample_rate."""
+    _check_file(path)
+    try:
+        with sf.SoundFile(path) as f:
+            sr, wave = f.samplerate, f.read(dtype='float32', always_2d=True).mean(1)  # (T,)
+    except RuntimeError:  # not a libsndfile format (mp4, mkv, webm, m4a, ...): try ffmpeg
+        try:
+            wave, sr = _decode_audio_av(path)
+        except av.error.FFmpegError as e:
+            raise _media_error(path, 'not a readable audio file (corrupt or unknown format)') from e
+    if wave.size == 0:
+        raise _media_error(path, 'empty audio (0 samples)')
+    if not np.isfinite(wave).all():
+        raise _media_error(path, 'non-finite audio samples (NaN or inf)')
+    if sr != sample_rate:
+        wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate, res_type='soxr_hq')
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _to_rgb(im):
+    """Any PIL image -> uint8 (H, W, 3): alpha over white, I/I;16 from 0..65535, F from 0..1 (else 0..255)."""
+    if im.mode in ('I', 'F') or im.mode.startswith('I;16'):
+        x = np.nan_to_num(np.asarray(im, dtype=np.float64))                  # (H, W)
+        scale = 255 / 65535 if im.mode != 'F' else (255.0 if x.max() <= 1.0 else 1.0)
+        return np.repeat(np.clip(np.rint(x * scale), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if {'A', 'a'} & set(im.getbands()) or 'transparency' in im.info:
+        im = Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA'))
+    return np.array(im.convert('RGB'))
+
+
+def load_image(path, size=None):
+    """Any image PIL reads -> uint8 (H, W, 3); size int: shorter side then center crop, (h, w): resize (bicubic)."""
+    _check_file(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(im))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise _media_error(path, 'not a readable image', e) from e
+    if rgb.size == 0:
+        raise _media_error(path, 'zero-size image')
+    if size is None:
+        return rgb
+    img, bicubic = Image.fromarray(rgb), Image.Resampling.BICUBIC
+    if isinstance(size, int):
+        scale = size / min(img.size)
+        w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+        left, top = (w - size) // 2, (h - size) // 2
+        img = img.resize((w, h), bicubic).crop((left, top, left + size, top + size))
+    else:
+        img = img.resize((size[1], size[0]), bicubic)
+    return np.array(img)
+
+
+def load_video_frames(path, n_frames):
+    """n_frames frames uniformly spaced over the first video stream -> uint8 (n_frames, H, W, 3)."""
+    _check_file(path)
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    got = {}
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise _media_error(path, 'no video stream')
+            count = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+        want = np.linspace(0, max(count - 1, 0), n_frames).round().astype(int)     # (n_frames,)
+        wanted, hw = set(want.tolist()), {}
+        with av.open(str(path)) as container:
+            for i, frame in enumerate(container.decode(container.streams.video[0])):
+                if i in wanted:
+                    got[i] = frame.to_ndarray(format='rgb24', **hw)              # (H, W, 3), first frame's size
+                    hw = hw or dict(height=got[i].shape[0], width=got[i].shape[1])
+                if i >= want[-1]:
+                    break
+    except av.error.FFmpegError as e:
+        raise _media_error(path, 'not a decodable video', e) from e
+    if not got:
+        raise _media_error(path, 'no decodable video frames')
+    keys = sorted(got)  # frames the decoder did not deliver fall back to the nearest earlier one
+    return np.stack([got[max([k for k in keys if k <= i], default=keys[0])] for i in want])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,8 +236,309 @@ class GriffinLim(Frozen):
 # toy suite
 # ---------------------------------------------------------------------------------------------
 
+TOY_ENCODERS = ('clip', 'clap', 'imagebind', 'vq_image', 'vq_audio')   # trained by config/<dataset>_<name>.py
+
+
+class WordTokenizer:
+    """Word-level tokenizer over a fixed vocabulary: 0 is padding, 1 an unknown word."""
+
+    def __init__(self, vocab, max_len):
+        self.vocab, self.max_len = list(vocab), max_len
+        self.index = {w: i + 2 for i, w in enumerate(self.vocab)}
+
+    def __call__(self, texts):
+        """list of str -> ids (B, max_len) long."""
+        ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
+        for i, text in enumerate(texts):
+            words = text.lower().replace(',', ' ').replace('.', ' ').split()[:self.max_len]
+            ids[i, :len(words)] = torch.tensor([self.index.get(w, 1) for w in words], dtype=torch.long)
+        return ids
+
+
+def file_hash(path):
+    """Short sha256 of a file's bytes: the identity of a checkpoint in cache metadata."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_checkpoint(path, device='cpu'):
+    """Rebuild a trained network from its checkpoint alone (EMA weights when present); returns (model, ckpt)."""
+    from model import MODELS
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no checkpoint; train it first (python train.py config/<name>.py)")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model = MODELS[ckpt['method']](**ckpt['model_args'])
+    model.load_state_dict(ckpt.get('ema') or ckpt['model'])
+    return model.to(device).eval(), ckpt
+
+
+class ToyEncoder(Frozen):
+    """A toy contrastive model (CLIP-, CLAP- or ImageBind-like) behind the image/audio/text roles."""
+
+    def __init__(self, model, ckpt):
+        super().__init__()
+        self.net, self.roles = model, set(model.modalities)
+        data = ckpt['data']
+        self.mel_config = MelConfig(**data['mel'])
+        self.sample_rate = self.mel_config.sample_rate
+        self.tokenizer = WordTokenizer(data['vocab'], data['max_len'])
+        self.freeze()
+
+    def _run(self, modality, x):
+        if modality not in self.roles:
+            raise ValueError(f"this encoder has no {modality} tower (it has {sorted(self.roles)})")
+        with torch.no_grad():
+            out = self.net.encode(modality, x)
+        return Features(out[0], out[1], out[2] if len(out) > 2 else None)
+
+    def encode_image(self, images):
+        return self._run('image', torch.as_tensor(np.asarray(images)))
+
+    def encode_mel(self, mels):
+        return self._run('audio', torch.as_tensor(mels, dtype=torch.float32))
+
+    def encode_audio(self, waves):
+        return self.encode_mel(log_mel(waves, self.mel_config))
+
+    def encode_text(self, texts):
+        return self._run('text', self.tokenizer(texts))
+
+
+class ToyTokenizer(Frozen):
+    """A toy VQ-VAE behind the tokenizer role: images (B, H, W, 3) uint8 or log-mels (B, n_mels, frames)."""
+
+    def __init__(self, model, ckpt):
+        super().__init__()
+        self.net, self.modality = model, model.modality
+        self.mel_config = MelConfig(**ckpt['data']['mel'])
+        self.codebook_size, self.n_tokens = len(model.quantizer.codebook), model.grid[0] * model.grid[1]
+        self.freeze()
+
+    @torch.no_grad()
+    def encode(self, media):
+        return self.net.encode(torch.as_tensor(np.asarray(media)))
+
+    @torch.no_grad()
+    def decode(self, ids):
+        return self.net.decode(torch.as_tensor(ids, dtype=torch.long))
+
+
+def load_toy(name, dataset='toyav', out_dir='out', device='cpu'):
+    """A frozen toy model trained here: out/<dataset>_<name>/ckpt.pt (or the Griffin-Lim vocoder)."""
+    path = os.path.join(out_dir, f"{dataset}_{name}", 'ckpt.pt')
+    model, ckpt = load_checkpoint(path, device)
+    wrapper = ToyTokenizer if ckpt['method'] == 'vq' else ToyEncoder
+    frozen = wrapper(model, ckpt)
+    frozen.checkpoint_hash = file_hash(path)
+    return frozen
+
 
 # ---------------------------------------------------------------------------------------------
 # hf suite
 # ---------------------------------------------------------------------------------------------
 
+# The published models through transformers `from_pretrained`. Every class takes already-built
+# objects (so tests pass tiny random ones) and does its own resizing/resampling, so callers hand
+# it project media: uint8 images (B, H, W, 3) of any size, mono float waves (B, T) at any rate.
+
+HF_DEFAULT_SR = 16000    # the project's audio rate: encode_audio's default sample_rate
+CLAP_TEXT_TOKENS = 77    # LAION-CLAP pads captions to 77 RoBERTa tokens
+T5_TEXT_TOKENS = 120     # PixArt-alpha's T5 caption length
+AUDIOLDM_N_FFT, AUDIOLDM_FMIN, AUDIOLDM_FMAX = 1024, 0.0, 8000.0  # AudioLDM's mel, besides rate/hop/n_mels
+
+
+def resample_waves(waves, sample_rate, target_rate):
+    """Mono waves (B, T) at sample_rate -> float32 ndarray (B, T') at target_rate (soxr via librosa)."""
+    waves = torch.as_tensor(waves).float().cpu().numpy()
+    if sample_rate == target_rate:
+        return waves
+    out = librosa.resample(waves, orig_sr=sample_rate, target_sr=target_rate, res_type='soxr_hq', axis=-1)
+    return out.astype(np.float32)
+
+
+class HFFrozen(Frozen):
+    """Shared plumbing: holds one frozen transformers model, moves processor outputs to it, tokenizes text."""
+
+    def __init__(self, model, tokenizer=None, max_length=None):
+        super().__init__()
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+        self.freeze()
+
+    def to_model(self, batch):
+        """Tensors of a processor's output on the model's device; floating ones in its dtype."""
+        p = next(self.model.parameters())
+        return {k: v.to(p.device, p.dtype if v.is_floating_point() else None)
+                for k, v in batch.items() if torch.is_tensor(v)}
+
+    def tokenize(self, texts):
+        """Captions -> input_ids, attention_mask, padded to max_length so cached tokens have one shape."""
+        batch = self.tokenizer(list(texts), padding='max_length', max_length=self.max_length, truncation=True,
+                               return_tensors='pt')
+        return self.to_model(batch)
+
+
+class HFClip(HFFrozen):
+    """CLIP image + text (openai/clip-vit-base-patch32); emb is projected, NOT L2-normalised (transformers 5)."""
+
+    def __init__(self, model, processor, tokenizer):
+        super().__init__(model, tokenizer, model.config.text_config.max_position_embeddings)
+        self.processor = processor
+
+    @classmethod
+    def from_pretrained(cls, name='openai/clip-vit-base-patch32', **kw):
+        from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
+        return cls(CLIPModel.from_pretrained(name, **kw), CLIPImageProcessorPil.from_pretrained(name),
+                   AutoTokenizer.from_pretrained(name))
+
+    @torch.no_grad()
+    def encode_image(self, images):
+        from PIL import Image
+        images = torch.as_tensor(images).cpu().numpy()                      # (B, H, W, 3) uint8
+        batch = self.processor(images=[Image.fromarray(im) for im in images], return_tensors='pt')
+        out = self.model.get_image_features(**self.to_model(batch))
+        return Features(out.pooler_output, out.last_hidden_state)          # (B, 512), (B, 50, 768)
+
+    @torch.no_grad()
+    def encode_text(self, texts):
+        batch = self.tokenize(texts)
+        out = self.model.get_text_features(**batch)
+        mask = batch['attention_mask'].bool()                              # (B, 77)
+        return Features(out.pooler_output, out.last_hidden_state, mask)    # (B, 512), (B, 77, 512)
+
+
+class HFClap(HFFrozen):
+    """CLAP audio + text encoder (laion/clap-htsat-unfused, 48 kHz); emb is L2-normalised."""
+
+    def __init__(self, model, feature_extractor, tokenizer, max_length=CLAP_TEXT_TOKENS):
+        super().__init__(model, tokenizer, max_length)
+        self.feature_extractor = feature_extractor
+
+    @classmethod
+    def from_pretrained(cls, name='laion/clap-htsat-unfused', **kw):
+        from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+        return cls(ClapModel.from_pretrained(name, **kw), ClapFeatureExtractor.from_pretrained(name),
+                   AutoTokenizer.from_pretrained(name))
+
+    @torch.no_grad()
+    def encode_audio(self, waves, sample_rate=HF_DEFAULT_SR):
+        fe = self.feature_extractor
+        waves = resample_waves(waves, sample_rate, fe.sampling_rate)[:, :fe.nb_max_samples]  # (B, <=10 s), no random crop
+        # rand_trunc: one mel channel for the unfused patch embed (the fused default stacks 4)
+        batch = fe(list(waves), sampling_rate=fe.sampling_rate, truncation='rand_trunc', return_tensors='pt')
+        out = self.model.get_audio_features(**self.to_model(batch))
+        tokens = out.last_hidden_state.flatten(2).transpose(1, 2)           # (B, C, H, W) map -> (B, H*W, C)
+        return Features(out.pooler_output, tokens)                          # (B, 512), (B, 64, 768)
+
+    @torch.no_grad()
+    def encode_text(self, texts):
+        batch = self.tokenize(texts)
+        out = self.model.get_text_features(**batch)
+        mask = batch['attention_mask'].bool()                              # (B, L)
+        return Features(out.pooler_output, out.last_hidden_state, mask)    # (B, 512), (B, L, 768)
+
+
+class HFAst(HFFrozen):
+    """Audio Spectrogram Transformer (MIT/ast-finetuned-audioset-10-10-0.4593, 16 kHz Kaldi fbank): audio tokens."""
+
+    def __init__(self, model, feature_extractor):
+        super().__init__(model)
+        self.feature_extractor = feature_extractor
+
+    @classmethod
+    def from_pretrained(cls, name='MIT/ast-finetuned-audioset-10-10-0.4593', **kw):
+        from transformers import ASTFeatureExtractor, ASTModel
+        return cls(ASTModel.from_pretrained(name, **kw), ASTFeatureExtractor.from_pretrained(name))
+
+    @torch.no_grad()
+    def encode_audio(self, waves, sample_rate=HF_DEFAULT_SR):
+        sr = self.feature_extractor.sampling_rate
+        waves = resample_waves(waves, sample_rate, sr)                     # (B, T') at 16 kHz
+        batch = self.feature_extractor(list(waves), sampling_rate=sr, return_tensors='pt')
+        out = self.model(**self.to_model(batch))
+        return Features(out.pooler_output, out.last_hidden_state)          # (B, 768), (B, 1214, 768)
+
+
+class HFT5(HFFrozen):
+    """T5 text encoder (google/flan-t5-base); T5 has no pooler, so emb is the masked mean of the tokens."""
+
+    def __init__(self, model, tokenizer, max_length=T5_TEXT_TOKENS):
+        super().__init__(model, tokenizer, max_length)
+
+    @classmethod
+    def from_pretrained(cls, name='google/flan-t5-base', **kw):
+        from transformers import AutoTokenizer, T5EncoderModel
+        return cls(T5EncoderModel.from_pretrained(name, **kw), AutoTokenizer.from_pretrained(name))
+
+    @torch.no_grad()
+    def encode_text(self, texts):
+        batch = self.tokenize(texts)
+        tokens = self.model(**batch).last_hidden_state                     # (B, L, d)
+        mask = batch['attention_mask'].bool()                              # (B, L)
+        m = mask.unsqueeze(-1).to(tokens.dtype)                            # (B, L, 1)
+        emb = (tokens * m).sum(1) / m.sum(1).clamp(min=1)                  # (B, d)
+        return Features(emb, tokens, mask)
+
+
+def hifigan_mel_config(config):
+    """The MelConfig a SpeechT5HifiGan expects; for AudioLDM's: 16 kHz, hop 160, n_fft 1024, 64 mels, 0-8000 Hz."""
+    return MelConfig(sample_rate=config.sampling_rate, n_fft=AUDIOLDM_N_FFT, hop=math.prod(config.upsample_rates),
+                     n_mels=config.model_in_dim, fmin=AUDIOLDM_FMIN, fmax=AUDIOLDM_FMAX)
+
+
+class HFHifiGan(HFFrozen):
+    """AudioLDM's HiFi-GAN vocoder (SpeechT5HifiGan): log-mel (B, n_mels, frames) -> waves (B, hop * frames)."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.mel_config = hifigan_mel_config(model.config)
+        self.sample_rate = model.config.sampling_rate
+
+    @classmethod
+    def from_pretrained(cls, name='cvssp/audioldm-s-full-v2', **kw):
+        from transformers import SpeechT5HifiGan
+        return cls(SpeechT5HifiGan.from_pretrained(name, subfolder='vocoder', **kw))
+
+    @torch.no_grad()
+    def forward(self, logmel):
+        p = next(self.model.parameters())
+        spec = logmel.to(p.device, p.dtype).transpose(1, 2)               # (B, frames, n_mels), the published layout
+        return self.model(spec)                                            # (B, hop * frames)
+
+
+class HFEncodec(HFFrozen):
+    """EnCodec tokenizer (facebook/encodec_24khz): waves -> ids (B, n_q, frames) -> waves at 24 kHz (sample_rate)."""
+
+    def __init__(self, model, bandwidth=None):
+        super().__init__(model)
+        if model.config.chunk_length is not None or model.config.normalize:
+            raise ValueError('HFEncodec needs an unchunked, unnormalised EnCodec (encodec_24khz): ids carry no scales')
+        self.sample_rate = model.config.sampling_rate
+        self.bandwidth = bandwidth or model.config.target_bandwidths[0]  # kbps; 1.5 -> 2 codebooks at 24 kHz
+
+    @classmethod
+    def from_pretrained(cls, name='facebook/encodec_24khz', bandwidth=None, **kw):
+        from transformers import EncodecModel
+        return cls(EncodecModel.from_pretrained(name, **kw), bandwidth)
+
+    @torch.no_grad()
+    def encode(self, waves, sample_rate=HF_DEFAULT_SR):
+        p = next(self.model.parameters())
+        x = torch.from_numpy(resample_waves(waves, sample_rate, self.sample_rate)).to(p.device, p.dtype)  # (B, T')
+        return self.model.encode(x.unsqueeze(1), bandwidth=self.bandwidth).audio_codes[0]  # (B, n_q, frames)
+
+    @torch.no_grad()
+    def decode(self, ids):
+        ids = ids.to(next(self.model.parameters()).device).unsqueeze(0)   # (1 chunk, B, n_q, frames)
+        return self.model.decode(ids, [None]).audio_values[:, 0]           # (B, hop * frames) at self.sample_rate
+
+
+HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan, 'encodec': HFEncodec}
+
+
+def load_hf(role_name, name=None, **kw):
+    """The hf-suite model of a role ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec'), from name or its default."""
+    cls = HF_SUITE[role_name]
+    return cls.from_pretrained(name, **kw) if name else cls.from_pretrained(**kw)

@@ -1,0 +1,8 @@
+# Audio judge for eval.py: sources (multi-label), environment (reverb) and loudness from a log-mel
+out_dir = 'out/toyav_judge_audio'
+method = 'judge'
+model_args = dict(modality='audio', heads=(('sources', 10), ('env', 3), ('loud', 3)), multilabel=('sources',))
+batch_size = 128
+max_iters = 600
+learning_rate = 2e-3
+eval_interval = 300

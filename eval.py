@@ -1,0 +1,254 @@
+"""Evaluation: judges, metrics and the task table (see DESIGN.md's evaluation contract).
+
+    python eval.py config/toyav_eval.py            # writes out/<exp>/metrics.json and table.md
+    python eval.py --tasks=enc --split=val
+
+Judges are probe classifiers trained on real media of the dataset (python train.py
+config/<dataset>_judge_{audio,image}.py); generated media is judged by them and embedded by the
+frozen encoders. Task `enc` measures the frozen parts themselves: the judges on real media, zero-shot
+source accuracy and retrieval of the toy encoders, the tokenizers' reconstructions, and the
+real-vs-real Fréchet floor in each embedding space.
+"""
+import copy
+import importlib
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg, special, stats
+from scipy.spatial.distance import pdist
+
+from configurator import configure
+from encoders import GriffinLim, MelConfig, load_checkpoint, load_toy, log_mel
+from prepare import open_split, write_json
+
+# -----------------------------------------------------------------------------
+out_dir = 'out/toyav_eval'      # where metrics.json and table.md are written
+dataset = 'toyav'               # data/<dataset>/
+data_dir = 'data'               # where datasets live
+ckpt_dir = 'out'                # where trained models live (out/<dataset>_<name>/ckpt.pt)
+tasks = 'enc'                   # comma-separated tasks to run
+split = 'test'                  # split whose media is judged
+batch_size = 250                # batch size for judging and encoding
+seed = 1337                     # seed of any sampling
+device = 'cpu'                  # 'cpu' or 'cuda'
+# -----------------------------------------------------------------------------
+CONFIG_KEYS = [k for k, v in globals().items() if not k.startswith('_') and k.islower() and isinstance(v, (int, float, bool, str))]
+
+
+def default_config():
+    """The defaults above as a fresh dict."""
+    return {k: copy.deepcopy(globals()[k]) for k in CONFIG_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------------------------
+
+def _np(x):
+    """Tensor, array or list -> float64 numpy array."""
+    return x.detach().cpu().double().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64)
+
+
+def frechet_distance(x, y):
+    """Fréchet distance of Gaussians fitted to embeddings x (N, D) and y (M, D), as audioldm_eval computes it."""
+    x, y = _np(x), _np(y)
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError(f"frechet_distance needs >= 2 embeddings per set, got {len(x)} and {len(y)}")
+    mu1, mu2 = x.mean(0), y.mean(0)                                                            # (D,)
+    s1, s2 = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))  # (D, D)
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(s1)) * 1e-6
+        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"frechet_distance: imaginary component {np.abs(covmean.imag).max():.3g} in sqrtm")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def accuracy(pred, target):
+    """Fraction of pred (N,) labels or (N, C) scores (argmax) equal to target labels (N,)."""
+    pred, target = _np(pred), _np(target)
+    pred = pred.argmax(-1) if pred.ndim == 2 else pred
+    return float((pred == target).mean())
+
+
+def multilabel_set_accuracy(probs, target_multi_hot, threshold=0.5):
+    """Fraction of rows whose predicted set (probs (N, C) >= threshold) equals the target set exactly."""
+    return float(((_np(probs) >= threshold) == (_np(target_multi_hot) > 0.5)).all(-1).mean())
+
+
+def recall_at_k(query_emb, key_emb, query_labels, key_labels, k):
+    """Fraction of queries (Q, D) with a key (K, D) of their label among the k most cosine-similar keys."""
+    q, keys = _np(query_emb), _np(key_emb)
+    q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+    keys = keys / np.maximum(np.linalg.norm(keys, axis=-1, keepdims=True), 1e-12)
+    top = np.argsort(-(q @ keys.T), axis=-1, kind='stable')[:, :k]                             # (Q, k)
+    return float((_np(key_labels)[top] == _np(query_labels)[:, None]).any(-1).mean())
+
+
+def spearman(x, y):
+    """Spearman rank correlation of two paired sequences (N,)."""
+    return float(stats.spearmanr(_np(x), _np(y)).statistic)
+
+
+def inception_score(logits, splits=10):
+    """exp(E KL(p(y|x) || p(y))) of classifier logits (N, C), mean over splits after torch-fidelity's shuffle."""
+    p = special.softmax(_np(logits), axis=-1)                                                  # (N, C)
+    p = p[np.random.RandomState(2020).permutation(len(p))]
+    scores = []
+    for chunk in np.array_split(p, min(splits, len(p))):
+        marginal = chunk.mean(0, keepdims=True)                                                # (1, C)
+        kl = (special.xlogy(chunk, chunk) - special.xlogy(chunk, marginal)).sum(-1)           # (n,)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores))
+
+
+def kl_divergence(logits_p, logits_q):
+    """Mean over pairs of KL(softmax(p_i) || softmax(q_i)), logits (N, C); p is the reference (real) side."""
+    log_p, log_q = special.log_softmax(_np(logits_p), -1), special.log_softmax(_np(logits_q), -1)
+    return float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
+
+
+def mean_pairwise_distance(emb):
+    """Mean Euclidean distance over all pairs of embeddings (N, D), N >= 2."""
+    emb = _np(emb)
+    if len(emb) < 2:
+        raise ValueError(f"mean_pairwise_distance needs >= 2 embeddings, got {len(emb)}")
+    return float(pdist(emb).mean())
+
+
+def cosine_score(a, b):
+    """100 x mean cosine similarity of paired embeddings a (N, D) and b (N, D)."""
+    a, b = _np(a), _np(b)
+    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)  # (N,)
+    return float(100 * cos.mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# judges
+# ---------------------------------------------------------------------------------------------
+
+class Judges:
+    """The dataset's audio and image judges: media -> predicted labels per head."""
+
+    def __init__(self, dataset, ckpt_dir, device='cpu'):
+        self.nets = {m: load_checkpoint(os.path.join(ckpt_dir, f"{dataset}_judge_{m}", 'ckpt.pt'), device)[0]
+                     for m in ('audio', 'image')}
+        self.device = device
+
+    @torch.no_grad()
+    def logits(self, modality, media, batch_size=250):
+        """uint8 images (N, H, W, 3) or log-mels (N, n_mels, frames) -> {head: logits (N, n)}."""
+        net, parts = self.nets[modality], []
+        for i in range(0, len(media), batch_size):
+            parts.append(net.forward_logits(torch.as_tensor(np.asarray(media[i:i + batch_size])).to(self.device)))
+        return {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
+
+    def predict(self, modality, media, batch_size=250):
+        """-> {head: predictions}: a multi-hot set (sigmoid > 0.5) for multi-label heads, else a class index."""
+        net = self.nets[modality]
+        return {k: (v.sigmoid() > 0.5).long().numpy() if k in net.multilabel else v.argmax(-1).numpy()
+                for k, v in self.logits(modality, media, batch_size).items()}
+
+
+def judged_accuracy(pred, labels, prefix=''):
+    """{prefix + head_acc}: accuracy of each judged head against the labels of the same name."""
+    out = {}
+    for head, p in pred.items():
+        name = 'source' if head == 'sources' else head
+        out[f"{prefix}{name}_acc"] = multilabel_set_accuracy(p, np.asarray(labels[head]), threshold=0.5) \
+            if p.ndim == 2 else accuracy(p, np.asarray(labels[head]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# tasks
+# ---------------------------------------------------------------------------------------------
+
+def batched(fn, x, n):
+    """fn over x in chunks of n (memmaps are read chunk by chunk) -> concatenated tensor."""
+    return torch.cat([fn(np.asarray(x[i:i + n])) for i in range(0, len(x), n)])
+
+
+def set_codes(multi_hot):
+    """Multi-hot rows (N, K) -> one integer per distinct set (N,)."""
+    return (np.asarray(multi_hot).astype(np.int64) << np.arange(multi_hot.shape[1])).sum(1)
+
+
+def task_enc(cfg, judges):
+    """The frozen parts on real media: judges, zero-shot encoders, tokenizers, Fréchet floors."""
+    data, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], ['image', 'mel', 'wave', 'sources', 'env', 'loud', 'caption_ids'])
+    val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
+    captions = json.load(open(os.path.join(cfg['data_dir'], cfg['dataset'], 'captions.json')))[cfg['split']]
+    labels = {k: np.asarray(data[k]) for k in ('sources', 'env', 'loud')}
+    single = labels['sources'].sum(1) == 1
+    out = {}
+    for m, field in (('audio', 'mel'), ('image', 'image')):
+        out.update(judged_accuracy(judges.predict(m, data[field]), labels, f"judge_{m}."))
+    prompts = importlib.import_module(f"data.{cfg['dataset']}").prompts()
+    kwargs = dict(dataset=cfg['dataset'], out_dir=cfg['ckpt_dir'], device=cfg['device'])
+    for name in ('clip', 'clap', 'imagebind'):
+        enc = load_toy(name, **kwargs)
+        classes = torch.stack([F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in prompts])  # (K, D)
+        texts = F.normalize(enc.encode_text([c['caption'] for c in captions]).emb, dim=-1)             # (N, D)
+        for m, field in (('image', 'image'), ('audio', 'mel')):
+            if m not in enc.roles:
+                continue
+            run = enc.encode_image if m == 'image' else enc.encode_mel
+            raw = batched(lambda x: run(x).emb, data[field], cfg['batch_size'])                   # (N, D)
+            emb = F.normalize(raw, dim=-1)
+            zero_shot = (emb @ F.normalize(classes, dim=-1).T).argmax(-1).numpy()
+            codes = set_codes(labels['sources'])
+            out[f"{name}.{m}_source_acc"] = accuracy(zero_shot[single], labels['sources'][single].argmax(1))
+            out[f"{name}.{m}_text_r_at_5"] = recall_at_k(emb.numpy(), texts.numpy(), codes, codes, 5)
+            out[f"{name}.{m}_fd_floor"] = frechet_distance(batched(lambda x: run(x).emb, val[field], cfg['batch_size']).numpy(), raw.numpy())
+    for name in ('clip', 'clap'):
+        out[f"{name}.source_acc"] = out[f"{name}.{'image' if name == 'clip' else 'audio'}_source_acc"]
+    mel_cfg = MelConfig(**meta['mel'])
+    vocoder = GriffinLim(mel_cfg)
+    vocoded = lambda mel: log_mel(vocoder(torch.as_tensor(mel)), mel_cfg)                 # through the waveform
+    out.update(judged_accuracy(judges.predict('audio', batched(vocoded, data['mel'], cfg['batch_size'])), labels, 'vocoder.'))
+    for m, field in (('image', 'image'), ('audio', 'mel')):
+        tok = load_toy(f"vq_{m}", **kwargs)
+        recon = batched(lambda x: tok.decode(tok.encode(x)), data[field], cfg['batch_size'])
+        media = batched(vocoded, recon, cfg['batch_size']) if m == 'audio' else recon
+        out.update(judged_accuracy(judges.predict(m, media), labels, f"vq_{m}."))
+    return {f"enc.{k}": float(v) for k, v in out.items()}
+
+
+TASKS = {'enc': task_enc}
+
+
+def write_table(path, metrics):
+    """A markdown table of metrics, one row per task with its metrics as `name value` pairs."""
+    lines = ['| key | value |', '|---|---|'] + [f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
+    with open(path + '.tmp', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.replace(path + '.tmp', path)
+    return '\n'.join(lines)
+
+
+def evaluate(cfg):
+    """Run the configured tasks; write metrics.json and table.md into out_dir; return the metrics."""
+    torch.manual_seed(cfg['seed'])
+    judges = Judges(cfg['dataset'], cfg['ckpt_dir'], cfg['device'])
+    metrics = {}
+    for task in cfg['tasks'].split(','):
+        t0 = time.time()
+        metrics.update(TASKS[task](cfg, judges))
+        metrics[f"{task}.eval_seconds"] = time.time() - t0
+    os.makedirs(cfg['out_dir'], exist_ok=True)
+    write_json(os.path.join(cfg['out_dir'], 'metrics.json'), metrics)
+    print(write_table(os.path.join(cfg['out_dir'], 'table.md'), metrics))
+    return metrics
+
+
+if __name__ == '__main__':
+    evaluate(configure(default_config(), script=__file__))

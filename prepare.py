@@ -1,0 +1,218 @@
+"""Raw media -> data/<dataset>/ caches; frozen-encoder features -> .npy memmaps.
+
+    python prepare.py toyav                      # generate the embedded world (seconds)
+    python prepare.py toyav --features toy       # cache the toy encoders' features (after training them)
+
+Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json; features add
+{split}_{encoder}_{field}.npy + features.json. Everything is written under a temporary name and
+renamed when complete; a cache whose settings or encoder checkpoints changed is refused by
+`open_split` with a message naming the mismatch.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from encoders import MelConfig, WordTokenizer, load_toy, log_mel, TOY_ENCODERS
+
+SPLITS = ('train', 'val', 'test')
+
+
+class StaleCache(RuntimeError):
+    """A cache that does not match the settings or checkpoints it is used with."""
+
+
+def write_json(path, obj):
+    """Write JSON atomically."""
+    with open(path + '.tmp', 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + '.tmp', path)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def json_hash(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_array(path, array):
+    """np.save atomically."""
+    with open(path + '.tmp', 'wb') as f:
+        np.save(f, array)
+    os.replace(path + '.tmp', path)
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+# ---------------------------------------------------------------------------------------------
+
+def prepare_toyav(args, dest):
+    """Generate the toyav world into the directory dest: media, labels, captions, meta."""
+    from data import toyav
+    mel = MelConfig(sample_rate=args.sample_rate, hop=args.hop, n_mels=args.n_mels, frames=args.frames)
+    vocab = toyav.vocabulary()
+    tokenizer = WordTokenizer(vocab, args.max_len)
+    counts = dict(train=args.n_train, val=args.n_val, test=args.n_test)
+    captions, fields = {}, {}
+    for i, split in enumerate(tqdm(SPLITS, desc='toyav')):
+        arrays, caps = toyav.generate(counts[split], args.seed + i, args.image_size, args.sample_rate, args.duration, args.p_mix)
+        arrays['mel'] = torch.cat([log_mel(w, mel) for w in torch.from_numpy(arrays['wave']).split(256)]).numpy()
+        arrays['caption_ids'] = tokenizer([c['caption'] for c in caps]).numpy()
+        for name, array in arrays.items():
+            np.save(os.path.join(dest, f"{split}_{name}.npy"), array)
+            fields[name] = dict(shape=list(array.shape[1:]), dtype=str(array.dtype))
+        captions[split] = caps
+        if split == 'train':
+            mel_mean, mel_std = float(arrays['mel'].mean()), float(arrays['mel'].std())
+    write_json(os.path.join(dest, 'captions.json'), captions)
+    return dict(dataset='toyav', seed=args.seed, counts=counts, image_size=args.image_size, duration=args.duration,
+                p_mix=args.p_mix, mel=mel.dict(), vocab=vocab, max_len=args.max_len, fields=fields,
+                mel_mean=mel_mean, mel_std=mel_std, classes=dict(sources=[s[0] for s in toyav.SOURCES],
+                env=[e[0] for e in toyav.ENVS], loud=toyav.LOUDNESS))
+
+
+DATASETS = {'toyav': prepare_toyav}
+
+
+def prepare(args):
+    """Build data/<dataset>/ in a temporary directory, then swap it in whole."""
+    final = os.path.join(args.data_dir, args.dataset)
+    tmp = final + '.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    meta = DATASETS[args.dataset](args, tmp)
+    write_json(os.path.join(tmp, 'meta.json'), meta)
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    print(f"wrote {final}: " + ', '.join(f"{k} {v}" for k, v in meta['counts'].items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# feature caches
+# ---------------------------------------------------------------------------------------------
+
+def encoder_features(encoder, batch, captions):
+    """Every feature an encoder gives for a batch of samples: {field: array (B, ...)}."""
+    if hasattr(encoder, 'decode'):
+        media = batch['image'] if encoder.modality == 'image' else batch['mel']
+        return {'ids': encoder.encode(media).numpy().astype(np.int16)}
+    out = {}
+    roles = [('image', lambda: encoder.encode_image(batch['image'])), ('audio', lambda: encoder.encode_mel(batch['mel'])),
+             ('text', lambda: encoder.encode_text(captions))]
+    for role, run in roles:
+        if role in encoder.roles:
+            f = run()
+            out[f"{role}_emb"] = f.emb.numpy()
+            out[f"{role}_tokens"] = f.tokens.numpy().astype(np.float16)
+    return out
+
+
+def cache_features(args):
+    """Run every frozen encoder of a suite over every split; write memmaps and features.json."""
+    root = os.path.join(args.data_dir, args.dataset)
+    meta = read_json(os.path.join(root, 'meta.json'))
+    captions = read_json(os.path.join(root, 'captions.json'))
+    encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in TOY_ENCODERS}
+    for name, enc in encoders.items():
+        if enc.mel_config.dict() != meta['mel']:
+            raise StaleCache(f"{name}: trained with mel settings {enc.mel_config.dict()} but data/{args.dataset} "
+                             f"has {meta['mel']}; retrain it (python train.py config/{args.dataset}_{name}.py)")
+    written = {}
+    for split in SPLITS:
+        data = {k: np.load(os.path.join(root, f"{split}_{k}.npy"), mmap_mode='r') for k in ('image', 'mel')}
+        n = len(data['image'])
+        for name, enc in encoders.items():
+            arrays = None
+            for i in tqdm(range(0, n, args.batch_size), desc=f"{split} {name}", leave=False):
+                batch = {k: torch.from_numpy(np.array(v[i:i + args.batch_size])) for k, v in data.items()}
+                caps = [c['caption'] for c in captions[split][i:i + args.batch_size]]
+                feats = encoder_features(enc, batch, caps)
+                if arrays is None:
+                    arrays = {k: np.lib.format.open_memmap(os.path.join(root, f"{split}_{name}_{k}.npy.tmp"), 'w+',
+                                                           v.dtype, (n,) + v.shape[1:]) for k, v in feats.items()}
+                for k, v in feats.items():
+                    arrays[k][i:i + len(v)] = v
+            for k, a in arrays.items():
+                a.flush()
+                path = os.path.join(root, f"{split}_{name}_{k}.npy")
+                os.replace(path + '.tmp', path)
+                written[f"{name}_{k}"] = dict(shape=list(a.shape[1:]), dtype=str(a.dtype))
+            print(f"{split} {name}: " + ', '.join(f"{k} {tuple(a.shape)}" for k, a in arrays.items()))
+    write_json(os.path.join(root, 'features.json'), dict(
+        suite=args.features, meta=json_hash(meta), mel=meta['mel'], fields=written,
+        encoders={name: enc.checkpoint_hash for name, enc in encoders.items()}))
+
+
+def open_split(data_dir, dataset, split, fields, out_dir='out'):
+    """Memory-map the requested fields of a split, refusing stale or mismatched feature caches."""
+    root = os.path.join(data_dir, dataset)
+    meta_path = os.path.join(root, 'meta.json')
+    if not os.path.exists(meta_path):
+        raise FileNotFoundError(f"{meta_path}: no prepared dataset; run python prepare.py {dataset}")
+    meta = read_json(meta_path)
+    feature_fields = [f for f in fields if f not in meta['fields']]
+    if feature_fields:
+        check_features(root, meta, feature_fields, out_dir)
+    return {f: np.load(os.path.join(root, f"{split}_{f}.npy"), mmap_mode='r') for f in fields}, meta
+
+
+def check_features(root, meta, fields, out_dir):
+    """Raise StaleCache unless features.json matches meta.json and the current encoder checkpoints."""
+    from encoders import file_hash
+    path = os.path.join(root, 'features.json')
+    redo = f"rerun python prepare.py {meta['dataset']} --features toy"
+    if not os.path.exists(path):
+        raise StaleCache(f"{path}: no feature cache for {fields}; {redo}")
+    feats = read_json(path)
+    if feats['meta'] != json_hash(meta):
+        raise StaleCache(f"{path}: features were computed on another version of data/{meta['dataset']} "
+                         f"(mel {feats['mel']} vs now {meta['mel']}); {redo}")
+    for f in fields:
+        if f not in feats['fields']:
+            raise StaleCache(f"{path}: no cached field {f!r} (cached: {sorted(feats['fields'])}); {redo}")
+        name = next(n for n in feats['encoders'] if f.startswith(n + '_'))
+        ckpt = os.path.join(out_dir, f"{meta['dataset']}_{name}", 'ckpt.pt')
+        now = file_hash(ckpt) if os.path.exists(ckpt) else 'missing'
+        if now != feats['encoders'][name]:
+            raise StaleCache(f"{path}: {f} was made by {name} checkpoint {feats['encoders'][name]}, "
+                             f"but {ckpt} is now {now}; {redo}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('dataset', choices=sorted(DATASETS), help='which dataset to prepare')
+    parser.add_argument('--features', choices=['toy'], help='instead of media, cache this encoder suite\'s features')
+    parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')
+    parser.add_argument('--out_dir', default='out', help='where trained toy encoders live (out/<dataset>_<name>/)')
+    parser.add_argument('--batch_size', type=int, default=256, help='batch size for feature extraction')
+    parser.add_argument('--seed', type=int, default=1337, help='seed of the generated world (split i uses seed + i)')
+    parser.add_argument('--n_train', type=int, default=5000, help='training samples')
+    parser.add_argument('--n_val', type=int, default=500, help='validation samples')
+    parser.add_argument('--n_test', type=int, default=500, help='test samples')
+    parser.add_argument('--image_size', type=int, default=32, help='image side in pixels')
+    parser.add_argument('--sample_rate', type=int, default=16000, help='audio sample rate (Hz)')
+    parser.add_argument('--duration', type=float, default=1.0, help='clip length (s)')
+    parser.add_argument('--hop', type=int, default=250, help='mel hop length (samples)')
+    parser.add_argument('--n_mels', type=int, default=64, help='mel bands')
+    parser.add_argument('--frames', type=int, default=64, help='mel frames kept per clip')
+    parser.add_argument('--p_mix', type=float, default=0.3, help='probability that a sample has two sources')
+    parser.add_argument('--max_len', type=int, default=16, help='caption length in words')
+    args = parser.parse_args(argv)
+    try:
+        cache_features(args) if args.features else prepare(args)
+    except (StaleCache, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,240 @@
+"""The hf suite of encoders.py on tiny random instances of the same transformers classes, offline."""
+import os
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+import numpy as np
+import pytest
+import torch
+import transformers as tf
+from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+from encoders import (HF_SUITE, Features, HFAst, HFClap, HFClip, HFEncodec, HFHifiGan, HFT5, MelConfig,
+                      hifigan_mel_config, load_hf, log_mel, resample_waves)
+
+WORDS = ['<unk>', '<pad>', '<s>', '</s>'] + 'a the dog cat bell ringing barking in large hall loud'.split()
+UNK, PAD, BOS, EOS = range(4)
+CAPTIONS = ['a dog barking', 'a loud bell ringing in the large hall']
+TEXT_LEN = 12
+
+
+def word_tokenizer():
+    """A hub-free fast tokenizer: whitespace WordLevel with <s> ... </s> around every caption."""
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token='<unk>'))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single='<s> $A </s>', special_tokens=[('<s>', BOS), ('</s>', EOS)])
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='<unk>', pad_token='<pad>', bos_token='<s>',
+                                      eos_token='</s>')
+
+
+def sine(freq, sr, seconds=1.0, fade=0.1):
+    """A (1, T) float32 sine at sample rate sr, faded in and out (no resampler edge transients)."""
+    t = np.arange(int(sr * seconds)) / sr
+    env = np.clip(np.minimum(t, seconds - t) / fade, 0, 1)
+    return (0.5 * env * np.sin(2 * np.pi * freq * t)).astype(np.float32)[None]
+
+
+@pytest.fixture(scope='module')
+def clip():
+    torch.manual_seed(0)
+    text = dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=TEXT_LEN, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
+    proc = tf.CLIPImageProcessorPil(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32})
+    return HFClip(model, proc, word_tokenizer())
+
+
+@pytest.fixture(scope='module')
+def clap():
+    torch.manual_seed(0)
+    audio = dict(num_mel_bins=16, spec_size=32, window_size=4, patch_size=4, hidden_size=32, depths=(1, 1),
+                 num_attention_heads=(2, 2), patch_embeds_hidden_size=16)
+    text = dict(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                max_position_embeddings=TEXT_LEN + PAD + 1, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+    model = tf.ClapModel(tf.ClapConfig(text_config=text, audio_config=audio, projection_dim=24))
+    fe = tf.ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=1920, max_length_s=1)  # 26 frames
+    return HFClap(model, fe, word_tokenizer(), max_length=TEXT_LEN)
+
+
+@pytest.fixture(scope='module')
+def ast():
+    torch.manual_seed(0)
+    cfg = tf.ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                       num_mel_bins=16, max_length=64, patch_size=16, frequency_stride=8, time_stride=8)
+    return HFAst(tf.ASTModel(cfg), tf.ASTFeatureExtractor(num_mel_bins=16, max_length=64))
+
+
+@pytest.fixture(scope='module')
+def t5():
+    torch.manual_seed(0)
+    cfg = tf.T5Config(vocab_size=len(WORDS), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, pad_token_id=PAD,
+                      eos_token_id=EOS)
+    return HFT5(tf.T5EncoderModel(cfg), word_tokenizer(), max_length=TEXT_LEN)
+
+
+@pytest.fixture(scope='module')
+def vocoder():
+    torch.manual_seed(0)
+    cfg = tf.SpeechT5HifiGanConfig(model_in_dim=64, upsample_initial_channel=16, upsample_rates=(4, 4),
+                                   upsample_kernel_sizes=(8, 8), resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1,),),
+                                   normalize_before=False)
+    return HFHifiGan(tf.SpeechT5HifiGan(cfg))
+
+
+@pytest.fixture(scope='module')
+def encodec():
+    torch.manual_seed(0)
+    cfg = tf.EncodecConfig(hidden_size=16, num_filters=4, num_lstm_layers=1, target_bandwidths=(1.5, 3.0))  # 24 kHz hop 320
+    return HFEncodec(tf.EncodecModel(cfg))
+
+
+@pytest.fixture(scope='module')
+def suite(clip, clap, ast, t5, vocoder, encodec):
+    return dict(clip=clip, clap=clap, ast=ast, t5=t5, vocoder=vocoder, encodec=encodec)
+
+
+def test_load_hf_roles():
+    assert set(HF_SUITE) == {'clip', 'clap', 'ast', 't5', 'vocoder', 'encodec'}
+    with pytest.raises(KeyError):
+        load_hf('imagebind')
+
+
+@pytest.mark.parametrize('role', sorted(HF_SUITE))
+def test_frozen(suite, role):
+    enc = suite[role]
+    assert isinstance(enc, HF_SUITE[role])
+    enc.train()
+    assert all(not p.requires_grad for p in enc.parameters())
+    assert sum(p.numel() for p in enc.parameters()) > 0
+    assert not any(m.training for m in enc.modules())
+
+
+def test_clip_image(clip):
+    images = np.random.default_rng(0).integers(0, 256, (2, 20, 28, 3), dtype=np.uint8)
+    f = clip.encode_image(images)
+    assert isinstance(f, Features) and f.emb.shape == (2, 24) and f.tokens.shape == (2, 17, 32)  # 1 + (32 / 8)^2 tokens
+    assert f.emb.dtype == torch.float32
+    batch = clip.processor(images=[Image.fromarray(im) for im in images], return_tensors='pt')
+    ref = clip.model.get_image_features(**batch)
+    torch.testing.assert_close(f.emb, ref.pooler_output)
+    assert not torch.allclose(f.emb.norm(dim=-1), torch.ones(2))  # raw projection, not normalised
+    big = clip.encode_image(torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 64, 48, 3), dtype=np.uint8)))
+    assert big.emb.shape == f.emb.shape and big.tokens.shape == f.tokens.shape
+
+
+def test_clip_text(clip):
+    f = clip.encode_text(CAPTIONS)
+    assert f.emb.shape == (2, 24) and f.tokens.shape == (2, TEXT_LEN, 32) and f.mask.dtype == torch.bool
+    assert f.mask.sum(1).tolist() == [5, 10]  # <s> words </s>
+    batch = clip.tokenizer(CAPTIONS, padding='max_length', max_length=TEXT_LEN, return_tensors='pt')
+    torch.testing.assert_close(f.emb, clip.model.get_text_features(**batch).pooler_output)
+
+
+def test_clap_audio(clap):
+    waves = torch.randn(2, 48000) * 0.1
+    f = clap.encode_audio(waves, sample_rate=48000)
+    assert f.emb.shape == (2, 24) and f.tokens.shape == (2, 16, 32) and f.mask is None  # (32, 2 x 8 map) -> 16 tokens
+    batch = clap.feature_extractor(list(waves.numpy()), sampling_rate=48000, truncation='rand_trunc',
+                                   return_tensors='pt')
+    torch.testing.assert_close(f.emb, clap.model.get_audio_features(**batch).pooler_output)
+    torch.testing.assert_close(f.emb.norm(dim=-1), torch.ones(2))
+    long = torch.randn(1, 100000) * 0.1  # > max_length_s: cropped to its start, never at random
+    first = clap.encode_audio(long[:, :48000], sample_rate=48000).emb
+    torch.testing.assert_close(clap.encode_audio(long, sample_rate=48000).emb, first)
+
+
+@pytest.mark.parametrize('name', ['clap', 'ast'])
+def test_audio_resampled(suite, name):
+    enc = suite[name]
+    lo, hi = enc.encode_audio(sine(440, 8000), sample_rate=8000), enc.encode_audio(sine(440, 44100), sample_rate=44100)
+    assert lo.tokens.shape == hi.tokens.shape
+    torch.testing.assert_close(lo.emb, hi.emb, atol=2e-3, rtol=2e-3)
+    wrong = enc.encode_audio(sine(440, 44100), sample_rate=8000)  # rate misdeclared: a different sound
+    assert (wrong.emb - hi.emb).abs().max() > 10 * (lo.emb - hi.emb).abs().max()
+
+
+def test_clap_text(clap):
+    f = clap.encode_text(CAPTIONS)
+    assert f.emb.shape == (2, 24) and f.tokens.shape == (2, TEXT_LEN, 32) and f.mask.sum(1).tolist() == [5, 10]
+    batch = clap.tokenizer(CAPTIONS, padding='max_length', max_length=TEXT_LEN, return_tensors='pt')
+    torch.testing.assert_close(f.emb, clap.model.get_text_features(**batch).pooler_output)
+
+
+def test_ast(ast):
+    waves = np.random.default_rng(0).normal(size=(2, 8000)).astype(np.float32)
+    f = ast.encode_audio(waves)
+    assert f.emb.shape == (2, 32) and f.tokens.shape == (2, 2 + 1 * 7, 32)  # cls, distill, (16-16)/8+1 x (64-16)/8+1
+    batch = ast.feature_extractor(list(waves), sampling_rate=16000, return_tensors='pt')
+    out = ast.model(**batch)
+    torch.testing.assert_close(f.emb, out.pooler_output)
+    torch.testing.assert_close(f.tokens, out.last_hidden_state)
+
+
+def test_t5(t5):
+    f = t5.encode_text(CAPTIONS)
+    assert f.tokens.shape == (2, TEXT_LEN, 16) and f.emb.shape == (2, 16) and f.mask.sum(1).tolist() == [5, 10]
+    batch = t5.tokenizer(CAPTIONS, padding='max_length', max_length=TEXT_LEN, return_tensors='pt')
+    torch.testing.assert_close(f.tokens, t5.model(**batch).last_hidden_state)
+    torch.testing.assert_close(f.emb[0], f.tokens[0, :5].mean(0))  # padding excluded from the mean
+
+
+def test_vocoder(vocoder):
+    logmel = torch.randn(2, 64, 10)
+    waves = vocoder(logmel)
+    assert waves.shape == (2, 4 * 4 * 10) and waves.dtype == torch.float32
+    torch.testing.assert_close(waves, vocoder.model(logmel.transpose(1, 2)))
+    with pytest.raises(RuntimeError):
+        vocoder(logmel.transpose(1, 2))  # (B, frames, n_mels) is the published layout, not ours
+    cfg = vocoder.mel_config
+    assert (cfg.hop, cfg.n_mels, cfg.sample_rate) == (16, 64, 16000)
+    assert vocoder(log_mel(torch.randn(1, 2 * cfg.n_fft), cfg)).shape == (1, cfg.hop * cfg.frames)
+
+
+def test_audioldm_mel_config():
+    cfg = tf.SpeechT5HifiGanConfig(model_in_dim=64, upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[16, 16, 8, 4, 4],
+                                   upsample_initial_channel=1024, normalize_before=False)  # AudioLDM's vocoder/config.json
+    audioldm = MelConfig(sample_rate=16000, n_fft=1024, hop=160, n_mels=64, fmin=0.0, fmax=8000.0)
+    assert hifigan_mel_config(cfg) == audioldm
+
+
+def test_encodec(encodec):
+    assert encodec.sample_rate == 24000
+    waves = torch.randn(2, 16000) * 0.1
+    ids = encodec.encode(waves, sample_rate=16000)  # 1 s -> 24000 samples -> 75 frames of 2 codebooks at 1.5 kbps
+    assert ids.shape == (2, 2, 75) and ids.dtype == torch.long and 0 <= ids.min() and ids.max() < 1024
+    x = torch.from_numpy(resample_waves(waves, 16000, 24000))[:, None]  # (B, 1, T) at 24 kHz
+    ref = encodec.model.encode(x, bandwidth=1.5).audio_codes[0]
+    assert torch.equal(ids, ref)
+    out = encodec.decode(ids)
+    assert out.shape == (2, 24000) and out.dtype == torch.float32
+    assert encodec.encode(out, sample_rate=24000).shape == ids.shape
+
+
+def test_resample_waves():
+    out = resample_waves(torch.from_numpy(sine(440, 8000)), 8000, 48000)
+    assert out.shape == (1, 48000) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0, 1000:-1000], sine(440, 48000)[0, 1000:-1000], atol=1e-2)
+
+
+def save(enc, path):
+    """Write an encoder's model and preprocessing where its from_pretrained expects them."""
+    model_dir = path / 'vocoder' if isinstance(enc, HFHifiGan) else path
+    enc.model.save_pretrained(model_dir)
+    for part in ('processor', 'feature_extractor', 'tokenizer'):
+        if getattr(enc, part, None) is not None:
+            getattr(enc, part).save_pretrained(path)
+
+
+@pytest.mark.parametrize('role', sorted(HF_SUITE))
+def test_from_pretrained_local(suite, role, tmp_path):
+    enc = suite[role]
+    save(enc, tmp_path)
+    loaded = load_hf(role, str(tmp_path))
+    assert type(loaded) is type(enc) and not loaded.training
+    for a, b in zip(enc.state_dict().values(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    if role in ('clip', 'clap', 't5'):  # default text lengths may differ: real tokens agree, padding is masked
+        torch.testing.assert_close(loaded.encode_text(CAPTIONS).emb, enc.encode_text(CAPTIONS).emb)

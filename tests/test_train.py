@@ -1,0 +1,155 @@
+"""The training loop, checkpoints, resume, DDP, frozen encoders and cache staleness, on tiny models."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import prepare
+import train
+from configurator import configure
+from conftest import tiny_config
+from encoders import Features, load_toy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_config_overrides_are_type_checked_and_unknown_keys_refused(tmp_path):
+    cfg = train.default_config()
+    configure(cfg, ['--batch_size=7', '--learning_rate=1', '--model_args.width=16'])
+    assert cfg['batch_size'] == 7 and cfg['learning_rate'] == 1.0 and cfg['model_args'] == {'width': 16}
+    with pytest.raises(SystemExit, match='unknown config key'):
+        configure(cfg, ['--no_such_key=1'])
+    with pytest.raises(SystemExit, match='expected int'):
+        configure(cfg, ['--batch_size=0.5'])
+    bad = tmp_path / 'bad.py'
+    bad.write_text("batch_sise = 3\n")
+    with pytest.raises(SystemExit, match='batch_sise'):
+        configure(cfg, [str(bad)])
+
+
+def test_lr_schedule_endpoints():
+    cfg = dict(train.default_config(), warmup_iters=10, max_iters=100, learning_rate=1.0, min_lr=0.1)
+    lrs = [train.get_lr(it, cfg) for it in range(101)]
+    assert lrs[0] < lrs[9] < lrs[10] == pytest.approx(1.0)
+    assert lrs[100] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_prepare_writes_everything_atomically(tiny):
+    root = tiny / 'data' / 'toyav'
+    meta = json.loads((root / 'meta.json').read_text())
+    assert meta['counts'] == dict(train=48, val=16, test=16)
+    assert not list(root.glob('*.tmp')) and not (tiny / 'data' / 'toyav.tmp').exists()
+    for split, n in meta['counts'].items():
+        for field, spec in meta['fields'].items():
+            a = np.load(root / f"{split}_{field}.npy", mmap_mode='r')
+            assert a.shape == (n, *spec['shape']) and str(a.dtype) == spec['dtype']
+
+
+def test_loss_falls_when_overfitting_one_batch(tiny):
+    cfg = tiny_config(tiny, 'clip', max_iters=1)
+    model = train.MODELS['contrastive'](**{**train.data_args(train.MODELS['contrastive'], prepare.open_split(cfg['data_dir'], 'toyav', 'train', [])[1]), **cfg['model_args']})
+    data, _ = prepare.open_split(cfg['data_dir'], 'toyav', 'train', model.fields)
+    batch = train.get_batch(data, 16, torch.Generator().manual_seed(0), 'cpu')
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = model(batch).item()
+    for _ in range(40):
+        loss = model(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+
+
+def test_resume_after_a_crash_continues_exactly(tiny, monkeypatch):
+    straight = train.train(tiny_config(tiny, 'clip', out_dir=str(tiny / 'straight'), max_iters=12, eval_interval=6))
+    cfg = tiny_config(tiny, 'clip', out_dir=str(tiny / 'crashed'), max_iters=12, eval_interval=6)
+    calls, real_get_batch = [], train.get_batch
+
+    def crash_at_iter_9(*args):
+        calls.append(1)
+        if len(calls) > 9 + 2 * cfg['eval_iters']:   # 9 training batches + the eval batches at iter 6
+            raise KeyboardInterrupt
+        return real_get_batch(*args)
+
+    monkeypatch.setattr(train, 'get_batch', crash_at_iter_9)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfg)
+    monkeypatch.setattr(train, 'get_batch', real_get_batch)
+    crashed = os.path.join(cfg['out_dir'], 'ckpt.pt')
+    assert torch.load(crashed, weights_only=True)['iter_num'] == 6
+    resumed = train.train(dict(cfg, init_from='resume'))
+    a, b = torch.load(straight, weights_only=True), torch.load(resumed, weights_only=True)
+    assert b['iter_num'] == 12
+    for k in a['model']:
+        torch.testing.assert_close(a['model'][k], b['model'][k], rtol=0, atol=1e-6)
+    for sa, sb in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
+        torch.testing.assert_close(sa['exp_avg_sq'], sb['exp_avg_sq'], rtol=0, atol=1e-9)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tiny):
+    cfg = tiny_config(tiny, 'clip', init_from='resume')
+    cfg['model_args'] = dict(cfg['model_args'], width=64)
+    with pytest.raises(SystemExit, match='does not match'):
+        train.train(cfg)
+
+
+def test_two_process_ddp_trains(tiny):
+    out = tiny / 'ddp'
+    overrides = {**tiny_config(tiny, 'clip', out_dir=str(out), max_iters=3, eval_interval=3)}
+    args = [f"--{k}={v!r}" if isinstance(v, str) else f"--{k}={v}" for k, v in overrides.items()
+            if k in ('out_dir', 'data_dir', 'batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'method')]
+    args.append("--model_args=" + repr(overrides['model_args']))
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py'] + args
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    assert ckpt['iter_num'] == 3 and len(ckpt['rng']) == 2
+    assert not torch.equal(ckpt['rng'][0], ckpt['rng'][1])   # each rank draws its own batches
+
+
+def test_training_on_frozen_features_leaves_the_encoder_unchanged(tiny):
+    """A trainable head on a frozen toy encoder: one optimizer step moves the head and nothing else."""
+    enc = load_toy('clap', out_dir=str(tiny / 'out'))
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    head = torch.nn.Linear(enc.net.towers['text'].head.out_features, 10)
+    params = list(enc.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=1.0, weight_decay=0.1)
+    enc.train()
+    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
+    feats = enc.encode_audio(torch.randn(4, 16000) * 0.1)
+    assert isinstance(feats, Features) and feats.emb.shape == (4, 32)
+    head_before = head.weight.clone()
+    head(feats.emb).pow(2).mean().backward()
+    opt.step()
+    assert not torch.equal(head.weight, head_before)
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_stale_feature_caches_are_refused(tiny, tmp_path):
+    data = tiny / 'data'
+    fields, _ = prepare.open_split(str(data), 'toyav', 'train', ['clip_image_emb', 'vq_audio_ids'], out_dir=str(tiny / 'out'))
+    assert fields['clip_image_emb'].shape == (48, 32) and fields['vq_audio_ids'].shape == (48, 256)
+    ckpt = tiny / 'out' / 'toyav_clip' / 'ckpt.pt'
+    original = ckpt.read_bytes()
+    try:
+        train.train(tiny_config(tiny, 'clip', max_iters=5, eval_interval=5))   # new weights, cache not redone
+        with pytest.raises(prepare.StaleCache, match='clip checkpoint'):
+            prepare.open_split(str(data), 'toyav', 'train', ['clip_image_emb'], out_dir=str(tiny / 'out'))
+        prepare.open_split(str(data), 'toyav', 'train', ['vq_audio_ids'], out_dir=str(tiny / 'out'))  # others still fine
+    finally:
+        ckpt.write_bytes(original)
+    other = tmp_path / 'data'
+    prepare.main(['toyav', '--data_dir', str(other), '--n_train', '8', '--n_val', '4', '--n_test', '4', '--hop', '200'])
+    for f in (tiny / 'data' / 'toyav').glob('*_clip_*.npy'):
+        (other / 'toyav' / f.name).symlink_to(f)
+    (other / 'toyav' / 'features.json').write_text((data / 'toyav' / 'features.json').read_text())
+    with pytest.raises(prepare.StaleCache, match="'hop': 250"):
+        prepare.open_split(str(other), 'toyav', 'train', ['clip_image_emb'], out_dir=str(tiny / 'out'))
+    with pytest.raises(SystemExit, match='mel settings'):
+        prepare.main(['toyav', '--features', 'toy', '--data_dir', str(other), '--out_dir', str(tiny / 'out')])

@@ -1,0 +1,211 @@
+"""One training loop for every method of nanoAV: a method is a network whose forward(batch) is its loss.
+
+    python train.py config/toyav_clip.py
+    python train.py config/toyav_clip.py --max_iters=100 --batch_size=32
+    torchrun --standalone --nproc_per_node=2 train.py config/toyav_clip.py     # DDP
+
+Iterations, not epochs; warmup + cosine LR; AdamW; gradient accumulation; EMA when ema_decay > 0;
+bf16 autocast when dtype='bfloat16'; eval every eval_interval iterations on a fixed RNG state;
+atomic checkpoints of the uncompiled module with model_args and config; init_from='resume'
+continues at the exact iteration with the optimizer, EMA and data-sampler state.
+References: nanoGPT (Karpathy) for the loop; MMAudio (Cheng et al. 2025) for the fixed eval RNG.
+"""
+import copy
+import inspect
+import math
+import os
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from configurator import configure
+from model import MODELS, ema_update
+from prepare import open_split
+
+# -----------------------------------------------------------------------------
+out_dir = 'out/toyav_clip'         # checkpoint directory
+method = 'contrastive'             # a key of model.MODELS
+model_args = {}                    # constructor arguments of the method's network (dataset sizes are added)
+dataset = 'toyav'                  # data/<dataset>/ made by prepare.py
+data_dir = 'data'                  # where datasets live
+init_from = 'scratch'              # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+batch_size = 64                    # samples per micro-batch (per process)
+grad_accum = 1                     # micro-batches per optimizer step
+max_iters = 1000                   # optimizer steps
+learning_rate = 1e-3               # peak learning rate
+min_lr = 1e-4                      # final learning rate of the cosine
+warmup_iters = 50                  # linear warmup steps
+decay_lr = True                    # cosine decay to min_lr at max_iters
+weight_decay = 0.05                # AdamW weight decay on matrices
+beta1 = 0.9                        # AdamW beta1
+beta2 = 0.99                       # AdamW beta2
+grad_clip = 1.0                    # clip the gradient norm at this value (0 = off)
+ema_decay = 0.0                    # EMA of the weights (0 = off); the EMA is what gets sampled
+eval_interval = 250                # evaluate and checkpoint every this many steps
+eval_iters = 10                    # batches per split in an evaluation
+log_interval = 50                  # print a log line every this many steps
+seed = 1337                        # one seed for initialisation, batches, masking and noise
+device = 'cpu'                     # 'cpu', 'cuda', 'cuda:0', 'mps'
+dtype = 'float32'                  # 'float32' or 'bfloat16' (autocast)
+compile = False                    # torch.compile the network
+threads = 0                        # torch CPU threads (0 = torch's default)
+# -----------------------------------------------------------------------------
+CONFIG_KEYS = [k for k, v in globals().items() if not k.startswith('_') and k.islower() and isinstance(v, (int, float, bool, str, dict))]
+
+
+def default_config():
+    """The defaults above as a fresh dict."""
+    return {k: copy.deepcopy(globals()[k]) for k in CONFIG_KEYS}
+
+
+def get_lr(it, cfg):
+    """Linear warmup, then cosine decay from learning_rate to min_lr at max_iters."""
+    if it < cfg['warmup_iters']:
+        return cfg['learning_rate'] * (it + 1) / (cfg['warmup_iters'] + 1)
+    if not cfg['decay_lr'] or it >= cfg['max_iters']:
+        return cfg['learning_rate'] if not cfg['decay_lr'] else cfg['min_lr']
+    ratio = (it - cfg['warmup_iters']) / max(1, cfg['max_iters'] - cfg['warmup_iters'])
+    return cfg['min_lr'] + 0.5 * (1 + math.cos(math.pi * ratio)) * (cfg['learning_rate'] - cfg['min_lr'])
+
+
+def data_args(cls, meta):
+    """Constructor arguments a network takes from the dataset's meta.json (sizes, vocabulary, mel stats)."""
+    known = dict(vocab_size=len(meta['vocab']) + 2, max_len=meta['max_len'], image_size=meta['image_size'],
+                 n_mels=meta['mel']['n_mels'], frames=meta['mel']['frames'], mel_mean=meta['mel_mean'],
+                 mel_std=meta['mel_std'])
+    params = inspect.signature(cls).parameters
+    return {k: v for k, v in known.items() if k in params}
+
+
+def get_batch(data, n, gen, device):
+    """A random batch of n samples from memmapped fields -> dict of tensors."""
+    size = len(next(iter(data.values())))
+    idx = np.sort(torch.randint(size, (n,), generator=gen).numpy())
+    return {k: torch.from_numpy(np.ascontiguousarray(v[idx])).to(device) for k, v in data.items()}
+
+
+def save_checkpoint(path, state):
+    """torch.save to a temporary file, then rename."""
+    torch.save(state, path + '.tmp')
+    os.replace(path + '.tmp', path)
+
+
+def train(cfg):
+    """Train cfg['method'] as configured; returns the final checkpoint path."""
+    ddp = int(os.environ.get('RANK', -1)) != -1
+    rank, world = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
+    dev = cfg['device']
+    if ddp:
+        dist.init_process_group(backend='nccl' if dev.startswith('cuda') else 'gloo')
+        if dev.startswith('cuda'):
+            dev = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            torch.cuda.set_device(dev)
+    master = rank == 0
+    if cfg['threads']:
+        torch.set_num_threads(cfg['threads'])
+    torch.manual_seed(cfg['seed'])
+    ctx = nullcontext() if cfg['dtype'] == 'float32' else torch.autocast(dev.split(':')[0], dtype=torch.bfloat16)
+    path = os.path.join(cfg['out_dir'], 'ckpt.pt')
+
+    cls = MODELS[cfg['method']]
+    _, meta = open_split(cfg['data_dir'], cfg['dataset'], 'train', [])
+    args = {**data_args(cls, meta), **cfg['model_args']}
+    model = cls(**args)
+    data = {s: open_split(cfg['data_dir'], cfg['dataset'], s, model.fields)[0] for s in ('train', 'val')}
+    model.to(dev)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': cfg['weight_decay']},
+                                   {'params': no_decay, 'weight_decay': 0.0}],
+                                  lr=cfg['learning_rate'], betas=(cfg['beta1'], cfg['beta2']))
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg['ema_decay'] > 0 else None
+    gen = torch.Generator().manual_seed(cfg['seed'] + rank)
+    it, best_val = 0, float('inf')
+    if cfg['init_from'] == 'resume':
+        ckpt = torch.load(path, map_location=dev, weights_only=True)
+        if ckpt['model_args'] != args or ckpt['method'] != cfg['method']:
+            raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does not match this config")
+        model.load_state_dict(ckpt['model'])
+        optimizer.load_state_dict(ckpt['optimizer'])
+        if ema is not None:
+            ema.load_state_dict(ckpt['ema'])
+        gen.set_state(ckpt['rng'][rank] if rank < len(ckpt['rng']) else ckpt['rng'][0])
+        it, best_val = ckpt['iter_num'], ckpt['best_val_loss']
+    raw = model
+    if cfg['compile']:
+        model = torch.compile(model)
+    if ddp:
+        model = DDP(model)
+
+    @torch.no_grad()
+    def estimate_loss():
+        """Mean loss over eval_iters batches per split, on a fixed RNG so numbers compare across runs."""
+        out = {}
+        model.eval()
+        for split, d in data.items():
+            eval_gen = torch.Generator().manual_seed(cfg['seed'] + 999)
+            losses = []
+            for _ in range(cfg['eval_iters']):
+                torch.manual_seed(cfg['seed'] + 999 + len(losses))
+                with ctx:
+                    losses.append(raw(get_batch(d, cfg['batch_size'], eval_gen, dev)).item())
+            out[split] = float(np.mean(losses))
+        model.train()
+        return out
+
+    def checkpoint():
+        rng = [gen.get_state()]
+        if ddp:
+            rng = [None] * world
+            dist.all_gather_object(rng, gen.get_state())
+        if master:
+            os.makedirs(cfg['out_dir'], exist_ok=True)
+            save_checkpoint(path, dict(model=raw.state_dict(), optimizer=optimizer.state_dict(), model_args=args,
+                                       method=cfg['method'], iter_num=it, best_val_loss=best_val, config=cfg,
+                                       ema=ema.state_dict() if ema is not None else None, rng=rng,
+                                       data=dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'],
+                                                 dataset=meta['dataset'], classes=meta.get('classes'))))
+
+    model.train()
+    t0 = time.time()
+    while it < cfg['max_iters']:
+        lr = get_lr(it, cfg)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        for micro in range(cfg['grad_accum']):
+            if ddp:
+                model.require_backward_grad_sync = micro == cfg['grad_accum'] - 1
+            batch = get_batch(data['train'], cfg['batch_size'], gen, dev)
+            with ctx:
+                loss = model(batch) / cfg['grad_accum']
+            if not torch.isfinite(loss):
+                raise SystemExit(f"non-finite loss {loss.item()} at iter {it}: lower learning_rate or use dtype=float32")
+            loss.backward()
+        if cfg['grad_clip']:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema_update(ema, raw, cfg['ema_decay'])
+        it += 1
+        if master and (it % cfg['log_interval'] == 0 or it == 1):
+            dt = (time.time() - t0) / (cfg['log_interval'] if it > 1 else 1)
+            t0 = time.time()
+            print(f"iter {it}: loss {loss.item() * cfg['grad_accum']:.4f}, lr {lr:.2e}, {dt * 1000:.1f}ms/iter", flush=True)
+        if it % cfg['eval_interval'] == 0 or it == cfg['max_iters']:
+            losses = estimate_loss()
+            best_val = min(best_val, losses['val'])
+            if master:
+                print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
+            checkpoint()
+    if ddp:
+        dist.destroy_process_group()
+    return path
+
+
+if __name__ == '__main__':
+    train(configure(default_config(), script=__file__))
