@@ -30,7 +30,15 @@ out_dir = 'out/toyav_eval'      # where metrics.json and table.md are written
 dataset = 'toyav'               # data/<dataset>/
 data_dir = 'data'               # where datasets live
 ckpt_dir = 'out'                # where trained models live (out/<dataset>_<name>/ckpt.pt)
-tasks = 'enc'                   # comma-separated tasks to run
+tasks = 'enc'                   # comma-separated tasks to run: enc, i2a, a2i, joint, inpaint
+ckpt = ''                       # the generator to evaluate (a training run directory), for every task but enc
+n_eval = 500                    # test samples judged per generation task (at most the split's size)
+n_diverse = 16                  # inputs given several outputs each for the diversity metric
+n_outputs = 4                   # outputs per input for the diversity metric
+steps = 16                      # decoding / sampling steps
+temperature = 1.0               # sampling temperature (Gumbel temperature for masked decoding)
+cfg_scale = 3.0                 # classifier-free guidance scale (1 = off)
+span = '0.25,0.75'              # inpainting: the audio time span regenerated, as fractions of the clip
 split = 'test'                  # split whose media is judged
 batch_size = 250                # batch size for judging and encoding
 seed = 1337                     # seed of any sampling
@@ -223,7 +231,120 @@ def task_enc(cfg, judges):
     return {f"enc.{k}": float(v) for k, v in out.items()}
 
 
-TASKS = {'enc': task_enc}
+# ---------------------------------------------------------------------------------------------
+# generation tasks
+# ---------------------------------------------------------------------------------------------
+
+def judge_outputs(judges, modality, media, labels):
+    """Judge generated media against its condition's labels: source set, environment, size<->loudness, mixtures."""
+    logits = judges.logits(modality, media)
+    pred = (logits['sources'].sigmoid() > 0.5).numpy()
+    true = np.asarray(labels['sources']).astype(bool)
+    level = (logits['loud'].softmax(-1) * torch.arange(logits['loud'].shape[-1])).sum(-1).numpy()  # judged class, expected
+    two = true.sum(1) == 2
+    return {'source_acc': multilabel_set_accuracy(pred, true), 'env_acc': accuracy(logits['env'], labels['env']),
+            ('loudness_rho' if modality == 'audio' else 'size_rho'): spearman(labels['loud'], level),
+            'mix_recall': float((pred & true)[two].sum() / max(true[two].sum(), 1))}
+
+
+class Spaces:
+    """The named embedding spaces of generated media: toy CLAP (audio), toy CLIP (images), toy ImageBind (both)."""
+
+    def __init__(self, cfg):
+        kw = dict(dataset=cfg['dataset'], out_dir=cfg['ckpt_dir'], device=cfg['device'])
+        self.clap, self.clip, self.bind = (load_toy(n, **kw) for n in ('clap', 'clip', 'imagebind'))
+        self.n = cfg['batch_size']
+
+    def fd_space(self, modality, media):
+        """Embeddings (N, D) for Fréchet distance and diversity: CLAP audio for sound, CLIP image for pictures."""
+        run = (lambda x: self.clap.encode_mel(x).emb) if modality == 'audio' else (lambda x: self.clip.encode_image(x).emb)
+        return batched(run, media, self.n).numpy()
+
+    def joint_space(self, modality, media):
+        """ImageBind embeddings (N, D) for cross-modal similarity."""
+        run = (lambda x: self.bind.encode_mel(x).emb) if modality == 'audio' else (lambda x: self.bind.encode_image(x).emb)
+        return batched(run, media, self.n).numpy()
+
+
+def echoes_generator(cfg, model, ckpt):
+    """Visual Echoes as a generator: (task, test-split data of some rows, generator) -> {modality: media}."""
+    from sample import Echoes
+    echoes = Echoes(model, ckpt, cfg['ckpt_dir'], cfg['device'])
+    kw = dict(steps=cfg['steps'], temperature=cfg['temperature'], cfg=cfg['cfg_scale'],
+              span=tuple(float(x) for x in cfg['span'].split(',')))
+
+    def generate(task, rows, generator):
+        a, i = echoes.run(task, torch.from_numpy(rows['vq_audio_ids'].astype(np.int64)),
+                          torch.from_numpy(rows['vq_image_ids'].astype(np.int64)), generator=generator, **kw)
+        return {'audio': echoes.audio_tok.decode(a), 'image': echoes.image_tok.decode(i)}
+    return generate, ['vq_audio_ids', 'vq_image_ids']
+
+
+GENERATORS = {'echoes': echoes_generator}
+OUTPUTS = {'i2a': ('audio',), 'a2i': ('image',), 'joint': ('audio', 'image'), 'inpaint': ('audio',)}
+
+
+def load_generator(cfg):
+    """The configured checkpoint as (generate function, the cached fields it reads, embedding spaces)."""
+    if not cfg['ckpt']:
+        raise SystemExit("generation tasks need --ckpt=out/<experiment>")
+    model, ckpt = load_checkpoint(os.path.join(cfg['ckpt'], 'ckpt.pt'), cfg['device'])
+    return (*GENERATORS[ckpt['method']](cfg, model, ckpt), Spaces(cfg))
+
+
+def task_generate(cfg, judges, generator, task):
+    """Generate from test conditions with the configured checkpoint; judge, embed and time the outputs."""
+    generate, fields, spaces = generator
+    fields = fields + ['image', 'mel', 'sources', 'env', 'loud']
+    data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], fields, cfg['ckpt_dir'])
+    val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
+    n = min(cfg['n_eval'], len(data['env']))
+    rows = {k: np.asarray(v[:n]) for k, v in data.items()}
+    gen = torch.Generator().manual_seed(cfg['seed'])
+    parts = [generate(task, {k: v[i:i + cfg['batch_size']] for k, v in rows.items()}, gen) for i in range(0, n, cfg['batch_size'])]
+    out = {m: torch.cat([p[m] for p in parts]) for m in OUTPUTS[task]}
+    metrics, real = {}, {'audio': 'mel', 'image': 'image'}
+    for m, media in out.items():
+        prefix = '' if len(out) == 1 else f"{m}_"
+        if task == 'inpaint':                     # judge the regenerated span alone, and the real span beside it
+            media = span_only(media, cfg['span'])
+            metrics.update({f"real_span_{k}": v for k, v in judge_outputs(judges, m, span_only(torch.from_numpy(rows['mel']), cfg['span']), rows).items()})
+        metrics.update({prefix + k: v for k, v in judge_outputs(judges, m, media, rows).items()})
+        emb = spaces.fd_space(m, media)
+        metrics[prefix + 'fd'] = frechet_distance(emb, spaces.fd_space(m, rows[real[m]]))
+        metrics[prefix + 'fd_floor'] = frechet_distance(spaces.fd_space(m, np.asarray(val[real[m]][:n])), spaces.fd_space(m, rows[real[m]]))
+        if task in ('i2a', 'a2i'):
+            cond = 'image' if m == 'audio' else 'audio'
+            metrics['cs'] = cosine_score(spaces.joint_space(cond, rows[real[cond]]), spaces.joint_space(m, media))
+    if task == 'joint':
+        a, i = (judges.logits(m, out[m])['sources'].sigmoid() > 0.5 for m in ('audio', 'image'))
+        metrics['source_acc'] = float((a == i).all(1).float().mean())      # both outputs judged the same source set
+    metrics.update(diversity_and_speed(cfg, generate, spaces, task, rows))
+    return {f"{task}.{k}": float(v) for k, v in metrics.items()}
+
+
+def span_only(mels, span):
+    """Log-mels (N, n_mels, frames) with everything outside the time span set to the spectrogram's floor."""
+    lo, hi = (float(x) for x in span.split(','))
+    frames = mels.shape[-1]
+    keep = torch.zeros(frames, dtype=torch.bool)
+    keep[int(lo * frames):int(hi * frames)] = True
+    return torch.where(keep, torch.as_tensor(mels), torch.as_tensor(mels).amin())
+
+
+def diversity_and_speed(cfg, generate, spaces, task, rows):
+    """Mean pairwise distance among n_outputs outputs per input (first output modality); seconds per sample at batch 1."""
+    m = OUTPUTS[task][0]
+    gen = torch.Generator().manual_seed(cfg['seed'] + 1)
+    dists = []
+    for j in range(min(cfg['n_diverse'], len(rows['env']))):
+        repeat = {k: np.repeat(v[j:j + 1], cfg['n_outputs'], 0) for k, v in rows.items()}
+        dists.append(mean_pairwise_distance(spaces.fd_space(m, generate(task, repeat, gen)[m])))
+    t0, n_timed = time.time(), 3
+    for j in range(n_timed):
+        generate(task, {k: v[j:j + 1] for k, v in rows.items()}, gen)
+    return {'diversity': float(np.mean(dists)), 'sec_per_sample': (time.time() - t0) / n_timed}
+
 
 
 def write_table(path, metrics):
@@ -239,10 +360,16 @@ def evaluate(cfg):
     """Run the configured tasks; write metrics.json and table.md into out_dir; return the metrics."""
     torch.manual_seed(cfg['seed'])
     judges = Judges(cfg['dataset'], cfg['ckpt_dir'], cfg['device'])
-    metrics = {}
+    metrics, generator = {}, None
     for task in cfg['tasks'].split(','):
         t0 = time.time()
-        metrics.update(TASKS[task](cfg, judges))
+        if task == 'enc':
+            metrics.update(task_enc(cfg, judges))
+        elif task in OUTPUTS:
+            generator = generator or load_generator(cfg)
+            metrics.update(task_generate(cfg, judges, generator, task))
+        else:
+            raise SystemExit(f"unknown task {task!r} (tasks: enc, {', '.join(OUTPUTS)})")
         metrics[f"{task}.eval_seconds"] = time.time() - t0
     os.makedirs(cfg['out_dir'], exist_ok=True)
     write_json(os.path.join(cfg['out_dir'], 'metrics.json'), metrics)

@@ -326,4 +326,131 @@ class Judge(nn.Module):
                    else F.cross_entropy(v, batch[k].long()) for k, v in logits.items())
 
 
-MODELS = {'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge}
+#################################################################################
+#              Visual Echoes: one masked transformer over audio + image         #
+#################################################################################
+
+def truncated_normal(shape, mean, std, low, high, generator=None):
+    """Samples of N(mean, std) truncated to [low, high] by inverse-CDF sampling."""
+    normal = torch.distributions.Normal(mean, std)
+    lo, hi = normal.cdf(torch.tensor(low)), normal.cdf(torch.tensor(high))
+    u = lo + (hi - lo) * torch.rand(shape, generator=generator)
+    return normal.icdf(u).clamp(low, high)
+
+
+def random_mask(n_tokens, ratios, generator=None):
+    """Per-row random masks (B, n_tokens) with round(ratio * n_tokens) True entries for each row's ratio (B,)."""
+    scores = torch.rand(len(ratios), n_tokens, generator=generator)             # (B, N)
+    counts = (ratios * n_tokens).round().long().clamp(0, n_tokens)              # (B,)
+    ranks = scores.argsort(1).argsort(1)
+    return ranks < counts[:, None]
+
+
+class MaskedAVTransformer(nn.Module):
+    """Visual Echoes: bidirectional MAGE-style encoder/decoder over [audio ids, image ids] with mask ids."""
+
+    def __init__(self, n_audio=256, n_image=64, audio_codes=256, image_codes=256, width=256, n_layer=4,
+                 n_dec_layer=2, n_head=8, drop_ratio=0.5, mask_mean=0.55, mask_std=0.25, mask_min=0.2,
+                 p_cond=0.5, p_uncond=0.1):
+        super().__init__()
+        self.sizes, self.codes = (n_audio, n_image), (audio_codes, image_codes)
+        self.drop_ratio, self.mask_mean, self.mask_std, self.mask_min = drop_ratio, mask_mean, mask_std, mask_min
+        self.p_cond, self.p_uncond = p_cond, p_uncond
+        self.wte = nn.ModuleList([nn.Embedding(k + 1, width) for k in self.codes])  # the last id is [MASK]
+        self.pos = nn.Parameter(torch.randn(1, n_audio + n_image, width) * 0.02)
+        self.dec_pos = nn.Parameter(torch.randn(1, n_audio + n_image, width) * 0.02)
+        self.modality = nn.Parameter(torch.randn(2, width) * 0.02)
+        self.pad = nn.Parameter(torch.randn(1, 1, width) * 0.02)                  # shared pad for dropped tokens
+        self.encoder = Transformer(width, n_layer, n_head)
+        self.decoder = Transformer(width, n_dec_layer, n_head)
+        self.out = nn.ModuleList([nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width)) for _ in self.codes])
+        self.bias = nn.ParameterList([nn.Parameter(torch.zeros(k)) for k in self.codes])
+        self.fields = ['vq_audio_ids', 'vq_image_ids']
+
+    def embed(self, ids, mask):
+        """ids (B, N) over [audio, image], mask (B, N) True where hidden -> embeddings (B, N, C)."""
+        parts, start = [], 0
+        for m, (n, k) in enumerate(zip(self.sizes, self.codes)):
+            x = torch.where(mask[:, start:start + n], k, ids[:, start:start + n])
+            parts.append(self.wte[m](x) + self.modality[m])
+            start += n
+        return torch.cat(parts, 1) + self.pos                                     # (B, N, C)
+
+    def logits(self, ids, mask, generator=None):
+        """Logits (B, N, V) for every position, V = max codebook size (-inf beyond a modality's codebook)."""
+        B, N = ids.shape
+        x = self.embed(ids, mask)
+        n_drop = int(min(self.drop_ratio * N, mask.sum(1).min()))                 # drop masked tokens only
+        order = (torch.rand(B, N, generator=generator) + (~mask).float().cpu()).argsort(1).to(ids.device)  # masked first
+        keep = order[:, n_drop:].sort(1).values                                   # (B, N - n_drop)
+        h = self.encoder(torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1])))
+        full = self.pad.expand(B, N, -1).clone().to(h.dtype)
+        full.scatter_(1, keep[..., None].expand(-1, -1, h.shape[-1]), h)          # dropped positions get the pad
+        h = self.decoder(full + self.dec_pos)                                     # (B, N, C)
+        V, out, start = max(self.codes), [], 0
+        for m, (n, k) in enumerate(zip(self.sizes, self.codes)):
+            logit = self.out[m](h[:, start:start + n]) @ self.wte[m].weight[:k].T + self.bias[m]  # (B, n, k)
+            out.append(F.pad(logit, (0, V - k), value=float('-inf')))
+            start += n
+        return torch.cat(out, 1)
+
+    def sample_masks(self, B, generator=None):
+        """Training masks (B, N): truncated-Gaussian ratios per modality; some rows condition on a whole modality."""
+        ratios = [truncated_normal((B,), self.mask_mean, self.mask_std, self.mask_min, 1.0, generator) for _ in self.sizes]
+        task = torch.rand(B, generator=generator)
+        cond = task < self.p_cond                                                 # one modality fully visible
+        uncond = (task >= self.p_cond) & (task < self.p_cond + self.p_uncond)     # one modality fully hidden
+        which = torch.rand(B, generator=generator) < 0.5
+        ratios[0] = torch.where(cond & ~which, 0.0, torch.where(uncond & ~which, 1.0, ratios[0]))
+        ratios[1] = torch.where(cond & which, 0.0, torch.where(uncond & which, 1.0, ratios[1]))
+        return torch.cat([random_mask(n, r, generator) for n, r in zip(self.sizes, ratios)], 1)
+
+    def forward(self, batch, generator=None):
+        ids = torch.cat([batch['vq_audio_ids'], batch['vq_image_ids']], 1).long()  # (B, N)
+        mask = self.sample_masks(len(ids), generator).to(ids.device)
+        logits = self.logits(ids, mask, generator)
+        return F.cross_entropy(logits[mask].float(), ids[mask])
+
+
+def mask_schedule(progress):
+    """Fraction of tokens still masked after `progress` in [0, 1] of the decoding: cos(pi/2 * progress)."""
+    return math.cos(math.pi / 2 * progress)
+
+
+def decode(ids, known, logits_fn, steps=16, temperature=1.0, generator=None):
+    """MaskGIT iterative unmasking: ids (B, N) with known (B, N) True where given; logits_fn(ids, mask) -> (B, N, V).
+
+    Each step samples every unknown position, keeps the most confident samples (Gumbel noise of annealed
+    temperature on their log-probabilities) and re-masks the rest, following the cosine schedule; known
+    tokens have infinite confidence and never change, and every position is filled after the last step.
+    """
+    ids, known = ids.clone(), known.clone()
+    unknown0 = (~known).sum(1)                                                    # (B,)
+    for step in range(steps):
+        mask = ~known
+        logits = logits_fn(ids, mask).float()                                     # (B, N, V)
+        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-20, 1)))
+        sampled = (logits + gumbel.to(logits.device)).argmax(-1)                  # categorical sample (B, N)
+        logp = torch.log_softmax(logits, -1).gather(-1, sampled[..., None])[..., 0]
+        anneal = temperature * (1 - (step + 1) / steps)
+        noise = -torch.log(-torch.log(torch.rand(logp.shape, generator=generator).clamp(1e-20, 1))).to(logp.device)
+        confidence = torch.where(mask, logp + anneal * noise, torch.full_like(logp, float('inf')))
+        ids = torch.where(mask, sampled, ids)
+        n_masked = (unknown0.float() * mask_schedule((step + 1) / steps)).floor().long()  # (B,)
+        ranks = confidence.argsort(1).argsort(1)                                  # 0 = least confident
+        known = ranks >= n_masked[:, None]
+    return ids
+
+
+def cfg_logits(logits_fn, cond, scale):
+    """Off-the-shelf CFG: s * logits(x | cond) + (1 - s) * logits(x | cond fully masked); cond (B, N) True = condition."""
+    def guided(ids, mask):
+        if scale == 1:
+            return logits_fn(ids, mask)
+        both = logits_fn(torch.cat([ids, ids]), torch.cat([mask, mask | cond]))
+        c, u = both.chunk(2)
+        return torch.where(torch.isinf(c), c, scale * c + (1 - scale) * u)
+    return guided
+
+
+MODELS = {'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'echoes': MaskedAVTransformer}

@@ -150,7 +150,9 @@ def cache_features(args):
             print(f"{split} {name}: " + ', '.join(f"{k} {tuple(a.shape)}" for k, a in arrays.items()))
     write_json(os.path.join(root, 'features.json'), dict(
         suite=args.features, meta=json_hash(meta), mel=meta['mel'], fields=written,
-        encoders={name: enc.checkpoint_hash for name, enc in encoders.items()}))
+        encoders={name: enc.checkpoint_hash for name, enc in encoders.items()},
+        tokenizers={name: dict(codebook_size=enc.codebook_size, n_tokens=enc.n_tokens)
+                    for name, enc in encoders.items() if hasattr(enc, 'codebook_size')}))
 
 
 def open_split(data_dir, dataset, split, fields, out_dir='out'):
@@ -162,12 +164,14 @@ def open_split(data_dir, dataset, split, fields, out_dir='out'):
     meta = read_json(meta_path)
     feature_fields = [f for f in fields if f not in meta['fields']]
     if feature_fields:
-        check_features(root, meta, feature_fields, out_dir)
+        meta['features'] = check_features(root, meta, feature_fields, out_dir)
+    elif os.path.exists(os.path.join(root, 'features.json')):   # what the cache holds, checked when a field is opened
+        meta['features'] = read_json(os.path.join(root, 'features.json'))
     return {f: np.load(os.path.join(root, f"{split}_{f}.npy"), mmap_mode='r') for f in fields}, meta
 
 
 def check_features(root, meta, fields, out_dir):
-    """Raise StaleCache unless features.json matches meta.json and the current encoder checkpoints."""
+    """features.json, after checking it matches meta.json and the current encoder checkpoints (else StaleCache)."""
     from encoders import file_hash
     path = os.path.join(root, 'features.json')
     redo = f"rerun python prepare.py {meta['dataset']} --features toy"
@@ -186,6 +190,7 @@ def check_features(root, meta, fields, out_dir):
         if now != feats['encoders'][name]:
             raise StaleCache(f"{path}: {f} was made by {name} checkpoint {feats['encoders'][name]}, "
                              f"but {ckpt} is now {now}; {redo}")
+    return feats
 
 
 def main(argv=None):

@@ -16,7 +16,8 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from encoders import GriffinLim, MediaError, MelConfig, load_audio, load_checkpoint, load_image, log_mel
+from encoders import GriffinLim, MediaError, MelConfig, load_audio, load_checkpoint, load_image, load_toy, log_mel
+from model import cfg_logits, decode
 from prepare import open_split
 
 
@@ -50,19 +51,90 @@ def write_audio(stem, mel, mel_cfg):
     return [stem + '.wav', stem + '.spec.png']
 
 
-def run_tokenizer(model, ckpt, inputs, stem):
+def run_tokenizer(model, ckpt, inputs, stem, args):
     """A VQ tokenizer: media -> ids -> media; the round trip shows what the tokens keep."""
     mel_cfg = MelConfig(**ckpt['data']['mel'])
     with torch.no_grad():
         if model.modality == 'image':
-            ids = model.encode(torch.as_tensor(inputs['image'])[None])
-            save_png(stem + '.png', model.decode(ids)[0].numpy())
+            save_png(stem + '.png', model.decode(model.encode(torch.as_tensor(inputs['image'])[None]))[0].numpy())
             return [stem + '.png']
         ids = model.encode(torch.as_tensor(inputs['mel'])[None])                  # (1, N)
         return write_audio(stem, model.decode(ids)[0].numpy(), mel_cfg)
 
 
-RUNNERS = {'vq': run_tokenizer}
+class Echoes:
+    """Visual Echoes at inference: toy VQ tokenizers around the masked AV transformer, tasks on ids or media."""
+
+    def __init__(self, model, ckpt, ckpt_dir='out', device='cpu'):
+        data = ckpt['data']
+        self.model, self.device = model, device
+        self.audio_tok = load_toy('vq_audio', data['dataset'], ckpt_dir, device)
+        self.image_tok = load_toy('vq_image', data['dataset'], ckpt_dir, device)
+        self.n_audio, self.n_image = model.sizes
+        self.time_steps = self.audio_tok.net.grid[1]                               # audio tokens are (freq, time)
+
+    @torch.no_grad()
+    def generate(self, audio_ids, image_ids, known, steps=16, temperature=1.0, cfg=1.0, generator=None):
+        """Fill the unknown positions of [audio ids, image ids] (B, N) by iterative unmasking with CFG."""
+        ids = torch.cat([audio_ids, image_ids], 1).long().to(self.device)          # (B, N)
+        known = known.to(self.device)
+        logits_fn = cfg_logits(lambda x, m: self.model.logits(x, m, generator), known, cfg)
+        out = decode(ids, known, logits_fn, steps, temperature, generator)
+        return out[:, :self.n_audio], out[:, self.n_audio:]
+
+    def known(self, B, audio=False, image=False, span=None):
+        """Known-mask (B, N): whole modalities, or the audio outside a time span (fractions of the clip)."""
+        audio_known = torch.full((B, self.n_audio), audio)
+        if span is not None:
+            t = torch.arange(self.n_audio) % self.time_steps                       # time index of each audio token
+            inside = (t >= span[0] * self.time_steps) & (t < span[1] * self.time_steps)
+            audio_known = ~inside.expand(B, -1)
+        return torch.cat([audio_known, torch.full((B, self.n_image), image)], 1)
+
+    def run(self, task, audio_ids=None, image_ids=None, **kw):
+        """task in i2a, a2i, joint, inpaint -> (audio ids, image ids) with the task's unknown part generated."""
+        given = [x for x in (audio_ids, image_ids) if x is not None]
+        B = len(given[0]) if given else 1
+        audio_ids = torch.zeros(B, self.n_audio, dtype=torch.long) if audio_ids is None else torch.as_tensor(audio_ids).long()
+        image_ids = torch.zeros(B, self.n_image, dtype=torch.long) if image_ids is None else torch.as_tensor(image_ids).long()
+        span = kw.pop('span', (0.25, 0.75))
+        known = {'i2a': self.known(B, image=True), 'a2i': self.known(B, audio=True), 'joint': self.known(B),
+                 'inpaint': self.known(B, image=True, span=span)}[task]
+        if task == 'joint':
+            kw['cfg'] = 1.0                                                        # nothing to guide by
+        return self.generate(audio_ids, image_ids, known, **kw)
+
+
+def default_tasks(inputs, from_dataset):
+    """What to generate when --task is not given: both directions for a dataset sample, else by the inputs."""
+    if from_dataset:
+        return ['i2a', 'a2i']
+    if 'mel' in inputs and 'image' in inputs:
+        return ['inpaint']
+    return ['i2a'] if 'image' in inputs else ['a2i'] if 'mel' in inputs else ['joint']
+
+
+def run_echoes(model, ckpt, inputs, stem, args):
+    """Visual Echoes: image->audio, audio->image, joint generation or image-guided audio inpainting."""
+    echoes = Echoes(model, ckpt, args.ckpt_dir, args.device)
+    mel_cfg = MelConfig(**ckpt['data']['mel'])
+    audio_ids = echoes.audio_tok.encode(inputs['mel'][None]) if 'mel' in inputs else None
+    image_ids = echoes.image_tok.encode(inputs['image'][None]) if 'image' in inputs else None
+    tasks = [args.task] if args.task else default_tasks(inputs, args.index is not None)
+    gen = torch.Generator().manual_seed(args.seed)
+    written = []
+    for task in tasks:
+        a, i = echoes.run(task, audio_ids, image_ids, steps=args.steps, temperature=args.temperature, cfg=args.cfg,
+                          generator=gen, span=args.span)
+        if task != 'a2i':
+            written += write_audio(f"{stem}.{task}", echoes.audio_tok.decode(a)[0].numpy(), mel_cfg)
+        if task in ('a2i', 'joint'):
+            save_png(f"{stem}.{task}.png", echoes.image_tok.decode(i)[0].numpy())
+            written.append(f"{stem}.{task}.png")
+    return written
+
+
+RUNNERS = {'vq': run_tokenizer, 'echoes': run_echoes}
 
 
 def main(argv=None):
@@ -71,32 +143,43 @@ def main(argv=None):
     parser.add_argument('--audio', help='input sound: any audio file, or a video whose sound is used')
     parser.add_argument('--image', help='input picture: any image file')
     parser.add_argument('--index', type=int, help='use this test-split sample of the checkpoint\'s dataset as input')
+    parser.add_argument('--task', choices=['i2a', 'a2i', 'joint', 'inpaint'], help='what to generate (default: from the inputs; '
+                        'image -> i2a, audio -> a2i, both -> inpaint, none -> joint, --index -> i2a and a2i)')
+    parser.add_argument('--steps', type=int, default=16, help='decoding steps (iterative unmasking)')
+    parser.add_argument('--temperature', type=float, default=1.0, help='Gumbel temperature of the unmasking confidence')
+    parser.add_argument('--cfg', type=float, default=3.0, help='classifier-free guidance scale (1 = off)')
+    parser.add_argument('--span', type=lambda v: tuple(float(x) for x in v.split(',')), default=(0.25, 0.75),
+                        help='inpainting: the audio time span to regenerate, as fractions "start,end"')
+    parser.add_argument('--ckpt_dir', default='out', help='where the frozen toy tokenizers live (out/<dataset>_vq_*)')
     parser.add_argument('--data_dir', default='data', help='where datasets live (for --index)')
     parser.add_argument('--out', default=None, help='output stem (default: out/samples/<input name>)')
     parser.add_argument('--seed', type=int, default=1337, help='seed of any sampling')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     args = parser.parse_args(argv)
-    if sum(x is not None for x in (args.audio, args.image, args.index)) != 1:
-        parser.error('give exactly one input: --audio, --image or --index')
+    if args.index is not None and (args.audio or args.image):
+        parser.error('give --index or --audio/--image, not both')
     torch.manual_seed(args.seed)
     path = args.ckpt if args.ckpt.endswith('.pt') else os.path.join(args.ckpt, 'ckpt.pt')
     try:
         model, ckpt = load_checkpoint(path, args.device)
         data, mel_cfg = ckpt['data'], MelConfig(**ckpt['data']['mel'])
+        inputs, names = {}, []
         if args.index is not None:
-            split, meta = open_split(args.data_dir, data['dataset'], 'test', ['image', 'mel'])
-            inputs, name = {k: np.array(v[args.index]) for k, v in split.items()}, f"{data['dataset']}_test{args.index}"
-        elif args.audio:
+            split, _ = open_split(args.data_dir, data['dataset'], 'test', ['image', 'mel'])
+            inputs, names = {k: np.array(v[args.index]) for k, v in split.items()}, [f"{data['dataset']}_test{args.index}"]
+        if args.audio:
             wave = load_audio(args.audio, mel_cfg.sample_rate)
-            inputs, name = {'mel': log_mel(torch.from_numpy(wave)[None], mel_cfg)[0].numpy()}, os.path.basename(args.audio)
-        else:
-            size = None if model.modality != 'image' else ckpt['model_args'].get('image_size', 32)
-            inputs, name = {'image': load_image(args.image, size)}, os.path.basename(args.image)
+            inputs['mel'] = log_mel(torch.from_numpy(wave)[None], mel_cfg)[0].numpy()
+            names.append(os.path.basename(args.audio))
+        if args.image:
+            inputs['image'] = load_image(args.image, data['image_size'])
+            names.append(os.path.basename(args.image))
     except (MediaError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    stem = args.out or os.path.join('out', 'samples', f"{os.path.splitext(name)[0]}.{os.path.basename(os.path.dirname(path))}")
+    name = os.path.splitext(names[0])[0] if names else 'joint'
+    stem = args.out or os.path.join('out', 'samples', f"{name}.{os.path.basename(os.path.dirname(path))}")
     os.makedirs(os.path.dirname(stem) or '.', exist_ok=True)
-    for f in RUNNERS[ckpt['method']](model, ckpt, inputs, stem):
+    for f in RUNNERS[ckpt['method']](model, ckpt, inputs, stem, args):
         print(f"wrote {f}")
 
 

@@ -32,6 +32,7 @@ method = 'contrastive'             # a key of model.MODELS
 model_args = {}                    # constructor arguments of the method's network (dataset sizes are added)
 dataset = 'toyav'                  # data/<dataset>/ made by prepare.py
 data_dir = 'data'                  # where datasets live
+ckpt_dir = 'out'                   # where the frozen encoders behind cached features live (out/<dataset>_<name>/)
 init_from = 'scratch'              # 'scratch' or 'resume' (from out_dir/ckpt.pt)
 batch_size = 64                    # samples per micro-batch (per process)
 grad_accum = 1                     # micro-batches per optimizer step
@@ -73,10 +74,14 @@ def get_lr(it, cfg):
 
 
 def data_args(cls, meta):
-    """Constructor arguments a network takes from the dataset's meta.json (sizes, vocabulary, mel stats)."""
+    """Constructor arguments a network takes from the dataset's meta.json (sizes, vocabulary, mel stats, tokenizers)."""
     known = dict(vocab_size=len(meta['vocab']) + 2, max_len=meta['max_len'], image_size=meta['image_size'],
                  n_mels=meta['mel']['n_mels'], frames=meta['mel']['frames'], mel_mean=meta['mel_mean'],
                  mel_std=meta['mel_std'])
+    for role, tok in (('audio', 'vq_audio'), ('image', 'vq_image')):
+        if tok in meta.get('features', {}).get('tokenizers', {}):
+            info = meta['features']['tokenizers'][tok]
+            known.update({f"n_{role}": info['n_tokens'], f"{role}_codes": info['codebook_size']})
     params = inspect.signature(cls).parameters
     return {k: v for k, v in known.items() if k in params}
 
@@ -115,7 +120,7 @@ def train(cfg):
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], 'train', [])
     args = {**data_args(cls, meta), **cfg['model_args']}
     model = cls(**args)
-    data = {s: open_split(cfg['data_dir'], cfg['dataset'], s, model.fields)[0] for s in ('train', 'val')}
+    data = {s: open_split(cfg['data_dir'], cfg['dataset'], s, model.fields, cfg['ckpt_dir'])[0] for s in ('train', 'val')}
     model.to(dev)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -167,7 +172,7 @@ def train(cfg):
             save_checkpoint(path, dict(model=raw.state_dict(), optimizer=optimizer.state_dict(), model_args=args,
                                        method=cfg['method'], iter_num=it, best_val_loss=best_val, config=cfg,
                                        ema=ema.state_dict() if ema is not None else None, rng=rng,
-                                       data=dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'],
+                                       data=dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'], image_size=meta['image_size'],
                                                  dataset=meta['dataset'], classes=meta.get('classes'))))
 
     model.train()

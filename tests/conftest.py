@@ -32,7 +32,7 @@ def tiny_config(root, name, **overrides):
     """train.py's defaults for a tiny toy model writing under root/out."""
     import train
     cfg = train.default_config()
-    cfg.update(TINY[name], out_dir=str(root / 'out' / f"toyav_{name}"), data_dir=str(root / 'data'), batch_size=8,
+    cfg.update(TINY[name], out_dir=str(root / 'out' / f"toyav_{name}"), data_dir=str(root / 'data'), ckpt_dir=str(root / 'out'), batch_size=8,
                max_iters=4, eval_interval=4, eval_iters=1, log_interval=100, warmup_iters=1)
     cfg.update(overrides)
     return cfg

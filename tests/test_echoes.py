@@ -1,0 +1,119 @@
+"""Visual Echoes: masking, the decoder as a pure function, off-the-shelf CFG, and the model end to end."""
+import math
+
+import pytest
+import torch
+
+import sample
+import train
+from conftest import tiny_config
+from model import MaskedAVTransformer, cfg_logits, decode, mask_schedule, random_mask, truncated_normal
+
+SMALL = dict(n_audio=12, n_image=6, audio_codes=20, image_codes=10, width=32, n_layer=1, n_dec_layer=1, n_head=2)
+
+
+def test_mask_schedule_endpoints_and_monotone():
+    assert mask_schedule(0.0) == 1.0 and mask_schedule(1.0) == pytest.approx(0.0, abs=1e-12)
+    values = [mask_schedule(i / 10) for i in range(11)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+
+
+def test_truncated_normal_stays_in_range_and_has_its_mean():
+    x = truncated_normal((20000,), 0.55, 0.25, 0.2, 1.0, torch.Generator().manual_seed(0))
+    assert x.min() >= 0.2 and x.max() <= 1.0
+    assert abs(x.mean().item() - 0.57) < 0.02       # the mean of N(0.55, 0.25) cut to [0.2, 1]
+
+
+def test_random_mask_hides_the_requested_count():
+    m = random_mask(10, torch.tensor([0.0, 0.3, 1.0]), torch.Generator().manual_seed(0))
+    assert m.sum(1).tolist() == [0, 3, 10]
+
+
+def test_training_masks_include_whole_visible_and_whole_hidden_modalities():
+    model = MaskedAVTransformer(**SMALL, p_cond=0.5, p_uncond=0.2)
+    mask = model.sample_masks(4000, torch.Generator().manual_seed(0))
+    audio, image = mask[:, :12].float().mean(1), mask[:, 12:].float().mean(1)
+    visible = ((audio == 0) | (image == 0)).float().mean().item()
+    hidden = (((audio == 1) & (image < 1)) | ((image == 1) & (audio < 1))).float().mean().item()
+    assert abs(visible - 0.5) < 0.05 and hidden > 0.15
+    partial = audio[(audio > 0) & (audio < 1)]
+    assert partial.min() >= 2 / 12 - 1e-6            # ratios below 0.2 never occur (0.2 * 12 rounds to 2)
+
+
+def test_decode_fills_every_mask_and_never_changes_known_tokens():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 7, (3, 20), generator=gen)
+    known = torch.rand(3, 20, generator=gen) < 0.4
+    calls = []
+
+    def logits_fn(x, mask):
+        calls.append(mask.sum().item())
+        assert torch.equal(x[known], ids[known])
+        return torch.randn(x.shape[0], x.shape[1], 7, generator=gen)
+
+    out = decode(ids.masked_fill(~known, 0), known, logits_fn, steps=6, generator=gen)
+    assert torch.equal(out[known], ids[known])
+    assert out.shape == ids.shape and out.min() >= 0 and out.max() < 7
+    assert calls[0] == (~known).sum().item() and calls == sorted(calls, reverse=True) and len(calls) == 6
+
+
+def test_decode_with_one_step_is_a_single_argmax_free_fill():
+    logits = torch.full((1, 5, 3), -1e9)
+    logits[..., 2] = 0                                          # only id 2 is possible
+    out = decode(torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 5, dtype=torch.bool), lambda x, m: logits, steps=1)
+    assert out.tolist() == [[2] * 5]
+
+
+def test_cfg_scale_one_is_the_conditional_logits_and_other_scales_extrapolate():
+    torch.manual_seed(0)
+    model = MaskedAVTransformer(**SMALL, drop_ratio=0.0).eval()
+    ids = torch.cat([torch.randint(0, 20, (2, 12)), torch.randint(0, 10, (2, 6))], 1)
+    cond = torch.zeros(2, 18, dtype=torch.bool)
+    cond[:, 12:] = True
+    mask = ~cond
+    fn = lambda x, m: model.logits(x, m)
+    with torch.no_grad():
+        torch.testing.assert_close(cfg_logits(fn, cond, 1.0)(ids, mask), fn(ids, mask))
+        c, u = fn(ids, mask), fn(ids, mask | cond)
+        g = cfg_logits(fn, cond, 3.0)(ids, mask)
+    finite = torch.isfinite(c)
+    torch.testing.assert_close(g[finite], (3 * c - 2 * u)[finite])
+    assert torch.isinf(g[:, 12:, 10:]).all()                  # image positions never predict beyond their codebook
+
+
+def test_logits_are_dot_products_with_the_embedding_table():
+    model = MaskedAVTransformer(**SMALL)
+    assert model.out[0][0].weight.shape == (32, 32) and not hasattr(model, 'head')
+    with torch.no_grad():
+        model.wte[0].weight.zero_()
+        model.bias[0].fill_(0.5)
+        logits = model.logits(torch.zeros(1, 18, dtype=torch.long), torch.ones(1, 18, dtype=torch.bool))
+    assert torch.all(logits[0, :12, :20] == 0.5)
+
+
+def test_loss_only_counts_masked_positions():
+    torch.manual_seed(0)
+    model = MaskedAVTransformer(**SMALL)
+    batch = {'vq_audio_ids': torch.randint(0, 20, (4, 12)), 'vq_image_ids': torch.randint(0, 10, (4, 6))}
+    mask = model.sample_masks(4, torch.Generator().manual_seed(1))
+    logits = model.logits(torch.cat([batch['vq_audio_ids'], batch['vq_image_ids']], 1), mask, torch.Generator().manual_seed(2))
+    ids = torch.cat([batch['vq_audio_ids'], batch['vq_image_ids']], 1)
+    expected = torch.nn.functional.cross_entropy(logits[mask], ids[mask])
+    model.sample_masks = lambda B, g=None: mask
+    assert model(batch, torch.Generator().manual_seed(2)).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert not math.isclose(expected.item(), torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten()).item())
+
+
+def test_echoes_trains_and_samples_every_task(tiny, tmp_path):
+    cfg = tiny_config(tiny, 'clip', method='echoes', out_dir=str(tiny / 'out' / 'toyav_echoes'), max_iters=3, eval_interval=3,
+                      model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2))
+    path = train.train(cfg)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt['model_args']['n_audio'] == 256 and ckpt['model_args']['audio_codes'] == 32
+    base = ['--ckpt', cfg['out_dir'], '--ckpt_dir', str(tiny / 'out'), '--data_dir', str(tiny / 'data'), '--steps', '3']
+    sample.main(base + ['--index', '0', '--out', str(tmp_path / 'x')])
+    sample.main(base + ['--task', 'joint', '--out', str(tmp_path / 'j')])
+    sample.main(base + ['--index', '1', '--task', 'inpaint', '--out', str(tmp_path / 'p')])
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ['j.joint.png', 'j.joint.spec.png', 'j.joint.wav', 'p.inpaint.spec.png', 'p.inpaint.wav',
+                     'x.a2i.png', 'x.i2a.spec.png', 'x.i2a.wav']
