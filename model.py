@@ -1,9 +1,7 @@
 """
-Every trainable network of nanoAV and the generative processes that drive them.
-
-Generators: a Gaussian diffusion process that takes the network as a callable (noise schedules, ε/x0/v
-prediction, DDPM and DDIM samplers, classifier-free guidance, EMA), a latent-diffusion U-Net, a KL
-autoencoder and a diffusion transformer, plus importers that map published state dicts onto them.
+nanoAV's trainable networks and generative processes. Generators: a Gaussian diffusion process taking the network as
+a callable (schedules, ε/x0/v prediction, DDPM/DDIM, guidance, EMA), a latent-diffusion U-Net, a KL autoencoder, a
+diffusion transformer, and importers that map published state dicts onto them.
 
 References:
 1) DDPM: Ho, Jain & Abbeel 2020, https://arxiv.org/abs/2006.11239
@@ -12,10 +10,10 @@ References:
 4) v-prediction: Salimans & Ho 2022, progressive distillation, https://arxiv.org/abs/2202.00512
 5) classifier-free guidance: Ho & Salimans 2022, https://arxiv.org/abs/2207.12598
 6) trailing timestep spacing: Lin et al. 2024, https://arxiv.org/abs/2305.08891
-7) latent diffusion (KL autoencoder, U-Net with spatial transformers): Rombach et al. 2022, https://arxiv.org/abs/2112.10752
-8) AudioLDM: Liu et al. 2023, https://arxiv.org/abs/2301.12503; Make-An-Audio: Huang et al. 2023, https://arxiv.org/abs/2301.12661
-9) DiT: Peebles & Xie 2023, https://arxiv.org/abs/2212.09748; PixArt-α: Chen et al. 2023, https://arxiv.org/abs/2310.00426
-10) pooled vector added to the timestep embedding: Flux.1, Black Forest Labs 2024; SD3, Esser et al. 2024
+7) latent diffusion (KL autoencoder, U-Net with spatial transformers): Rombach et al. 2022, arXiv:2112.10752
+8) AudioLDM: Liu et al. 2023, arXiv:2301.12503; Make-An-Audio: Huang et al. 2023, arXiv:2301.12661
+9) DiT: Peebles & Xie 2023, arXiv:2212.09748; PixArt-α: Chen et al. 2023, arXiv:2310.00426
+10) a pooled vector added to the timestep embedding: Flux.1 (Black Forest Labs 2024), SD3 (Esser et al. 2024)
 """
 import math
 import re
@@ -30,7 +28,7 @@ import torch.nn.functional as F
 #################################################################################
 
 def noise_schedule(kind='linear', T=1000, beta_start=1e-4, beta_end=0.02):
-    """Betas (T,) in float64: 'linear' (DDPM), 'scaled_linear' (LDM, AudioLDM), 'cosine' = diffusers' 'squaredcos_cap_v2'."""
+    """Betas (T,) float64: 'linear' (DDPM), 'scaled_linear' (LDM, AudioLDM), 'cosine' (= 'squaredcos_cap_v2')."""
     if kind == 'linear':
         return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
     if kind == 'scaled_linear':
@@ -49,11 +47,11 @@ class Diffusion:
         assert prediction in ('eps', 'x0', 'v'), prediction
         self.T, self.prediction = T, prediction
         self.alphas_cumprod = torch.cumprod(1 - noise_schedule(schedule, T, beta_start, beta_end), 0)  # (T,) float64
+        self._ab_ext = torch.cat([self.alphas_cumprod, torch.ones(1, dtype=torch.float64)])  # index -1: ᾱ = 1, clean
 
     def _ab(self, t, x):
-        """ᾱ_t shaped to broadcast against x; t = -1 is the clean end of a chain, ᾱ = 1."""
-        ab = torch.cat([self.alphas_cumprod, self.alphas_cumprod.new_ones(1)]).to(x.device)  # index -1 -> 1
-        return ab[t].to(x.dtype).view(-1, *[1] * (x.dim() - 1))
+        """ᾱ_t shaped to broadcast against x; t = -1 is the clean end of a chain."""
+        return self._ab_ext.to(x.device)[t].to(x.dtype).view(-1, *[1] * (x.dim() - 1))
 
     def q_sample(self, x0, t, noise):
         """x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε."""
@@ -67,7 +65,7 @@ class Diffusion:
         a = self._ab(t, x0)
         target = {'eps': noise, 'x0': x0, 'v': a.sqrt() * noise - (1 - a).sqrt() * x0}[self.prediction]
         out = net(self.q_sample(x0, t, noise), t, **(cond or {}))
-        return F.mse_loss(out[:, :x0.shape[1]], target)  # learned-variance channels (DiT learn_sigma) are not trained here
+        return F.mse_loss(out[:, :x0.shape[1]], target)  # a learned variance (DiT's learn_sigma) is not trained here
 
     def predict(self, out, x_t, t):
         """(x0, ε) estimates from a network output; extra output channels (a learned variance) are ignored."""
@@ -80,9 +78,9 @@ class Diffusion:
 
     @torch.no_grad()
     def sample(self, net, x, cond=None, steps=50, sampler='ddim', eta=0.0, generator=None):
-        """Denoise x = x_T over `steps` trailing-spaced timesteps: DDIM with η (0: deterministic) or DDPM (DDIM, η = 1)."""
+        """Denoise x = x_T over `steps` trailing-spaced timesteps: DDIM with η (0: deterministic), or DDPM (η = 1)."""
         eta = 1.0 if sampler == 'ddpm' else eta
-        ts = ((torch.arange(steps, 0, -1) * self.T / steps).round().long() - 1).tolist() + [-1]  # T-1 ... T/steps-1, then clean
+        ts = ((torch.arange(steps, 0, -1) * self.T / steps).round().long() - 1).tolist() + [-1]  # T-1 .. 0 or more, -1
         for t, t_prev in zip(ts[:-1], ts[1:]):
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
             x0, eps = self.predict(net(x, tt, **(cond or {})), x, tt)
@@ -94,14 +92,14 @@ class Diffusion:
         return x
 
 
-def cfg(net, scale, null_cond):
-    """Classifier-free guidance as a network: cond and null cond (overriding the entries of cond it names) in one batch."""
-    def guided(x, t, **cond):
-        assert set(null_cond) <= set(cond), f'null_cond keys {sorted(null_cond)} must be among cond keys {sorted(cond)}'
+def guided(net, scale, null_cond):
+    """Classifier-free guidance as a network: cond and null cond (overriding the entries it names) in one batch."""
+    def net_cfg(x, t, **cond):
+        assert set(null_cond) <= set(cond), f'null_cond keys {sorted(null_cond)} must be among {sorted(cond)}'
         both = {k: torch.cat([v, null_cond.get(k, v)]) for k, v in cond.items()}
         c, u = net(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
         return u + scale * (c - u)
-    return guided
+    return net_cfg
 
 
 @torch.no_grad()
@@ -125,7 +123,7 @@ def timestep_embedding(t, dim, shift=0.0, max_period=10000):
 
 
 def pos_embed_2d(dim, h, w, base=None, scale=1.0):
-    """Fixed 2-D sin-cos position embedding (MAE, DiT) -> (h*w, dim); PixArt rescales the grid to `base` cells / `scale`."""
+    """Fixed 2-D sin-cos position embedding (MAE, DiT) -> (h*w, dim); PixArt rescales the grid to `base` / `scale`."""
     def axis(n, pos):  # (h*w,) grid positions -> (h*w, dim/2)
         pos = pos.double() / (n / (base or n)) / scale
         omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
@@ -154,8 +152,9 @@ class Attention(nn.Module):
         """x (B, N, C); ctx (B, L, C_ctx), None = self-attention; mask (B, L), true where a context token is real."""
         B, N, C = x.shape
         ctx = x if ctx is None else ctx
-        q, k, v = [y.view(B, y.shape[1], self.heads, -1).transpose(1, 2) for y in (self.to_q(x), self.to_k(ctx), self.to_v(ctx))]
-        bias = None if mask is None else (~mask.bool())[:, None, None, :].to(q.dtype) * -1e4  # (B, 1, 1, L), as diffusers
+        q, k, v = [y.view(B, y.shape[1], self.heads, -1).transpose(1, 2)  # (B, heads, N or L, C / heads)
+                   for y in (self.to_q(x), self.to_k(ctx), self.to_v(ctx))]
+        bias = None if mask is None else (~mask.bool())[:, None, None, :].to(q.dtype) * -1e4  # (B, 1, 1, L), diffusers'
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, N, C/heads)
         return self.to_out(y.transpose(1, 2).reshape(B, N, C))
 
@@ -198,7 +197,7 @@ class TransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    """Transformer over the pixels of a feature map: GroupNorm, 1x1 conv, TransformerBlocks, 1x1 conv, residual (LDM)."""
+    """Transformer over the pixels of a feature map: GroupNorm, 1x1 conv, blocks, 1x1 conv, residual (LDM)."""
 
     def __init__(self, c, heads, ctx_dim=None, groups=32, depth=1):
         super().__init__()
@@ -215,7 +214,7 @@ class SpatialTransformer(nn.Module):
 
 
 class PixelAttention(Attention):
-    """Single-head self-attention over the pixels of a feature map, GroupNorm before and a residual (LDM autoencoder)."""
+    """Single-head self-attention over pixels with GroupNorm before and a residual (LDM autoencoder)."""
 
     def __init__(self, c, groups=32):
         super().__init__(c, 1, bias=True)
@@ -228,7 +227,7 @@ class PixelAttention(Attention):
 
 
 class Level(nn.Module):
-    """One resolution of a U-Net or autoencoder: ResNet blocks, each optionally followed by attention, then resampling."""
+    """One resolution of a U-Net or autoencoder: ResNet blocks, each maybe followed by attention, then resampling."""
 
     def __init__(self, cins, cout, temb, groups, eps, attn=None, resample=None, pad=1):
         super().__init__()
@@ -238,7 +237,7 @@ class Level(nn.Module):
         self.mode, self.pad = resample, pad
 
     def forward(self, h, temb=None, ctx=None, mask=None, skips=None):
-        """h (B, C, H, W); skips: the U-Net's stack of down-path activations, one popped per ResNet block on the way up."""
+        """h (B, C, H, W); skips: the U-Net's stack of down-path activations, one popped per ResNet block going up."""
         outs = []
         for i, resnet in enumerate(self.resnets):
             h = resnet(h if skips is None else torch.cat([h, skips.pop()], 1), temb)
@@ -266,10 +265,10 @@ class Mid(nn.Module):
 
 
 class UNet(nn.Module):
-    """Latent-diffusion U-Net: a vector joins the time embedding (AudioLDM's CLAP route), tokens enter by cross-attention."""
+    """Latent-diffusion U-Net: a vector joins the time embedding (AudioLDM's CLAP route), tokens cross-attention."""
 
-    def __init__(self, in_ch=8, out_ch=8, channels=(128, 256, 384, 640), layers=2, attn=(False, True, True, True), heads=8,
-                 groups=32, eps=1e-5, vec_dim=None, vec_concat=True, ctx_dim=None, depth=1):
+    def __init__(self, in_ch=8, out_ch=8, channels=(128, 256, 384, 640), layers=2, attn=(False, True, True, True),
+                 heads=8, groups=32, eps=1e-5, vec_dim=None, vec_concat=True, ctx_dim=None, depth=1):
         super().__init__()
         c0, temb = channels[0], 4 * channels[0]
         self.conv_in = nn.Conv2d(in_ch, c0, 3, padding=1)
@@ -278,21 +277,21 @@ class UNet(nn.Module):
         self.vec_concat = bool(vec_dim) and vec_concat
         tdim = 2 * temb if self.vec_concat else temb
         st = lambda c: lambda: SpatialTransformer(c, heads, ctx_dim, groups, depth)  # ctx_dim None: attends to itself
-        self.down_blocks, skip_ch, c = nn.ModuleList(), [c0], c0
+        self.down_blocks, skip_ch, c, n = nn.ModuleList(), [c0], c0, len(channels)
         for i, (co, a) in enumerate(zip(channels, attn)):
-            last = i == len(channels) - 1
-            self.down_blocks.append(Level([c] + [co] * (layers - 1), co, tdim, groups, eps, a and st(co), None if last else 'down'))
-            skip_ch, c = skip_ch + [co] * (layers + (not last)), co
+            down = 'down' if i < n - 1 else None
+            self.down_blocks.append(Level([c] + [co] * (layers - 1), co, tdim, groups, eps, a and st(co), down))
+            skip_ch, c = skip_ch + [co] * (layers + bool(down)), co
         self.mid_block = Mid(c, tdim, groups, eps, st(c))
         self.up_blocks = nn.ModuleList()
         for i, (co, a) in enumerate(zip(reversed(channels), reversed(attn))):
             cins = [(c if j == 0 else co) + skip_ch.pop() for j in range(layers + 1)]
-            self.up_blocks.append(Level(cins, co, tdim, groups, eps, a and st(co), 'up' if i < len(channels) - 1 else None))
+            self.up_blocks.append(Level(cins, co, tdim, groups, eps, a and st(co), 'up' if i < n - 1 else None))
             c = co
         self.conv_norm_out, self.conv_out = nn.GroupNorm(groups, c0, eps), nn.Conv2d(c0, out_ch, 3, padding=1)
 
     def forward(self, x, t, vec=None, ctx=None, ctx_mask=None):
-        """x (B, in_ch, H, W), t (B,), vec (B, vec_dim) conditioning vector, ctx (B, L, ctx_dim) tokens, ctx_mask (B, L)."""
+        """x (B, in_ch, H, W), t (B,), vec (B, vec_dim) conditioning vector, ctx (B, L, ctx_dim), ctx_mask (B, L)."""
         emb = self.time_embedding(timestep_embedding(t, self.conv_in.out_channels).to(x.dtype))  # (B, temb)
         if self.class_embedding is not None:
             v = self.class_embedding(vec)  # (B, temb)
@@ -313,22 +312,21 @@ class KLAutoencoder(nn.Module):
 
     def __init__(self, in_ch=1, out_ch=1, channels=(128, 256, 512), layers=2, latent=8, groups=32, scaling_factor=1.0):
         super().__init__()
-        self.scaling_factor, n, eps = scaling_factor, len(channels), 1e-6  # latent fed to diffusion = scaling_factor · z
-        pa = lambda c: lambda: PixelAttention(c, groups)
-        downs, c = nn.ModuleList(), channels[0]
-        for i, co in enumerate(channels):
-            downs.append(Level([c] + [co] * (layers - 1), co, None, groups, eps, None, 'down' if i < n - 1 else None, pad=0))
-            c = co
-        self.encoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(in_ch, channels[0], 3, padding=1), down_blocks=downs,
-                                          mid_block=Mid(c, None, groups, eps, pa(c)), conv_norm_out=nn.GroupNorm(groups, c, eps),
-                                          conv_out=nn.Conv2d(c, 2 * latent, 3, padding=1)))
-        ups = nn.ModuleList()
-        for i, co in enumerate(reversed(channels)):
-            ups.append(Level([c] + [co] * layers, co, None, groups, eps, None, 'up' if i < n - 1 else None))
-            c = co
-        self.decoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(latent, channels[-1], 3, padding=1), up_blocks=ups,
-                                          mid_block=Mid(channels[-1], None, groups, eps, pa(channels[-1])),
-                                          conv_norm_out=nn.GroupNorm(groups, c, eps), conv_out=nn.Conv2d(c, out_ch, 3, padding=1)))
+        self.scaling_factor, eps = scaling_factor, 1e-6  # the diffusion model sees scaling_factor · z
+        c0, c1, n = channels[0], channels[-1], len(channels)
+        mid = lambda: Mid(c1, None, groups, eps, lambda: PixelAttention(c1, groups))
+        ins = [c0] + list(channels[:-1])
+        downs = [Level([ci] + [co] * (layers - 1), co, None, groups, eps, None, 'down' if i < n - 1 else None, pad=0)
+                 for i, (ci, co) in enumerate(zip(ins, channels))]
+        self.encoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(in_ch, c0, 3, padding=1), down_blocks=nn.ModuleList(downs),
+                                          mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c1, eps),
+                                          conv_out=nn.Conv2d(c1, 2 * latent, 3, padding=1)))
+        rev = list(channels[::-1])
+        ups = [Level([ci] + [co] * layers, co, None, groups, eps, None, 'up' if i < n - 1 else None)
+               for i, (ci, co) in enumerate(zip([c1] + rev[:-1], rev))]
+        self.decoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(latent, c1, 3, padding=1), up_blocks=nn.ModuleList(ups),
+                                          mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c0, eps),
+                                          conv_out=nn.Conv2d(c0, out_ch, 3, padding=1)))
         self.quant_conv, self.post_quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1), nn.Conv2d(latent, latent, 1)
 
     def encode(self, x):
@@ -344,7 +342,8 @@ class KLAutoencoder(nn.Module):
     @staticmethod
     def sample(mean, logvar, generator=None):
         """z = mean + σ·ε."""
-        return mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + (0.5 * logvar).exp() * noise
 
     def decode(self, z):
         """z (B, latent, h, w), unscaled -> (B, out_ch, H, W)."""
@@ -373,7 +372,8 @@ class DiTBlock(nn.Module):
     def forward(self, x, c, ctx=None, mask=None):
         """x (B, N, d); c (B, d) for adaLN-Zero, (B, 6d) from the shared t_block for adaLN-single; ctx (B, L, d)."""
         B, _, d = x.shape
-        m = self.adaLN_modulation(c).view(B, 6, d) if self.scale_shift_table is None else self.scale_shift_table[None] + c.view(B, 6, d)
+        m = (self.adaLN_modulation(c).view(B, 6, d) if self.scale_shift_table is None
+             else self.scale_shift_table[None] + c.view(B, 6, d))
         shift1, scale1, gate1, shift2, scale2, gate2 = m.unsqueeze(2).unbind(1)  # each (B, 1, d)
         x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1)
         if self.cross is not None:
@@ -384,9 +384,9 @@ class DiTBlock(nn.Module):
 class DiT(nn.Module):
     """Diffusion transformer on latent patches: class, token (cross-attention) and pooled-vector conditioning."""
 
-    def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16, mlp_ratio=4.0,
-                 num_classes=0, ctx_dim=0, vec_dim=0, learn_sigma=True, adaln='zero', learn_null=True, size_cond=False,
-                 freq_shift=0.0, pos_scale=1.0, eps=1e-6):
+    def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16,
+                 mlp_ratio=4.0, num_classes=0, ctx_dim=0, vec_dim=0, learn_sigma=True, adaln='zero', learn_null=True,
+                 size_cond=False, freq_shift=0.0, pos_scale=1.0, eps=1e-6):
         super().__init__()
         assert adaln in ('zero', 'single'), adaln
         d, self.p, self.adaln, self.num_classes = hidden_size, patch_size, adaln, num_classes
@@ -397,32 +397,30 @@ class DiT(nn.Module):
         self.y_embedder = nn.Embedding(num_classes + 1, d) if num_classes else None  # row num_classes: the null class
         self.ctx_embedder = mlp(ctx_dim, d, d, nn.GELU(approximate='tanh')) if ctx_dim else None
         self.vec_embedder = mlp(vec_dim, d, d) if vec_dim else None
-        self.null_ctx = nn.Parameter(torch.randn(d) / d ** 0.5) if ctx_dim and learn_null else None  # learned nulls for CFG
-        self.null_vec = nn.Parameter(torch.randn(d) / d ** 0.5) if vec_dim and learn_null else None
+        null = lambda on: nn.Parameter(torch.randn(d) / d ** 0.5) if on and learn_null else None  # learned CFG nulls
+        self.null_ctx, self.null_vec = null(ctx_dim), null(vec_dim)
         self.res_embedder = mlp(256, d // 3, d // 3) if size_cond else None  # PixArt's height, width and aspect ratio
         self.ar_embedder = mlp(256, d // 3, d // 3) if size_cond else None
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)) if adaln == 'single' else None
-        self.blocks = nn.ModuleList([DiTBlock(d, num_heads, mlp_ratio, bool(ctx_dim), adaln, eps) for _ in range(depth)])
+        self.blocks = nn.ModuleList(DiTBlock(d, num_heads, mlp_ratio, bool(ctx_dim), adaln, eps) for _ in range(depth))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.final_mod = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d)) if adaln == 'zero' else nn.Parameter(torch.randn(2, d) / d ** 0.5)
+        self.final_mod = (nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d)) if adaln == 'zero'
+                          else nn.Parameter(torch.randn(2, d) / d ** 0.5))
         self.final_linear = nn.Linear(d, patch_size ** 2 * self.out_channels)
         self.initialize_weights()
 
     def initialize_weights(self):
-        """DiT's init: xavier linears (and patch conv), N(0, 0.02) embeddings; zero adaLN-Zero modulation, cross-attention
-        output (PixArt) and final layer, so that every block starts as the identity and the output is exactly 0."""
+        """DiT's init: xavier linears (and patch conv), N(0, 0.02) embeddings; zero adaLN-Zero modulation,
+        cross-attention output (PixArt) and final layer: blocks start as the identity and the output is exactly 0."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                nn.init.zeros_(m.bias)
         nn.init.xavier_uniform_(self.x_embedder.weight.view(self.x_embedder.out_channels, -1))
-        if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.weight, std=0.02)
-        for seq in filter(None, (self.t_embedder, self.ctx_embedder, self.t_block)):
-            for lin in seq:
-                if isinstance(lin, nn.Linear):
-                    nn.init.normal_(lin.weight, std=0.02)
+        small = [self.y_embedder] + [m for s in (self.t_embedder, self.ctx_embedder, self.t_block) if s for m in s]
+        for m in small:
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
         zero = [self.final_linear] + ([self.final_mod[1]] if self.adaln == 'zero' else [])
         for block in self.blocks:
             zero += [block.adaLN_modulation[1]] if block.adaLN_modulation is not None else []
@@ -454,7 +452,7 @@ class DiT(nn.Module):
         m = c if self.t_block is None else self.t_block(c)  # (B, d) or (B, 6d)
         for block in self.blocks:
             x = block(x, m, ctx, ctx_mask)
-        mod = self.final_mod(c).view(B, 2, -1) if self.adaln == 'zero' else self.final_mod[None] + c[:, None]  # (B, 2, d)
+        mod = self.final_mod(c).view(B, 2, -1) if self.adaln == 'zero' else self.final_mod[None] + c[:, None]
         shift, scale = mod.unsqueeze(2).unbind(1)  # (B, 1, d) each
         x = self.final_linear(self.final_norm(x) * (1 + scale) + shift)  # (B, N, p*p*out)
         x = x.view(B, h, w, self.p, self.p, self.out_channels).permute(0, 5, 1, 3, 2, 4)  # (B, out, h, p, w, p)
@@ -462,8 +460,10 @@ class DiT(nn.Module):
 
 
 _SIZES = {'XL': (28, 1152, 16), 'L': (24, 1024, 16), 'B': (12, 768, 12), 'S': (12, 384, 6)}
-DiT_models = {f'DiT-{s}/{p}': dict(depth=n, hidden_size=d, num_heads=h, patch_size=p) for s, (n, d, h) in _SIZES.items() for p in (2, 4, 8)}
-DiT_models['PixArt-XL/2'] = dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2, ctx_dim=4096, adaln='single', learn_null=False)
+DiT_models = {f'DiT-{s}/{p}': dict(depth=n, hidden_size=d, num_heads=h, patch_size=p)
+              for s, (n, d, h) in _SIZES.items() for p in (2, 4, 8)}
+DiT_models['PixArt-XL/2'] = dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2, ctx_dim=4096, adaln='single',
+                                 learn_null=False)
 
 #################################################################################
 #          Importers: published state dicts and configs -> these modules         #
@@ -473,12 +473,11 @@ def _rename(sd, rules, drop=()):
     """Apply ordered (regex, replacement) rules to every key, leaving out `drop`; no two keys may land on one name."""
     out = {}
     for k, v in sd.items():
-        if k in drop:
-            continue
-        for pattern, repl in rules:
-            k = re.sub(pattern, repl, k)
-        assert k not in out, f'two source keys map onto {k!r}'
-        out[k] = v
+        if k not in drop:
+            for pattern, repl in rules:
+                k = re.sub(pattern, repl, k)
+            assert k not in out, f'two source keys map onto {k!r}'
+            out[k] = v
     return out
 
 
@@ -493,77 +492,86 @@ def import_audioldm_unet(sd):
 
 def import_audioldm_vae(sd):
     """diffusers AutoencoderKL state dict (also with its pre-0.15 attention names) -> KLAutoencoder's."""
-    return _rename(sd, _COMMON + [(r'\.query\.', '.to_q.'), (r'\.key\.', '.to_k.'), (r'\.value\.', '.to_v.'), (r'\.proj_attn\.', '.to_out.')])
+    old = [(r'\.query\.', '.to_q.'), (r'\.key\.', '.to_k.'), (r'\.value\.', '.to_v.'), (r'\.proj_attn\.', '.to_out.')]
+    return _rename(sd, _COMMON + old)
 
 
 def import_pixart(sd):
     """diffusers PixArtTransformer2DModel state dict -> DiT's (adaln='single')."""
+    emb = r'^adaln_single\.emb\.'
     return _rename(sd, _COMMON + [
-        (r'^pos_embed\.proj\.', 'x_embedder.'), (r'^adaln_single\.emb\.timestep_embedder\.', 't_embedder.'),
-        (r'^adaln_single\.emb\.resolution_embedder\.', 'res_embedder.'), (r'^adaln_single\.emb\.aspect_ratio_embedder\.', 'ar_embedder.'),
-        (r'^adaln_single\.linear\.', 't_block.1.'), (r'^caption_projection\.', 'ctx_embedder.'), (r'^transformer_blocks\.', 'blocks.'),
-        (r'\.attn1\.', '.attn.'), (r'\.attn2\.', '.cross.'), (r'^scale_shift_table$', 'final_mod'), (r'^proj_out\.', 'final_linear.')])
+        (r'^pos_embed\.proj\.', 'x_embedder.'), (emb + r'timestep_embedder\.', 't_embedder.'),
+        (emb + r'resolution_embedder\.', 'res_embedder.'), (emb + r'aspect_ratio_embedder\.', 'ar_embedder.'),
+        (r'^adaln_single\.linear\.', 't_block.1.'), (r'^caption_projection\.', 'ctx_embedder.'),
+        (r'^transformer_blocks\.', 'blocks.'), (r'\.attn1\.', '.attn.'), (r'\.attn2\.', '.cross.'),
+        (r'^scale_shift_table$', 'final_mod'), (r'^proj_out\.', 'final_linear.')])
 
 
 def import_dit(sd):
-    """facebookresearch/DiT checkpoint (or a training checkpoint's 'ema') -> DiT's; the fixed pos_embed is recomputed."""
+    """facebookresearch/DiT checkpoint (or a training checkpoint's 'ema') -> DiT's; pos_embed is recomputed."""
     sd = _rename(sd.get('ema', sd), [
-        (r'^x_embedder\.proj\.', 'x_embedder.'), (r'^t_embedder\.mlp\.', 't_embedder.'), (r'^y_embedder\.embedding_table\.', 'y_embedder.'),
-        (r'\.attn\.proj\.', '.attn.to_out.'), (r'\.mlp\.fc', '.fc'), (r'^final_layer\.linear\.', 'final_linear.'),
-        (r'^final_layer\.adaLN_modulation\.', 'final_mod.')], drop=('pos_embed',))
+        (r'^x_embedder\.proj\.', 'x_embedder.'), (r'^t_embedder\.mlp\.', 't_embedder.'),
+        (r'^y_embedder\.embedding_table\.', 'y_embedder.'), (r'\.attn\.proj\.', '.attn.to_out.'), (r'\.mlp\.fc', '.fc'),
+        (r'^final_layer\.linear\.', 'final_linear.'), (r'^final_layer\.adaLN_modulation\.', 'final_mod.')],
+        drop=('pos_embed',))
     out = {}
     for k, v in sd.items():  # timm's fused qkv rows are [q; k; v]
-        out.update({k.replace('.qkv.', f'.to_{n}.'): part for n, part in zip('qkv', v.chunk(3))} if '.qkv.' in k else {k: v})
+        out.update({k.replace('.qkv.', f'.to_{n}.'): w for n, w in zip('qkv', v.chunk(3))} if '.qkv.' in k else {k: v})
     return out
 
 
 def load_state(model, sd):
-    """Load an imported state dict after nanoGPT-style checks: same keys and count, same shapes, the first offender named."""
+    """Load an imported state dict after nanoGPT-style checks: same keys and count, same shapes, offender named."""
     own = model.state_dict()
     missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
-    assert not missing and not unexpected, f'{len(missing)} missing keys (first {missing[:1]}), {len(unexpected)} unexpected (first {unexpected[:1]})'
+    assert not missing and not unexpected, \
+        f'{len(missing)} missing keys (first {missing[:1]}), {len(unexpected)} unexpected (first {unexpected[:1]})'
     assert len(sd) == len(own), (len(sd), len(own))
     for k, v in own.items():
-        assert sd[k].shape == v.shape, f'shape mismatch at {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}'
+        assert sd[k].shape == v.shape, f'shape mismatch at {k}: imported {tuple(sd[k].shape)}, model {tuple(v.shape)}'
     model.load_state_dict(sd)
     return model
 
 
-def audioldm_unet_config(cfg):
-    """diffusers UNet2DConditionModel config -> UNet kwargs (diffusers' `attention_head_dim` is the number of heads)."""
-    ch, cross = list(cfg['block_out_channels']), cfg['cross_attention_dim']
-    heads, depth = cfg.get('num_attention_heads') or cfg['attention_head_dim'], cfg.get('transformer_layers_per_block', 1)
+def audioldm_unet_config(c):
+    """diffusers UNet2DConditionModel config -> UNet kwargs (diffusers' `attention_head_dim` counts heads here)."""
+    ch, cross, vec = list(c['block_out_channels']), c['cross_attention_dim'], c.get('class_embed_type')
+    heads, depth = c.get('num_attention_heads') or c['attention_head_dim'], c.get('transformer_layers_per_block', 1)
     assert isinstance(heads, int) and isinstance(depth, int), 'per-level heads / depths are not supported'
-    assert not cfg.get('use_linear_projection') and cfg.get('addition_embed_type') is None and cfg.get('class_embed_type') in (None, 'simple_projection')
-    assert isinstance(cross, int) or list(cross) == ch, 'per-level cross_attention_dim must equal block_out_channels (self-attending)'
-    return dict(in_ch=cfg['in_channels'], out_ch=cfg['out_channels'], channels=tuple(ch), layers=cfg['layers_per_block'],
-                attn=tuple(b.startswith('CrossAttn') for b in cfg['down_block_types']), heads=heads, groups=cfg['norm_num_groups'],
-                eps=cfg['norm_eps'], vec_dim=cfg.get('projection_class_embeddings_input_dim') if cfg.get('class_embed_type') else None,
-                vec_concat=bool(cfg.get('class_embeddings_concat')), ctx_dim=cross if isinstance(cross, int) else None, depth=depth)
+    assert vec in (None, 'simple_projection') and not (c.get('addition_embed_type') or c.get('use_linear_projection'))
+    assert isinstance(cross, int) or list(cross) == ch, 'per-level cross_attention_dim must be block_out_channels'
+    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(ch), layers=c['layers_per_block'],
+                attn=tuple(b.startswith('CrossAttn') for b in c['down_block_types']), heads=heads,
+                groups=c['norm_num_groups'], eps=c['norm_eps'], depth=depth,
+                ctx_dim=cross if isinstance(cross, int) else None,  # None: AudioLDM's self-attending "cross"-attention
+                vec_dim=c['projection_class_embeddings_input_dim'] if vec else None,
+                vec_concat=bool(c.get('class_embeddings_concat')))
 
 
-def audioldm_vae_config(cfg):
+def audioldm_vae_config(c):
     """diffusers AutoencoderKL config -> KLAutoencoder kwargs."""
-    assert cfg.get('mid_block_add_attention', True) and cfg.get('use_quant_conv', True) and cfg.get('use_post_quant_conv', True)
-    return dict(in_ch=cfg['in_channels'], out_ch=cfg['out_channels'], channels=tuple(cfg['block_out_channels']), layers=cfg['layers_per_block'],
-                latent=cfg['latent_channels'], groups=cfg['norm_num_groups'], scaling_factor=cfg.get('scaling_factor', 0.18215))
+    assert all(c.get(k, True) for k in ('mid_block_add_attention', 'use_quant_conv', 'use_post_quant_conv'))
+    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(c['block_out_channels']),
+                layers=c['layers_per_block'], latent=c['latent_channels'], groups=c['norm_num_groups'],
+                scaling_factor=c.get('scaling_factor', 0.18215))
 
 
-def pixart_config(cfg):
-    """diffusers PixArtTransformer2DModel config -> DiT kwargs (adaLN-single, caption cross-attention, no learned nulls)."""
-    d, n = cfg['num_attention_heads'] * cfg['attention_head_dim'], cfg['sample_size']
-    assert cfg.get('cross_attention_dim', d) == d and cfg['out_channels'] in (cfg['in_channels'], 2 * cfg['in_channels'])
-    size_cond = cfg.get('use_additional_conditions')
-    return dict(input_size=n, patch_size=cfg['patch_size'], in_channels=cfg['in_channels'], hidden_size=d, depth=cfg['num_layers'],
-                num_heads=cfg['num_attention_heads'], ctx_dim=cfg['caption_channels'], learn_sigma=cfg['out_channels'] != cfg['in_channels'],
-                adaln='single', learn_null=False, size_cond=n == 128 if size_cond is None else size_cond,
-                pos_scale=cfg.get('interpolation_scale') or max(n // 64, 1), eps=cfg.get('norm_eps', 1e-6))
+def pixart_config(c):
+    """diffusers PixArtTransformer2DModel config -> DiT kwargs (adaLN-single, caption cross-attention, no nulls)."""
+    d, n = c['num_attention_heads'] * c['attention_head_dim'], c['sample_size']
+    size_cond = c.get('use_additional_conditions')
+    assert c.get('cross_attention_dim', d) == d and c['out_channels'] in (c['in_channels'], 2 * c['in_channels'])
+    return dict(input_size=n, patch_size=c['patch_size'], in_channels=c['in_channels'], hidden_size=d,
+                depth=c['num_layers'], num_heads=c['num_attention_heads'], ctx_dim=c['caption_channels'],
+                learn_sigma=c['out_channels'] != c['in_channels'], adaln='single', learn_null=False,
+                size_cond=n == 128 if size_cond is None else size_cond,  # diffusers' default: on for the 1024 model
+                pos_scale=c.get('interpolation_scale') or max(n // 64, 1), eps=c.get('norm_eps', 1e-6))
 
 
-def dit_config(cfg):
-    """diffusers DiTTransformer2DModel config -> DiT kwargs for the official weights of import_dit (timestep frequencies
-    as in facebookresearch/DiT: shift 0, where diffusers' port uses 1; LayerNorm eps 1e-6)."""
-    return dict(input_size=cfg['sample_size'], patch_size=cfg['patch_size'], in_channels=cfg['in_channels'],
-                hidden_size=cfg['num_attention_heads'] * cfg['attention_head_dim'], depth=cfg['num_layers'],
-                num_heads=cfg['num_attention_heads'], num_classes=cfg['num_embeds_ada_norm'],
-                learn_sigma=cfg['out_channels'] == 2 * cfg['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
+def dit_config(c):
+    """diffusers DiTTransformer2DModel config -> DiT kwargs for official weights (import_dit): timestep frequencies
+    as facebookresearch/DiT computes them (shift 0; diffusers' port uses 1) and LayerNorm eps 1e-6."""
+    return dict(input_size=c['sample_size'], patch_size=c['patch_size'], in_channels=c['in_channels'],
+                hidden_size=c['num_attention_heads'] * c['attention_head_dim'], depth=c['num_layers'],
+                num_heads=c['num_attention_heads'], num_classes=c['num_embeds_ada_norm'],
+                learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)

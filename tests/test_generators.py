@@ -1,4 +1,6 @@
 """Generators of model.py: parity with diffusers on tiny random models (offline, fp32), and diffusion-process sanity."""
+import re
+
 import pytest
 import torch
 
@@ -66,6 +68,10 @@ def test_vae_parity():
         block_out_channels=(8, 16, 16), layers_per_block=2, latent_channels=4, norm_num_groups=4, scaling_factor=0.9))
     ours = M.load_state(M.KLAutoencoder(**M.audioldm_vae_config(ref.config)), M.import_audioldm_vae(ref.state_dict())).eval()
     assert ours.scaling_factor == 0.9
+    old = {re.sub(r'(mid_block\.attentions\.0\.)to_(q|k|v|out\.0)\.', lambda m: m[1] + {
+        'q': 'query.', 'k': 'key.', 'v': 'value.', 'out.0': 'proj_attn.'}[m[2]], k): v for k, v in ref.state_dict().items()}
+    assert any('.proj_attn.' in k for k in old)  # diffusers < 0.15 attention names, as some hub checkpoints still have
+    M.load_state(M.KLAutoencoder(**M.audioldm_vae_config(ref.config)), M.import_audioldm_vae(old))
     x = torch.randn(2, 1, 16, 8)
     with torch.no_grad():
         dist, (mean, logvar) = ref.encode(x).latent_dist, ours.encode(x)
@@ -220,9 +226,9 @@ def test_cfg():
     with torch.no_grad():
         c, u = net(x, t, **cond), net(x, t, **{**cond, 'drop': drop})
         assert not torch.allclose(c, u)
-        _close(M.cfg(net, 1.0, dict(drop=drop))(x, t, **cond), c)
-        _close(M.cfg(net, 0.0, dict(drop=drop))(x, t, **cond), u)
-        _close(M.cfg(net, 3.0, dict(drop=drop))(x, t, **cond), u + 3 * (c - u))
+        _close(M.guided(net, 1.0, dict(drop=drop))(x, t, **cond), c)
+        _close(M.guided(net, 0.0, dict(drop=drop))(x, t, **cond), u)
+        _close(M.guided(net, 3.0, dict(drop=drop))(x, t, **cond), u + 3 * (c - u))
 
 
 def test_ema_update():
