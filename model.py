@@ -79,8 +79,9 @@ class Diffusion:
     @torch.no_grad()
     def sample(self, net, x, cond=None, steps=50, sampler='ddim', eta=0.0, generator=None):
         """Denoise x = x_T over `steps` trailing-spaced timesteps: DDIM with η (0: deterministic), or DDPM (η = 1)."""
+        assert 1 <= steps <= self.T and sampler in ('ddim', 'ddpm'), (steps, sampler)
         eta = 1.0 if sampler == 'ddpm' else eta
-        ts = ((torch.arange(steps, 0, -1) * self.T / steps).round().long() - 1).tolist() + [-1]  # T-1 .. 0 or more, -1
+        ts = ((torch.arange(steps, 0, -1) * self.T / steps).round().long() - 1).tolist() + [-1]  # T-1 .. T/steps-1, -1
         for t, t_prev in zip(ts[:-1], ts[1:]):
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
             x0, eps = self.predict(net(x, tt, **(cond or {})), x, tt)
