@@ -255,6 +255,11 @@ class WordTokenizer:
         return ids
 
 
+def to_tensor(x):
+    """A tensor of x; arrays (read-only memmaps too) are copied, tensors passed through."""
+    return x if torch.is_tensor(x) else torch.from_numpy(np.array(x))
+
+
 def file_hash(path):
     """Short sha256 of a file's bytes: the identity of a checkpoint in cache metadata."""
     h = hashlib.sha256()
@@ -295,10 +300,10 @@ class ToyEncoder(Frozen):
         return Features(out[0], out[1], out[2] if len(out) > 2 else None)
 
     def encode_image(self, images):
-        return self._run('image', torch.as_tensor(np.asarray(images)))
+        return self._run('image', to_tensor(images))
 
     def encode_mel(self, mels):
-        return self._run('audio', torch.as_tensor(mels, dtype=torch.float32))
+        return self._run('audio', to_tensor(mels).float())
 
     def encode_audio(self, waves):
         return self.encode_mel(log_mel(waves, self.mel_config))
@@ -319,7 +324,7 @@ class ToyTokenizer(Frozen):
 
     @torch.no_grad()
     def encode(self, media):
-        return self.net.encode(torch.as_tensor(np.asarray(media)))
+        return self.net.encode(to_tensor(media))
 
     @torch.no_grad()
     def decode(self, ids):

@@ -22,7 +22,7 @@ from scipy import linalg, special, stats
 from scipy.spatial.distance import pdist
 
 from configurator import configure
-from encoders import GriffinLim, MelConfig, load_checkpoint, load_toy, log_mel
+from encoders import GriffinLim, MelConfig, load_checkpoint, load_toy, log_mel, to_tensor
 from prepare import open_split, write_json
 
 # -----------------------------------------------------------------------------
@@ -156,7 +156,7 @@ class Judges:
         """uint8 images (N, H, W, 3) or log-mels (N, n_mels, frames) -> {head: logits (N, n)}."""
         net, parts = self.nets[modality], []
         for i in range(0, len(media), batch_size):
-            parts.append(net.forward_logits(torch.as_tensor(np.asarray(media[i:i + batch_size])).to(self.device)))
+            parts.append(net.forward_logits(to_tensor(media[i:i + batch_size]).to(self.device)))
         return {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
 
     def predict(self, modality, media, batch_size=250):

@@ -2,27 +2,93 @@
 
 Networks only: no file I/O, no printing, no device choices. A network's forward(batch) returns its
 training loss, so one loop in train.py trains them all; `MODELS` maps a method name to its class.
+Generative processes take the network as a callable: masked decoding (`decode`) and Gaussian
+diffusion (`Diffusion`), each testable alone.
 
 References:
-- Transformer blocks: Vaswani et al. 2017; pre-LN as in GPT-2 / nanoGPT.
-- Contrastive encoders: CLIP (Radford et al. 2021), CLAP (Wu et al. 2023), ImageBind (Girdhar et al. 2023).
-- VQ-VAE with EMA codebook and dead-code restarts: van den Oord et al. 2017; Razavi et al. 2019; SpecVQGAN (Iashin & Rahtu 2021).
+1) Transformer: Vaswani et al. 2017; pre-LN blocks as in GPT-2 / nanoGPT (Karpathy)
+2) contrastive encoders: CLIP (Radford et al. 2021), CLAP (Wu et al. 2023), ImageBind (Girdhar et al. 2023)
+3) VQ-VAE with EMA codebook and dead-code restarts: van den Oord et al. 2017, Razavi et al. 2019; SpecVQGAN (Iashin & Rahtu 2021)
+4) masked generative transformers: MaskGIT (Chang et al. 2022), MAGE (Li et al. 2023), Visual Echoes (Yang et al. 2024)
+5) DDPM: Ho, Jain & Abbeel 2020; DDIM: Song, Meng & Ermon 2021; cosine schedule: Nichol & Dhariwal 2021
+6) v-prediction: Salimans & Ho 2022; classifier-free guidance: Ho & Salimans 2022; trailing timesteps: Lin et al. 2024
+7) latent diffusion (KL autoencoder, U-Net with spatial transformers): Rombach et al. 2022
+8) AudioLDM: Liu et al. 2023; Make-An-Audio: Huang et al. 2023
+9) DiT: Peebles & Xie 2023; PixArt-α: Chen et al. 2023; a pooled vector joined to the timestep: Flux.1, SD3 (Esser et al. 2024)
 """
 import math
+import re
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-def ema_update(ema, model, decay):
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (buffers copied)."""
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p, 1 - decay)
-        for e, b in zip(ema.buffers(), model.buffers()):
-            e.copy_(b)
+#################################################################################
+#                  Shared layers: embeddings, attention, ResNet                  #
+#################################################################################
 
+def timestep_embedding(t, dim, shift=0.0, max_period=10000):
+    """Sinusoidal [cos | sin] features of (fractional) timesteps (B,) -> (B, dim); shift=1 is diffusers' DiT variant."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - shift))
+    args = t.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+def pos_embed_2d(dim, h, w, base=None, scale=1.0):
+    """Fixed 2-D sin-cos position embedding (MAE, DiT) -> (h*w, dim); PixArt rescales the grid to `base` / `scale`."""
+    def axis(n, pos):  # (h*w,) grid positions -> (h*w, dim/2)
+        pos = pos.double() / (n / (base or n)) / scale
+        omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+        return torch.cat([(pos[:, None] * omega).sin(), (pos[:, None] * omega).cos()], 1)
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+    return torch.cat([axis(w, cols.flatten()), axis(h, rows.flatten())], 1).float()  # column half first, as DiT does
+
+
+def mlp(i, h, o, act=None):
+    """Linear, activation (SiLU by default), Linear."""
+    return nn.Sequential(nn.Linear(i, h), act or nn.SiLU(), nn.Linear(h, o))
+
+
+class Attention(nn.Module):
+    """Multi-head scaled dot-product attention of x over itself, or over a context sequence (cross-attention)."""
+
+    def __init__(self, dim, heads, ctx_dim=None, bias=False):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=bias)
+        self.to_k = nn.Linear(ctx_dim or dim, dim, bias=bias)
+        self.to_v = nn.Linear(ctx_dim or dim, dim, bias=bias)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x, ctx=None, mask=None):
+        """x (B, N, C); ctx (B, L, C_ctx), None = self-attention; mask (B, L), true where a context token is real."""
+        B, N, C = x.shape
+        ctx = x if ctx is None else ctx
+        q, k, v = [y.view(B, y.shape[1], self.heads, -1).transpose(1, 2)  # (B, heads, N or L, C / heads)
+                   for y in (self.to_q(x), self.to_k(ctx), self.to_v(ctx))]
+        bias = None if mask is None else (~mask.bool())[:, None, None, :].to(q.dtype) * -1e4  # (B, 1, 1, L), diffusers'
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, N, C/heads)
+        return self.to_out(y.transpose(1, 2).reshape(B, N, C))
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, the time embedding added in between, plus a (1x1 conv) shortcut (DDPM, LDM)."""
+
+    def __init__(self, cin, cout, temb=None, groups=32, eps=1e-5):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(groups, cin, eps), nn.Conv2d(cin, cout, 3, padding=1)
+        self.time_emb_proj = nn.Linear(temb, cout) if temb else None
+        self.norm2, self.conv2 = nn.GroupNorm(groups, cout, eps), nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x, temb=None):
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, cout, H, W)
+        if self.time_emb_proj is not None:
+            h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
 
 def image_to_float(images):
     """uint8 images (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
@@ -34,43 +100,6 @@ def float_to_image(x):
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
-#################################################################################
-#                               Transformer parts                               #
-#################################################################################
-
-class MLP(nn.Module):
-    """Two linear layers with a GELU between, 4x wide."""
-
-    def __init__(self, dim, hidden=None, out=None):
-        super().__init__()
-        self.fc = nn.Linear(dim, hidden or 4 * dim)
-        self.proj = nn.Linear(hidden or 4 * dim, out or dim)
-
-    def forward(self, x):
-        return self.proj(F.gelu(self.fc(x)))
-
-
-class Attention(nn.Module):
-    """Multi-head attention: self-attention, or cross-attention when a context is given."""
-
-    def __init__(self, dim, n_head, context_dim=None):
-        super().__init__()
-        self.n_head = n_head
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(context_dim or dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x, context=None, mask=None):
-        """x (B, T, C), context (B, S, Cc) or None, mask (B, S) bool True where a key is real."""
-        B, T, C = x.shape
-        context = x if context is None else context
-        q = self.q(x).view(B, T, self.n_head, -1).transpose(1, 2)                         # (B, h, T, c)
-        k, v = self.kv(context).view(B, context.shape[1], 2, self.n_head, -1).permute(2, 0, 3, 1, 4)  # (B, h, S, c)
-        attn_mask = None if mask is None else mask[:, None, None, :]                     # (B, 1, 1, S)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)                 # (B, h, T, c)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
-
-
 class Block(nn.Module):
     """Pre-LN transformer block: self-attention, optional cross-attention, MLP."""
 
@@ -80,7 +109,7 @@ class Block(nn.Module):
         self.cross = None
         if context_dim:
             self.ln_c, self.cross = nn.LayerNorm(dim), Attention(dim, n_head, context_dim)
-        self.ln2, self.mlp = nn.LayerNorm(dim), MLP(dim)
+        self.ln2, self.mlp = nn.LayerNorm(dim), mlp(dim, 4 * dim, dim, nn.GELU())
 
     def forward(self, x, mask=None, context=None, context_mask=None):
         x = x + self.attn(self.ln1(x), mask=mask)
@@ -208,18 +237,6 @@ class ContrastiveModel(nn.Module):
 #                          Tokenizers: VQ-VAE with EMA codebook                 #
 #################################################################################
 
-class ResBlock(nn.Module):
-    """Residual 3x3 conv block with GroupNorm and SiLU."""
-
-    def __init__(self, ch):
-        super().__init__()
-        self.net = nn.Sequential(nn.GroupNorm(8, ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1),
-                                 nn.GroupNorm(8, ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1))
-
-    def forward(self, x):
-        return x + self.net(x)
-
-
 class VectorQuantizer(nn.Module):
     """Nearest-code quantiser; codes follow EMA cluster means and dead codes restart on batch vectors."""
 
@@ -264,12 +281,12 @@ class VQVAE(nn.Module):
         in_ch = 3 if modality == 'image' else 1
         self.grid = (image_size >> n_down, image_size >> n_down) if modality == 'image' else (n_mels >> n_down, frames >> n_down)
         self.mel_norm = MelNorm(mel_mean, mel_std)
-        self.encoder = nn.Sequential(nn.Conv2d(in_ch, width, 3, padding=1), *[ResBlock(width) for _ in range(n_res)],
-                                     *[m for _ in range(n_down) for m in (nn.Conv2d(width, width, 4, 2, 1), ResBlock(width))],
+        self.encoder = nn.Sequential(nn.Conv2d(in_ch, width, 3, padding=1), *[ResBlock(width, width, groups=8) for _ in range(n_res)],
+                                     *[m for _ in range(n_down) for m in (nn.Conv2d(width, width, 4, 2, 1), ResBlock(width, width, groups=8))],
                                      nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, code_dim, 1))
         self.quantizer = VectorQuantizer(codebook_size, code_dim)
-        self.decoder = nn.Sequential(nn.Conv2d(code_dim, width, 3, padding=1), ResBlock(width),
-                                     *[m for _ in range(n_down) for m in (nn.ConvTranspose2d(width, width, 4, 2, 1), ResBlock(width))],
+        self.decoder = nn.Sequential(nn.Conv2d(code_dim, width, 3, padding=1), ResBlock(width, width, groups=8),
+                                     *[m for _ in range(n_down) for m in (nn.ConvTranspose2d(width, width, 4, 2, 1), ResBlock(width, width, groups=8))],
                                      nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, in_ch, 3, padding=1))
         self.fields = ['image' if modality == 'image' else 'mel']
 
@@ -452,5 +469,493 @@ def cfg_logits(logits_fn, cond, scale):
         return torch.where(torch.isinf(c), c, scale * c + (1 - scale) * u)
     return guided
 
+
+#################################################################################
+#                Noise schedules, diffusion process, guidance, EMA               #
+#################################################################################
+
+def noise_schedule(kind='linear', T=1000, beta_start=1e-4, beta_end=0.02):
+    """Betas (T,) float64: 'linear' (DDPM), 'scaled_linear' (LDM, AudioLDM), 'cosine' (= 'squaredcos_cap_v2')."""
+    if kind == 'linear':
+        return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+    if kind == 'scaled_linear':
+        return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=torch.float64) ** 2
+    if kind in ('cosine', 'squaredcos_cap_v2'):
+        f = lambda s: torch.cos((s / T + 0.008) / 1.008 * math.pi / 2) ** 2  # ᾱ(s) up to a constant
+        s = torch.arange(T + 1, dtype=torch.float64)
+        return (1 - f(s[1:]) / f(s[:-1])).clamp(max=0.999)
+    raise ValueError(f'unknown noise schedule {kind!r}')
+
+
+class Diffusion:
+    """Gaussian diffusion with ε-, x0- or v-prediction; the network is any callable net(x_t, t, **cond)."""
+
+    def __init__(self, schedule='linear', T=1000, prediction='eps', beta_start=1e-4, beta_end=0.02):
+        assert prediction in ('eps', 'x0', 'v'), prediction
+        self.T, self.prediction = T, prediction
+        self.alphas_cumprod = torch.cumprod(1 - noise_schedule(schedule, T, beta_start, beta_end), 0)  # (T,) float64
+        self._ab_ext = torch.cat([self.alphas_cumprod, torch.ones(1, dtype=torch.float64)])  # index -1: ᾱ = 1, clean
+
+    def _ab(self, t, x):
+        """ᾱ_t shaped to broadcast against x; t = -1 is the clean end of a chain."""
+        return self._ab_ext.to(x.device)[t].to(x.dtype).view(-1, *[1] * (x.dim() - 1))
+
+    def q_sample(self, x0, t, noise):
+        """x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε."""
+        a = self._ab(t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def loss(self, net, x0, cond=None, generator=None):
+        """MSE between the network's output and its target (ε, x0 or v) at uniformly drawn timesteps."""
+        t = torch.randint(0, self.T, (x0.shape[0],), generator=generator, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        a = self._ab(t, x0)
+        target = {'eps': noise, 'x0': x0, 'v': a.sqrt() * noise - (1 - a).sqrt() * x0}[self.prediction]
+        out = net(self.q_sample(x0, t, noise), t, **(cond or {}))
+        return F.mse_loss(out[:, :x0.shape[1]], target)  # a learned variance (DiT's learn_sigma) is not trained here
+
+    def predict(self, out, x_t, t):
+        """(x0, ε) estimates from a network output; extra output channels (a learned variance) are ignored."""
+        a, out = self._ab(t, x_t), out[:, :x_t.shape[1]]
+        if self.prediction == 'eps':
+            return (x_t - (1 - a).sqrt() * out) / a.sqrt(), out
+        if self.prediction == 'x0':
+            return out, (x_t - a.sqrt() * out) / (1 - a).sqrt()
+        return a.sqrt() * x_t - (1 - a).sqrt() * out, (1 - a).sqrt() * x_t + a.sqrt() * out
+
+    @torch.no_grad()
+    def sample(self, net, x, cond=None, steps=50, sampler='ddim', eta=0.0, generator=None):
+        """Denoise x = x_T over `steps` trailing-spaced timesteps: DDIM with η (0: deterministic), or DDPM (η = 1)."""
+        assert 1 <= steps <= self.T and sampler in ('ddim', 'ddpm'), (steps, sampler)
+        eta = 1.0 if sampler == 'ddpm' else eta
+        ts = ((torch.arange(steps, 0, -1) * self.T / steps).round().long() - 1).tolist() + [-1]  # T-1 .. T/steps-1, -1
+        for t, t_prev in zip(ts[:-1], ts[1:]):
+            tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            x0, eps = self.predict(net(x, tt, **(cond or {})), x, tt)
+            a, ap = self._ab(tt, x), self._ab(torch.full_like(tt, t_prev), x)
+            sigma = eta * ((1 - ap) / (1 - a) * (1 - a / ap)).sqrt()  # η = 1: the DDPM posterior std
+            x = ap.sqrt() * x0 + (1 - ap - sigma ** 2).clamp(min=0).sqrt() * eps
+            if eta > 0 and t_prev >= 0:
+                x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x
+
+
+def guided(net, scale, null_cond):
+    """Classifier-free guidance as a network: cond and null cond (overriding the entries it names) in one batch."""
+    def net_cfg(x, t, **cond):
+        assert set(null_cond) <= set(cond), f'null_cond keys {sorted(null_cond)} must be among {sorted(cond)}'
+        both = {k: torch.cat([v, null_cond.get(k, v)]) for k, v in cond.items()}
+        c, u = net(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
+        return u + scale * (c - u)
+    return net_cfg
+
+
+@torch.no_grad()
+def ema_update(ema_model, model, decay):
+    """ema ← decay·ema + (1 − decay)·model on parameters; buffers are copied."""
+    for e, p in zip(ema_model.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+    for e, b in zip(ema_model.buffers(), model.buffers()):
+        e.copy_(b)
+
+#################################################################################
+#             Latent-diffusion U-Net (AudioLDM, Make-An-Audio) and VAE           #
+#################################################################################
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: self-attention, cross-attention (to x itself without context, as in AudioLDM), GEGLU MLP."""
+
+    def __init__(self, dim, heads, ctx_dim=None):
+        super().__init__()
+        self.norm1, self.attn1 = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm2, self.attn2 = nn.LayerNorm(dim), Attention(dim, heads, ctx_dim)
+        self.norm3, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, 8 * dim), nn.Linear(4 * dim, dim)
+
+    def forward(self, x, ctx=None, mask=None):
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), ctx, mask if ctx is not None else None)
+        h, gate = self.fc1(self.norm3(x)).chunk(2, dim=-1)  # (B, N, 4*dim) each
+        return x + self.fc2(h * F.gelu(gate))
+
+
+class SpatialTransformer(nn.Module):
+    """Transformer over the pixels of a feature map: GroupNorm, 1x1 conv, blocks, 1x1 conv, residual (LDM)."""
+
+    def __init__(self, c, heads, ctx_dim=None, groups=32, depth=1):
+        super().__init__()
+        self.norm, self.proj_in = nn.GroupNorm(groups, c, eps=1e-6), nn.Conv2d(c, c, 1)
+        self.transformer_blocks = nn.ModuleList([TransformerBlock(c, heads, ctx_dim) for _ in range(depth)])
+        self.proj_out = nn.Conv2d(c, c, 1)
+
+    def forward(self, x, ctx=None, mask=None):
+        B, C, H, W = x.shape
+        h = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (B, H*W, C)
+        for block in self.transformer_blocks:
+            h = block(h, ctx, mask)
+        return x + self.proj_out(h.transpose(1, 2).reshape(B, C, H, W))
+
+
+class PixelAttention(Attention):
+    """Single-head self-attention over pixels with GroupNorm before and a residual (LDM autoencoder)."""
+
+    def __init__(self, c, groups=32):
+        super().__init__(c, 1, bias=True)
+        self.group_norm = nn.GroupNorm(groups, c, eps=1e-6)
+
+    def forward(self, x, ctx=None, mask=None):
+        B, C, H, W = x.shape
+        h = super().forward(self.group_norm(x).flatten(2).transpose(1, 2))  # (B, H*W, C)
+        return x + h.transpose(1, 2).reshape(B, C, H, W)
+
+
+class Level(nn.Module):
+    """One resolution of a U-Net or autoencoder: ResNet blocks, each maybe followed by attention, then resampling."""
+
+    def __init__(self, cins, cout, temb, groups, eps, attn=None, resample=None, pad=1):
+        super().__init__()
+        self.resnets = nn.ModuleList([ResBlock(c, cout, temb, groups, eps) for c in cins])
+        self.attentions = nn.ModuleList([attn() for _ in cins] if attn else [])
+        self.resample = nn.Conv2d(cout, cout, 3, 2 if resample == 'down' else 1, pad) if resample else None
+        self.mode, self.pad = resample, pad
+
+    def forward(self, h, temb=None, ctx=None, mask=None, skips=None):
+        """h (B, C, H, W); skips: the U-Net's stack of down-path activations, one popped per ResNet block going up."""
+        outs = []
+        for i, resnet in enumerate(self.resnets):
+            h = resnet(h if skips is None else torch.cat([h, skips.pop()], 1), temb)
+            h = self.attentions[i](h, ctx, mask) if len(self.attentions) else h
+            outs.append(h)
+        if self.mode == 'down':
+            h = self.resample(F.pad(h, (0, 1, 0, 1)) if self.pad == 0 else h)  # the autoencoder pads asymmetrically
+            outs.append(h)
+        elif self.mode == 'up':  # nearest ×2, or to the next skip's size when a side was odd
+            size = tuple(skips[-1].shape[-2:]) if skips else None
+            h = self.resample(F.interpolate(h, size=size, scale_factor=None if size else 2.0, mode='nearest'))
+        return h, outs
+
+
+class Mid(nn.Module):
+    """Bottleneck: ResNet block, attention, ResNet block."""
+
+    def __init__(self, c, temb, groups, eps, attn):
+        super().__init__()
+        self.resnets = nn.ModuleList([ResBlock(c, c, temb, groups, eps) for _ in range(2)])
+        self.attentions = nn.ModuleList([attn()])
+
+    def forward(self, h, temb=None, ctx=None, mask=None):
+        return self.resnets[1](self.attentions[0](self.resnets[0](h, temb), ctx, mask), temb)
+
+
+class UNet(nn.Module):
+    """Latent-diffusion U-Net: a vector joins the time embedding (AudioLDM's CLAP route), tokens cross-attention."""
+
+    def __init__(self, in_ch=8, out_ch=8, channels=(128, 256, 384, 640), layers=2, attn=(False, True, True, True),
+                 heads=8, groups=32, eps=1e-5, vec_dim=None, vec_concat=True, ctx_dim=None, depth=1):
+        super().__init__()
+        c0, temb = channels[0], 4 * channels[0]
+        self.conv_in = nn.Conv2d(in_ch, c0, 3, padding=1)
+        self.time_embedding = mlp(c0, temb, temb)
+        self.class_embedding = nn.Linear(vec_dim, temb) if vec_dim else None
+        self.vec_concat = bool(vec_dim) and vec_concat
+        tdim = 2 * temb if self.vec_concat else temb
+        st = lambda c: lambda: SpatialTransformer(c, heads, ctx_dim, groups, depth)  # ctx_dim None: attends to itself
+        self.down_blocks, skip_ch, c, n = nn.ModuleList(), [c0], c0, len(channels)
+        for i, (co, a) in enumerate(zip(channels, attn)):
+            down = 'down' if i < n - 1 else None
+            self.down_blocks.append(Level([c] + [co] * (layers - 1), co, tdim, groups, eps, a and st(co), down))
+            skip_ch, c = skip_ch + [co] * (layers + bool(down)), co
+        self.mid_block = Mid(c, tdim, groups, eps, st(c))
+        self.up_blocks = nn.ModuleList()
+        for i, (co, a) in enumerate(zip(reversed(channels), reversed(attn))):
+            cins = [(c if j == 0 else co) + skip_ch.pop() for j in range(layers + 1)]
+            self.up_blocks.append(Level(cins, co, tdim, groups, eps, a and st(co), 'up' if i < n - 1 else None))
+            c = co
+        self.conv_norm_out, self.conv_out = nn.GroupNorm(groups, c0, eps), nn.Conv2d(c0, out_ch, 3, padding=1)
+
+    def forward(self, x, t, vec=None, ctx=None, ctx_mask=None):
+        """x (B, in_ch, H, W), t (B,), vec (B, vec_dim) conditioning vector, ctx (B, L, ctx_dim), ctx_mask (B, L)."""
+        emb = self.time_embedding(timestep_embedding(t, self.conv_in.out_channels).to(x.dtype))  # (B, temb)
+        if self.class_embedding is not None:
+            v = self.class_embedding(vec)  # (B, temb)
+            emb = torch.cat([emb, v], 1) if self.vec_concat else emb + v
+        h = self.conv_in(x)  # (B, c0, H, W)
+        skips = [h]
+        for block in self.down_blocks:
+            h, outs = block(h, emb, ctx, ctx_mask)
+            skips += outs
+        h = self.mid_block(h, emb, ctx, ctx_mask)
+        for block in self.up_blocks:
+            h, _ = block(h, emb, ctx, ctx_mask, skips)
+        return self.conv_out(F.silu(self.conv_norm_out(h)))  # (B, out_ch, H, W)
+
+
+class KLAutoencoder(nn.Module):
+    """KL-regularised convolutional autoencoder (LDM; AudioLDM's mel VAE): encode -> (mean, logvar), decode latents."""
+
+    def __init__(self, in_ch=1, out_ch=1, channels=(128, 256, 512), layers=2, latent=8, groups=32, scaling_factor=1.0):
+        super().__init__()
+        self.scaling_factor, eps = scaling_factor, 1e-6  # the diffusion model sees scaling_factor · z
+        c0, c1, n = channels[0], channels[-1], len(channels)
+        mid = lambda: Mid(c1, None, groups, eps, lambda: PixelAttention(c1, groups))
+        ins = [c0] + list(channels[:-1])
+        downs = [Level([ci] + [co] * (layers - 1), co, None, groups, eps, None, 'down' if i < n - 1 else None, pad=0)
+                 for i, (ci, co) in enumerate(zip(ins, channels))]
+        self.encoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(in_ch, c0, 3, padding=1), down_blocks=nn.ModuleList(downs),
+                                          mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c1, eps),
+                                          conv_out=nn.Conv2d(c1, 2 * latent, 3, padding=1)))
+        rev = list(channels[::-1])
+        ups = [Level([ci] + [co] * layers, co, None, groups, eps, None, 'up' if i < n - 1 else None)
+               for i, (ci, co) in enumerate(zip([c1] + rev[:-1], rev))]
+        self.decoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(latent, c1, 3, padding=1), up_blocks=nn.ModuleList(ups),
+                                          mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c0, eps),
+                                          conv_out=nn.Conv2d(c0, out_ch, 3, padding=1)))
+        self.quant_conv, self.post_quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1), nn.Conv2d(latent, latent, 1)
+
+    def encode(self, x):
+        """x (B, in_ch, H, W) -> mean, logvar, each (B, latent, H / 2^(n-1), W / 2^(n-1))."""
+        e = self.encoder
+        h = e['conv_in'](x)
+        for block in e['down_blocks']:
+            h, _ = block(h)
+        h = e['conv_out'](F.silu(e['conv_norm_out'](e['mid_block'](h))))
+        mean, logvar = self.quant_conv(h).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    @staticmethod
+    def sample(mean, logvar, generator=None):
+        """z = mean + σ·ε."""
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + (0.5 * logvar).exp() * noise
+
+    def decode(self, z):
+        """z (B, latent, h, w), unscaled -> (B, out_ch, H, W)."""
+        d = self.decoder
+        h = d['mid_block'](d['conv_in'](self.post_quant_conv(z)))
+        for block in d['up_blocks']:
+            h, _ = block(h)
+        return d['conv_out'](F.silu(d['conv_norm_out'](h)))
+
+#################################################################################
+#                        Diffusion transformer (DiT, PixArt)                     #
+#################################################################################
+
+class DiTBlock(nn.Module):
+    """Transformer block under adaLN-Zero (DiT: own modulation MLP) or adaLN-single (PixArt: shared t_block + table)."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0, cross=False, adaln='zero', eps=1e-6):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(d, elementwise_affine=False, eps=eps), Attention(d, heads, bias=True)
+        self.cross = Attention(d, heads, bias=True) if cross else None
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=eps)
+        self.fc1, self.fc2 = nn.Linear(d, int(d * mlp_ratio)), nn.Linear(int(d * mlp_ratio), d)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)) if adaln == 'zero' else None
+        self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d ** 0.5) if adaln == 'single' else None
+
+    def forward(self, x, c, ctx=None, mask=None):
+        """x (B, N, d); c (B, d) for adaLN-Zero, (B, 6d) from the shared t_block for adaLN-single; ctx (B, L, d)."""
+        B, _, d = x.shape
+        m = (self.adaLN_modulation(c).view(B, 6, d) if self.scale_shift_table is None
+             else self.scale_shift_table[None] + c.view(B, 6, d))
+        shift1, scale1, gate1, shift2, scale2, gate2 = m.unsqueeze(2).unbind(1)  # each (B, 1, d)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1)
+        if self.cross is not None:
+            x = x + self.cross(x, ctx, mask)
+        return x + gate2 * self.fc2(F.gelu(self.fc1(self.norm2(x) * (1 + scale2) + shift2), approximate='tanh'))
+
+
+class DiT(nn.Module):
+    """Diffusion transformer on latent patches: class, token (cross-attention) and pooled-vector conditioning."""
+
+    def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16,
+                 mlp_ratio=4.0, num_classes=0, ctx_dim=0, vec_dim=0, learn_sigma=True, adaln='zero', learn_null=True,
+                 size_cond=False, freq_shift=0.0, pos_scale=1.0, eps=1e-6):
+        super().__init__()
+        assert adaln in ('zero', 'single'), adaln
+        d, self.p, self.adaln, self.num_classes = hidden_size, patch_size, adaln, num_classes
+        self.out_channels = in_channels * (2 if learn_sigma else 1)
+        self.base, self.pos_scale, self.freq_shift = input_size // patch_size, pos_scale, freq_shift
+        self.x_embedder = nn.Conv2d(in_channels, d, patch_size, patch_size)
+        self.t_embedder = mlp(256, d, d)
+        self.y_embedder = nn.Embedding(num_classes + 1, d) if num_classes else None  # row num_classes: the null class
+        self.ctx_embedder = mlp(ctx_dim, d, d, nn.GELU(approximate='tanh')) if ctx_dim else None
+        self.vec_embedder = mlp(vec_dim, d, d) if vec_dim else None
+        null = lambda on: nn.Parameter(torch.randn(d) / d ** 0.5) if on and learn_null else None  # learned CFG nulls
+        self.null_ctx, self.null_vec = null(ctx_dim), null(vec_dim)
+        self.res_embedder = mlp(256, d // 3, d // 3) if size_cond else None  # PixArt's height, width and aspect ratio
+        self.ar_embedder = mlp(256, d // 3, d // 3) if size_cond else None
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)) if adaln == 'single' else None
+        self.blocks = nn.ModuleList(DiTBlock(d, num_heads, mlp_ratio, bool(ctx_dim), adaln, eps) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_mod = (nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d)) if adaln == 'zero'
+                          else nn.Parameter(torch.randn(2, d) / d ** 0.5))
+        self.final_linear = nn.Linear(d, patch_size ** 2 * self.out_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """DiT's init: xavier linears (and patch conv), N(0, 0.02) embeddings; zero adaLN-Zero modulation,
+        cross-attention output (PixArt) and final layer: blocks start as the identity and the output is exactly 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.xavier_uniform_(self.x_embedder.weight.view(self.x_embedder.out_channels, -1))
+        small = [self.y_embedder] + [m for s in (self.t_embedder, self.ctx_embedder, self.t_block) if s for m in s]
+        for m in small:
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+        zero = [self.final_linear] + ([self.final_mod[1]] if self.adaln == 'zero' else [])
+        for block in self.blocks:
+            zero += [block.adaLN_modulation[1]] if block.adaLN_modulation is not None else []
+            zero += [block.cross.to_out] if block.cross is not None else []
+        for lin in zero:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x, t, y=None, ctx=None, ctx_mask=None, vec=None, size=None, drop=None):
+        """x (B, C, H, W) latents, t (B,) timesteps, y (B,) class ids (num_classes = null), ctx (B, L, ctx_dim) tokens,
+        ctx_mask (B, L) true where real, vec (B, vec_dim) pooled vector, size (B, 3) PixArt's (height, width, aspect),
+        drop (B,) bool: replace y, ctx and vec by their learned nulls (CFG training and the unconditional branch)."""
+        B, _, H, W = x.shape
+        h, w = H // self.p, W // self.p
+        x = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, N, d)
+        x = x + pos_embed_2d(x.shape[-1], h, w, self.base, self.pos_scale).to(x)
+        c = self.t_embedder(timestep_embedding(t, 256, self.freq_shift).to(x.dtype))  # (B, d)
+        if self.y_embedder is not None:
+            c = c + self.y_embedder(y if drop is None else y.masked_fill(drop, self.num_classes))
+        if self.vec_embedder is not None:
+            v = self.vec_embedder(vec)  # (B, d)
+            c = c + (v if drop is None else torch.where(drop[:, None], self.null_vec.to(v), v))
+        if self.res_embedder is not None:
+            res = self.res_embedder(timestep_embedding(size[:, :2].flatten(), 256).to(x.dtype)).view(B, -1)  # (B, 2d/3)
+            c = c + torch.cat([res, self.ar_embedder(timestep_embedding(size[:, 2], 256).to(x.dtype))], 1)
+        if self.ctx_embedder is not None:
+            ctx = self.ctx_embedder(ctx)  # (B, L, d)
+            ctx = ctx if drop is None else torch.where(drop[:, None, None], self.null_ctx.to(ctx), ctx)
+        m = c if self.t_block is None else self.t_block(c)  # (B, d) or (B, 6d)
+        for block in self.blocks:
+            x = block(x, m, ctx, ctx_mask)
+        mod = self.final_mod(c).view(B, 2, -1) if self.adaln == 'zero' else self.final_mod[None] + c[:, None]
+        shift, scale = mod.unsqueeze(2).unbind(1)  # (B, 1, d) each
+        x = self.final_linear(self.final_norm(x) * (1 + scale) + shift)  # (B, N, p*p*out)
+        x = x.view(B, h, w, self.p, self.p, self.out_channels).permute(0, 5, 1, 3, 2, 4)  # (B, out, h, p, w, p)
+        return x.reshape(B, self.out_channels, H, W)
+
+
+_SIZES = {'XL': (28, 1152, 16), 'L': (24, 1024, 16), 'B': (12, 768, 12), 'S': (12, 384, 6)}
+DiT_models = {f'DiT-{s}/{p}': dict(depth=n, hidden_size=d, num_heads=h, patch_size=p)
+              for s, (n, d, h) in _SIZES.items() for p in (2, 4, 8)}
+DiT_models['PixArt-XL/2'] = dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2, ctx_dim=4096, adaln='single',
+                                 learn_null=False)
+
+#################################################################################
+#          Importers: published state dicts and configs -> these modules         #
+#################################################################################
+
+def _rename(sd, rules, drop=()):
+    """Apply ordered (regex, replacement) rules to every key, leaving out `drop`; no two keys may land on one name."""
+    out = {}
+    for k, v in sd.items():
+        if k not in drop:
+            for pattern, repl in rules:
+                k = re.sub(pattern, repl, k)
+            assert k not in out, f'two source keys map onto {k!r}'
+            out[k] = v
+    return out
+
+
+_COMMON = [(r'to_out\.0\.', 'to_out.'), (r'ff\.net\.0\.proj\.', 'fc1.'), (r'ff\.net\.2\.', 'fc2.'),
+           (r'(down|up)samplers\.0\.conv\.', 'resample.'), (r'\.linear_1\.', '.0.'), (r'\.linear_2\.', '.2.')]
+
+
+def import_audioldm_unet(sd):
+    """diffusers UNet2DConditionModel state dict (AudioLDM or Make-An-Audio layout) -> UNet's."""
+    return _rename(sd, _COMMON)
+
+
+def import_audioldm_vae(sd):
+    """diffusers AutoencoderKL state dict (also with its pre-0.15 attention names) -> KLAutoencoder's."""
+    old = [(r'\.query\.', '.to_q.'), (r'\.key\.', '.to_k.'), (r'\.value\.', '.to_v.'), (r'\.proj_attn\.', '.to_out.')]
+    return _rename(sd, _COMMON + old)
+
+
+def import_pixart(sd):
+    """diffusers PixArtTransformer2DModel state dict -> DiT's (adaln='single')."""
+    emb = r'^adaln_single\.emb\.'
+    return _rename(sd, _COMMON + [
+        (r'^pos_embed\.proj\.', 'x_embedder.'), (emb + r'timestep_embedder\.', 't_embedder.'),
+        (emb + r'resolution_embedder\.', 'res_embedder.'), (emb + r'aspect_ratio_embedder\.', 'ar_embedder.'),
+        (r'^adaln_single\.linear\.', 't_block.1.'), (r'^caption_projection\.', 'ctx_embedder.'),
+        (r'^transformer_blocks\.', 'blocks.'), (r'\.attn1\.', '.attn.'), (r'\.attn2\.', '.cross.'),
+        (r'^scale_shift_table$', 'final_mod'), (r'^proj_out\.', 'final_linear.')])
+
+
+def import_dit(sd):
+    """facebookresearch/DiT checkpoint (or a training checkpoint's 'ema') -> DiT's; pos_embed is recomputed."""
+    sd = _rename(sd.get('ema', sd), [
+        (r'^x_embedder\.proj\.', 'x_embedder.'), (r'^t_embedder\.mlp\.', 't_embedder.'),
+        (r'^y_embedder\.embedding_table\.', 'y_embedder.'), (r'\.attn\.proj\.', '.attn.to_out.'), (r'\.mlp\.fc', '.fc'),
+        (r'^final_layer\.linear\.', 'final_linear.'), (r'^final_layer\.adaLN_modulation\.', 'final_mod.')],
+        drop=('pos_embed',))
+    out = {}
+    for k, v in sd.items():  # timm's fused qkv rows are [q; k; v]
+        out.update({k.replace('.qkv.', f'.to_{n}.'): w for n, w in zip('qkv', v.chunk(3))} if '.qkv.' in k else {k: v})
+    return out
+
+
+def load_state(model, sd):
+    """Load an imported state dict after nanoGPT-style checks: same keys and count, same shapes, offender named."""
+    own = model.state_dict()
+    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    assert not missing and not unexpected, \
+        f'{len(missing)} missing keys (first {missing[:1]}), {len(unexpected)} unexpected (first {unexpected[:1]})'
+    assert len(sd) == len(own), (len(sd), len(own))
+    for k, v in own.items():
+        assert sd[k].shape == v.shape, f'shape mismatch at {k}: imported {tuple(sd[k].shape)}, model {tuple(v.shape)}'
+    model.load_state_dict(sd)
+    return model
+
+
+def audioldm_unet_config(c):
+    """diffusers UNet2DConditionModel config -> UNet kwargs (diffusers' `attention_head_dim` counts heads here)."""
+    ch, cross, vec = list(c['block_out_channels']), c['cross_attention_dim'], c.get('class_embed_type')
+    heads, depth = c.get('num_attention_heads') or c['attention_head_dim'], c.get('transformer_layers_per_block', 1)
+    assert isinstance(heads, int) and isinstance(depth, int), 'per-level heads / depths are not supported'
+    assert vec in (None, 'simple_projection') and not (c.get('addition_embed_type') or c.get('use_linear_projection'))
+    assert isinstance(cross, int) or list(cross) == ch, 'per-level cross_attention_dim must be block_out_channels'
+    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(ch), layers=c['layers_per_block'],
+                attn=tuple(b.startswith('CrossAttn') for b in c['down_block_types']), heads=heads,
+                groups=c['norm_num_groups'], eps=c['norm_eps'], depth=depth,
+                ctx_dim=cross if isinstance(cross, int) else None,  # None: AudioLDM's self-attending "cross"-attention
+                vec_dim=c['projection_class_embeddings_input_dim'] if vec else None,
+                vec_concat=bool(c.get('class_embeddings_concat')))
+
+
+def audioldm_vae_config(c):
+    """diffusers AutoencoderKL config -> KLAutoencoder kwargs."""
+    assert all(c.get(k, True) for k in ('mid_block_add_attention', 'use_quant_conv', 'use_post_quant_conv'))
+    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(c['block_out_channels']),
+                layers=c['layers_per_block'], latent=c['latent_channels'], groups=c['norm_num_groups'],
+                scaling_factor=c.get('scaling_factor', 0.18215))
+
+
+def pixart_config(c):
+    """diffusers PixArtTransformer2DModel config -> DiT kwargs (adaLN-single, caption cross-attention, no nulls)."""
+    d, n = c['num_attention_heads'] * c['attention_head_dim'], c['sample_size']
+    size_cond = c.get('use_additional_conditions')
+    assert c.get('cross_attention_dim', d) == d and c['out_channels'] in (c['in_channels'], 2 * c['in_channels'])
+    return dict(input_size=n, patch_size=c['patch_size'], in_channels=c['in_channels'], hidden_size=d,
+                depth=c['num_layers'], num_heads=c['num_attention_heads'], ctx_dim=c['caption_channels'],
+                learn_sigma=c['out_channels'] != c['in_channels'], adaln='single', learn_null=False,
+                size_cond=n == 128 if size_cond is None else size_cond,  # diffusers' default: on for the 1024 model
+                pos_scale=c.get('interpolation_scale') or max(n // 64, 1), eps=c.get('norm_eps', 1e-6))
+
+
+def dit_config(c):
+    """diffusers DiTTransformer2DModel config -> DiT kwargs for official weights (import_dit): timestep frequencies
+    as facebookresearch/DiT computes them (shift 0; diffusers' port uses 1) and LayerNorm eps 1e-6."""
+    return dict(input_size=c['sample_size'], patch_size=c['patch_size'], in_channels=c['in_channels'],
+                hidden_size=c['num_attention_heads'] * c['attention_head_dim'], depth=c['num_layers'],
+                num_heads=c['num_attention_heads'], num_classes=c['num_embeds_ada_norm'],
+                learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
 
 MODELS = {'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'echoes': MaskedAVTransformer}

@@ -1,0 +1,6 @@
+# Evaluate Visual Echoes on toyav test conditions: image->audio, audio->image, joint, inpainting (CFG s = 3)
+out_dir = 'out/toyav_echoes/eval'
+ckpt = 'out/toyav_echoes'
+tasks = 'i2a,a2i,joint,inpaint'
+steps = 16
+cfg_scale = 3.0
