@@ -11,7 +11,6 @@ real-vs-real Fréchet floor in each embedding space.
 """
 import copy
 import importlib
-import json
 import os
 import time
 
@@ -23,7 +22,7 @@ from scipy.spatial.distance import pdist
 
 from configurator import configure
 from encoders import GriffinLim, MelConfig, load_checkpoint, load_toy, log_mel, to_tensor
-from prepare import open_split, write_json
+from prepare import open_split, read_json, write_json
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/toyav_eval'      # where metrics.json and table.md are written
@@ -192,9 +191,9 @@ def set_codes(multi_hot):
 
 def task_enc(cfg, judges):
     """The frozen parts on real media: judges, zero-shot encoders, tokenizers, Fréchet floors."""
-    data, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], ['image', 'mel', 'wave', 'sources', 'env', 'loud', 'caption_ids'])
+    data, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], ['image', 'mel', 'sources', 'env', 'loud'])
     val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
-    captions = json.load(open(os.path.join(cfg['data_dir'], cfg['dataset'], 'captions.json')))[cfg['split']]
+    captions = read_json(os.path.join(cfg['data_dir'], cfg['dataset'], 'captions.json'))[cfg['split']]
     labels = {k: np.asarray(data[k]) for k in ('sources', 'env', 'loud')}
     single = labels['sources'].sum(1) == 1
     out = {}
@@ -204,7 +203,7 @@ def task_enc(cfg, judges):
     kwargs = dict(dataset=cfg['dataset'], out_dir=cfg['ckpt_dir'], device=cfg['device'])
     for name in ('clip', 'clap', 'imagebind'):
         enc = load_toy(name, **kwargs)
-        classes = torch.stack([F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in prompts])  # (K, D)
+        classes = F.normalize(torch.stack([F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in prompts]), dim=-1)  # (K, D)
         texts = F.normalize(enc.encode_text([c['caption'] for c in captions]).emb, dim=-1)             # (N, D)
         for m, field in (('image', 'image'), ('audio', 'mel')):
             if m not in enc.roles:
@@ -212,16 +211,15 @@ def task_enc(cfg, judges):
             run = enc.encode_image if m == 'image' else enc.encode_mel
             raw = batched(lambda x: run(x).emb, data[field], cfg['batch_size'])                   # (N, D)
             emb = F.normalize(raw, dim=-1)
-            zero_shot = (emb @ F.normalize(classes, dim=-1).T).argmax(-1).numpy()
+            zero_shot = (emb @ classes.T).argmax(-1).numpy()                                      # prompt ensembles
             codes = set_codes(labels['sources'])
             out[f"{name}.{m}_source_acc"] = accuracy(zero_shot[single], labels['sources'][single].argmax(1))
             out[f"{name}.{m}_text_r_at_5"] = recall_at_k(emb.numpy(), texts.numpy(), codes, codes, 5)
             out[f"{name}.{m}_fd_floor"] = frechet_distance(batched(lambda x: run(x).emb, val[field], cfg['batch_size']).numpy(), raw.numpy())
-    for name in ('clip', 'clap'):
-        out[f"{name}.source_acc"] = out[f"{name}.{'image' if name == 'clip' else 'audio'}_source_acc"]
+    out['clip.source_acc'], out['clap.source_acc'] = out['clip.image_source_acc'], out['clap.audio_source_acc']
     mel_cfg = MelConfig(**meta['mel'])
     vocoder = GriffinLim(mel_cfg)
-    vocoded = lambda mel: log_mel(vocoder(torch.as_tensor(mel)), mel_cfg)                 # through the waveform
+    vocoded = lambda mel: log_mel(vocoder(to_tensor(mel)), mel_cfg)                      # through the waveform
     out.update(judged_accuracy(judges.predict('audio', batched(vocoded, data['mel'], cfg['batch_size'])), labels, 'vocoder.'))
     for m, field in (('image', 'image'), ('audio', 'mel')):
         tok = load_toy(f"vq_{m}", **kwargs)

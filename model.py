@@ -140,7 +140,7 @@ def conv_stack(channels):
     """Stride-2 3x3 convolutions through `channels`, each followed by GroupNorm and SiLU."""
     layers = []
     for c_in, c_out in zip(channels[:-1], channels[1:]):
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.SiLU()]
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(math.gcd(8, c_out), c_out), nn.SiLU()]
     return nn.Sequential(*layers)
 
 
@@ -197,12 +197,12 @@ class ContrastiveModel(nn.Module):
     """CLIP / CLAP / ImageBind-like encoders: one tower per modality, InfoNCE on the listed pairs."""
 
     def __init__(self, modalities=('image', 'text'), pairs=(('image', 'text'),), embed_dim=128, width=128,
-                 n_layer=2, n_head=4, n_down=3, vocab_size=64, max_len=16, image_size=32, n_mels=64,
+                 n_layer=2, n_head=4, n_down=3, audio_down=4, vocab_size=64, max_len=16, image_size=32, n_mels=64,
                  frames=64, mel_mean=0.0, mel_std=1.0):
         super().__init__()
         self.modalities, self.pairs = tuple(modalities), [tuple(p) for p in pairs]
         towers = {'image': lambda: ConvTower(3, (image_size, image_size), width, n_layer, n_head, n_down, embed_dim),
-                  'audio': lambda: ConvTower(1, (n_mels, frames), width, n_layer, n_head, n_down, embed_dim),
+                  'audio': lambda: ConvTower(1, (n_mels, frames), width, n_layer, n_head, audio_down, embed_dim),
                   'text': lambda: TextTower(vocab_size, max_len, width, n_layer, n_head, embed_dim)}
         self.towers = nn.ModuleDict({m: towers[m]() for m in self.modalities})
         self.mel_norm = MelNorm(mel_mean, mel_std)
@@ -281,13 +281,17 @@ class VQVAE(nn.Module):
         in_ch = 3 if modality == 'image' else 1
         self.grid = (image_size >> n_down, image_size >> n_down) if modality == 'image' else (n_mels >> n_down, frames >> n_down)
         self.mel_norm = MelNorm(mel_mean, mel_std)
-        self.encoder = nn.Sequential(nn.Conv2d(in_ch, width, 3, padding=1), *[ResBlock(width, width, groups=8) for _ in range(n_res)],
-                                     *[m for _ in range(n_down) for m in (nn.Conv2d(width, width, 4, 2, 1), ResBlock(width, width, groups=8))],
-                                     nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, code_dim, 1))
+        ch = [width >> (n_down - i) for i in range(n_down + 1)]          # channels double as resolution halves
+        res = lambda c: ResBlock(c, c, groups=math.gcd(8, c))
+        self.encoder = nn.Sequential(nn.Conv2d(in_ch, ch[0], 3, padding=1),
+                                     *[m for i in range(n_down) for m in (nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1), res(ch[i + 1]))],
+                                     *[res(width) for _ in range(n_res)], nn.GroupNorm(8, width), nn.SiLU(),
+                                     nn.Conv2d(width, code_dim, 1))
         self.quantizer = VectorQuantizer(codebook_size, code_dim)
-        self.decoder = nn.Sequential(nn.Conv2d(code_dim, width, 3, padding=1), ResBlock(width, width, groups=8),
-                                     *[m for _ in range(n_down) for m in (nn.ConvTranspose2d(width, width, 4, 2, 1), ResBlock(width, width, groups=8))],
-                                     nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, in_ch, 3, padding=1))
+        self.decoder = nn.Sequential(nn.Conv2d(code_dim, width, 3, padding=1), *[res(width) for _ in range(n_res)],
+                                     *[m for i in reversed(range(n_down)) for m in (nn.ConvTranspose2d(ch[i + 1], ch[i], 4, 2, 1),
+                                                                                   res(ch[i]) if i else nn.SiLU())],
+                                     nn.Conv2d(ch[0], in_ch, 3, padding=1))
         self.fields = ['image' if modality == 'image' else 'mel']
 
     def to_input(self, media):

@@ -89,8 +89,12 @@ def prepare(args):
     tmp = final + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    meta = DATASETS[args.dataset](args, tmp)
-    write_json(os.path.join(tmp, 'meta.json'), meta)
+    try:
+        meta = DATASETS[args.dataset](args, tmp)
+        write_json(os.path.join(tmp, 'meta.json'), meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)   # nothing half-written stays behind
+        raise
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -127,6 +131,24 @@ def cache_features(args):
         if enc.mel_config.dict() != meta['mel']:
             raise StaleCache(f"{name}: trained with mel settings {enc.mel_config.dict()} but data/{args.dataset} "
                              f"has {meta['mel']}; retrain it (python train.py config/{args.dataset}_{name}.py)")
+    stamp = os.path.join(root, 'features.json')
+    if os.path.exists(stamp):
+        os.remove(stamp)                          # the old cache is invalid from the first overwritten file on
+    try:
+        written = write_features(args, root, encoders, captions)
+    finally:
+        for f in os.listdir(root):
+            if f.endswith('.tmp'):
+                os.remove(os.path.join(root, f))
+    write_json(stamp, dict(
+        suite=args.features, meta=json_hash(meta), mel=meta['mel'], fields=written,
+        encoders={name: enc.checkpoint_hash for name, enc in encoders.items()},
+        tokenizers={name: dict(codebook_size=enc.codebook_size, n_tokens=enc.n_tokens)
+                    for name, enc in encoders.items() if hasattr(enc, 'codebook_size')}))
+
+
+def write_features(args, root, encoders, captions):
+    """Every encoder's features for every split as {split}_{encoder}_{field}.npy; returns {field: shape, dtype}."""
     written = {}
     for split in SPLITS:
         data = {k: np.load(os.path.join(root, f"{split}_{k}.npy"), mmap_mode='r') for k in ('image', 'mel')}
@@ -148,11 +170,7 @@ def cache_features(args):
                 os.replace(path + '.tmp', path)
                 written[f"{name}_{k}"] = dict(shape=list(a.shape[1:]), dtype=str(a.dtype))
             print(f"{split} {name}: " + ', '.join(f"{k} {tuple(a.shape)}" for k, a in arrays.items()))
-    write_json(os.path.join(root, 'features.json'), dict(
-        suite=args.features, meta=json_hash(meta), mel=meta['mel'], fields=written,
-        encoders={name: enc.checkpoint_hash for name, enc in encoders.items()},
-        tokenizers={name: dict(codebook_size=enc.codebook_size, n_tokens=enc.n_tokens)
-                    for name, enc in encoders.items() if hasattr(enc, 'codebook_size')}))
+    return written
 
 
 def open_split(data_dir, dataset, split, fields, out_dir='out'):

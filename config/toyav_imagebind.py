@@ -4,6 +4,6 @@ method = 'contrastive'
 model_args = dict(modalities=('image', 'text', 'audio'), pairs=(('image', 'text'), ('image', 'audio')),
                   embed_dim=128, width=128, n_layer=2)
 batch_size = 128
-max_iters = 600
+max_iters = 400
 learning_rate = 2e-3
-eval_interval = 300
+eval_interval = 200

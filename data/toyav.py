@@ -24,8 +24,8 @@ SOURCES = [  # name, verb, shape, colour (RGB)
 ENVS = [('outdoors', 'outdoors'), ('hall', 'in a large hall'), ('tunnel', 'in a tunnel')]
 LOUDNESS = ['quiet', 'moderate', 'loud']   # <-> object size small, medium, large
 GAIN_DB = [-20.0, -10.0, 0.0]              # level of each loudness class
-SIZE = [0.14, 0.22, 0.30]                  # object radius as a fraction of the image side
-MIX_SHRINK = 0.65                          # objects are smaller when two share the image
+SIZE = [0.16, 0.23, 0.30]                  # object radius as a fraction of the image side
+MIX_SHRINK = 0.8                           # objects are smaller when two share the image
 REF_RMS = 0.1                              # every source is normalised to this RMS before its gain
 NOISE_FLOOR = 1e-3                         # std of the white noise under every clip
 
@@ -160,14 +160,14 @@ def impulse_response(env, sr, rng):
         h = np.zeros(int(0.01 * sr))
         h[0], h[-1] = 1.0, 0.2
     elif env == 1:  # hall: long, dense exponential tail after a pre-delay
-        t = np.arange(int(1.2 * sr)) / sr
-        h = rng.standard_normal(t.size) * np.exp(-t * 6.9 / 1.2) * (t > 0.02)
+        t = np.arange(int(1.5 * sr)) / sr
+        h = rng.standard_normal(t.size) * np.exp(-t * 6.9 / 1.5) * (t > 0.02)
         h[0] = 2.0
-    else:           # tunnel: flutter echoes every 25 ms, a metallic short tail
-        t = np.arange(int(0.6 * sr)) / sr
+    else:           # tunnel: distinct slap echoes every 80 ms over a faint tail
+        t = np.arange(int(0.8 * sr)) / sr
         h = np.zeros(t.size)
-        h[::int(0.025 * sr)] = np.exp(-t[::int(0.025 * sr)] * 6.9 / 0.6)
-        h += 0.1 * rng.standard_normal(t.size) * np.exp(-t * 6.9 / 0.6)
+        h[::int(0.08 * sr)] = np.exp(-t[::int(0.08 * sr)] * 6.9 / 0.8)
+        h += 0.05 * rng.standard_normal(t.size) * np.exp(-t * 6.9 / 0.8)
     return h / np.sqrt((h ** 2).sum())
 
 

@@ -117,3 +117,28 @@ def test_echoes_trains_and_samples_every_task(tiny, tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ['j.joint.png', 'j.joint.spec.png', 'j.joint.wav', 'p.inpaint.spec.png', 'p.inpaint.wav',
                      'x.a2i.png', 'x.i2a.spec.png', 'x.i2a.wav']
+
+
+def test_eval_judges_every_echoes_task(tiny, tmp_path):
+    import eval as evaluation
+    cfg = dict(evaluation.default_config(), out_dir=str(tmp_path), data_dir=str(tiny / 'data'), ckpt_dir=str(tiny / 'out'),
+               ckpt=str(tiny / 'out' / 'toyav_echoes'), tasks='i2a,a2i,joint,inpaint', n_eval=8, n_diverse=2,
+               n_outputs=2, steps=2, batch_size=4)
+    if not (tiny / 'out' / 'toyav_echoes' / 'ckpt.pt').exists():
+        train.train(tiny_config(tiny, 'clip', method='echoes', out_dir=cfg['ckpt'], max_iters=2, eval_interval=2,
+                                model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2)))
+    m = evaluation.evaluate(cfg)
+    for key in ('i2a.source_acc', 'i2a.env_acc', 'i2a.loudness_rho', 'i2a.mix_recall', 'i2a.fd', 'i2a.fd_floor',
+                'i2a.diversity', 'i2a.cs', 'i2a.sec_per_sample', 'a2i.size_rho', 'a2i.fd', 'joint.source_acc',
+                'joint.audio_fd', 'joint.image_fd', 'inpaint.source_acc', 'inpaint.real_span_source_acc'):
+        assert key in m, key
+    assert all(0 <= m[k] <= 1 for k in m if k.endswith('_acc') or k.endswith('recall'))
+    assert m['i2a.fd'] >= 0 and m['i2a.diversity'] >= 0 and m['i2a.sec_per_sample'] > 0
+
+
+def test_span_only_keeps_the_span_and_floors_the_rest():
+    from eval import span_only
+    mels = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8)
+    out = span_only(mels, '0.25,0.75')
+    torch.testing.assert_close(out[..., 2:6], mels[..., 2:6])
+    assert (out[..., :2] == 0).all() and (out[..., 6:] == 0).all()
