@@ -386,6 +386,8 @@ class MaskedAVTransformer(nn.Module):
         self.decoder = Transformer(width, n_dec_layer, n_head)
         self.out = nn.ModuleList([nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width)) for _ in self.codes])
         self.bias = nn.ParameterList([nn.Parameter(torch.zeros(k)) for k in self.codes])
+        for table in self.wte:
+            nn.init.normal_(table.weight, std=0.02)   # small, as in GPT: the logits are dot products with this table
         self.fields = ['vq_audio_ids', 'vq_image_ids']
 
     def embed(self, ids, mask):
@@ -401,10 +403,14 @@ class MaskedAVTransformer(nn.Module):
         """Logits (B, N, V) for every position, V = max codebook size (-inf beyond a modality's codebook)."""
         B, N = ids.shape
         x = self.embed(ids, mask)
-        n_drop = int(min(self.drop_ratio * N, mask.sum(1).min()))                 # drop masked tokens only
-        order = (torch.rand(B, N, generator=generator) + (~mask).float().cpu()).argsort(1).to(ids.device)  # masked first
-        keep = order[:, n_drop:].sort(1).values                                   # (B, N - n_drop)
-        h = self.encoder(torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1])))
+        n_drop = (mask.sum(1) * self.drop_ratio).long()                           # (B,) a fixed share of each row's masks
+        score = torch.rand(B, N, generator=generator).to(ids.device) + (~mask).float()  # masked first, random among them
+        dropped = score.argsort(1).argsort(1) < n_drop[:, None]                  # (B, N)
+        L = N - int(n_drop.min())
+        keep = (dropped.float() + torch.linspace(0, 0.5, N, device=ids.device)).argsort(1)[:, :L]  # kept first, in order
+        real = torch.arange(L, device=ids.device) < (N - n_drop)[:, None]         # (B, L) slots holding a kept token
+        h = self.encoder(torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1])), mask=real)  # (B, L, C)
+        h = torch.where(real[..., None], h, self.pad.to(h.dtype))                # padding slots land on dropped places
         full = self.pad.expand(B, N, -1).clone().to(h.dtype)
         full.scatter_(1, keep[..., None].expand(-1, -1, h.shape[-1]), h)          # dropped positions get the pad
         h = self.decoder(full + self.dec_pos)                                     # (B, N, C)
