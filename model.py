@@ -422,15 +422,20 @@ class MaskedAVTransformer(nn.Module):
         return torch.cat(out, 1)
 
     def sample_masks(self, B, generator=None):
-        """Training masks (B, N): truncated-Gaussian ratios per modality; some rows condition on a whole modality."""
-        ratios = [truncated_normal((B,), self.mask_mean, self.mask_std, self.mask_min, 1.0, generator) for _ in self.sizes]
-        task = torch.rand(B, generator=generator)
-        cond = task < self.p_cond                                                 # one modality fully visible
-        uncond = (task >= self.p_cond) & (task < self.p_cond + self.p_uncond)     # one modality fully hidden
-        which = torch.rand(B, generator=generator) < 0.5
-        ratios[0] = torch.where(cond & ~which, 0.0, torch.where(uncond & ~which, 1.0, ratios[0]))
-        ratios[1] = torch.where(cond & which, 0.0, torch.where(uncond & which, 1.0, ratios[1]))
-        return torch.cat([random_mask(n, r, generator) for n, r in zip(self.sizes, ratios)], 1)
+        """Training masks (B, N): per-modality truncated-Gaussian ratios (co-training rows); with p_cond one
+        modality is whole and the other masked at a ratio of the decoding schedule, as image->audio or
+        audio->image start at inference; with p_uncond one modality is hidden whole (the CFG branch)."""
+        ratios = torch.stack([truncated_normal((B,), self.mask_mean, self.mask_std, self.mask_min, 1.0, generator)
+                              for _ in self.sizes], 1)                            # (B, 2)
+        task, side = torch.rand(B, generator=generator), (torch.rand(B, generator=generator) < 0.5).long()
+        scheduled = torch.cos(math.pi / 2 * torch.rand(B, generator=generator)).clamp(min=self.mask_min)  # a decoding step
+        cond = task < self.p_cond
+        uncond = (task >= self.p_cond) & (task < self.p_cond + self.p_uncond)
+        rows = torch.arange(B)
+        ratios[rows[cond], side[cond]] = 0.0
+        ratios[rows[cond], 1 - side[cond]] = scheduled[cond]
+        ratios[rows[uncond], side[uncond]] = 1.0
+        return torch.cat([random_mask(n, ratios[:, m], generator) for m, n in enumerate(self.sizes)], 1)
 
     def forward(self, batch, generator=None):
         ids = torch.cat([batch['vq_audio_ids'], batch['vq_image_ids']], 1).long()  # (B, N)

@@ -30,14 +30,18 @@ def test_random_mask_hides_the_requested_count():
 
 
 def test_training_masks_include_whole_visible_and_whole_hidden_modalities():
-    model = MaskedAVTransformer(**SMALL, p_cond=0.5, p_uncond=0.2)
-    mask = model.sample_masks(4000, torch.Generator().manual_seed(0))
-    audio, image = mask[:, :12].float().mean(1), mask[:, 12:].float().mean(1)
+    gen = torch.Generator().manual_seed(0)
+    ratio = lambda mask: (mask[:, :12].float().mean(1), mask[:, 12:].float().mean(1))
+    audio, image = ratio(MaskedAVTransformer(**SMALL, p_cond=0.5, p_uncond=0.2).sample_masks(4000, gen))
     visible = ((audio == 0) | (image == 0)).float().mean().item()
     hidden = (((audio == 1) & (image < 1)) | ((image == 1) & (audio < 1))).float().mean().item()
     assert abs(visible - 0.5) < 0.05 and hidden > 0.15
-    partial = audio[(audio > 0) & (audio < 1)]
-    assert partial.min() >= 2 / 12 - 1e-6            # ratios below 0.2 never occur (0.2 * 12 rounds to 2)
+    audio, image = ratio(MaskedAVTransformer(**SMALL, p_cond=0.0, p_uncond=0.0).sample_masks(4000, gen))
+    assert min(audio.min(), image.min()) >= 2 / 12 - 1e-6   # co-training ratios never fall below 0.2
+    audio, image = ratio(MaskedAVTransformer(**SMALL, p_cond=1.0, p_uncond=0.0).sample_masks(4000, gen))
+    generated = torch.where(audio == 0, image, audio)
+    assert ((audio == 0) ^ (image == 0)).all()
+    assert abs((generated >= 11 / 12).float().mean().item() - 0.25) < 0.04   # cos schedule: P(ratio > 0.92) = 0.25
 
 
 def test_decode_fills_every_mask_and_never_changes_known_tokens():
