@@ -306,7 +306,7 @@ def task_generate(cfg, judges, generator, task):
         prefix = '' if len(out) == 1 else f"{m}_"
         if task == 'inpaint':                     # judge the regenerated span alone, and the real span beside it
             media = span_only(media, cfg['span'])
-            metrics.update({f"real_span_{k}": v for k, v in judge_outputs(judges, m, span_only(torch.from_numpy(rows['mel']), cfg['span']), rows).items()})
+            metrics.update({f"real_span_{k}": v for k, v in judge_outputs(judges, m, span_only(to_tensor(rows['mel']), cfg['span']), rows).items()})
         metrics.update({prefix + k: v for k, v in judge_outputs(judges, m, media, rows).items()})
         emb = spaces.fd_space(m, media)
         metrics[prefix + 'fd'] = frechet_distance(emb, spaces.fd_space(m, rows[real[m]]))
