@@ -385,7 +385,18 @@ class HFFrozen(Frozen):
         return self.to_model(batch)
 
 
-class HFClip(HFFrozen):
+class HFTextTower(HFFrozen):
+    """A joint-space model whose text side is get_text_features: pooled emb, last hidden states, mask."""
+
+    @torch.no_grad()
+    def encode_text(self, texts):
+        batch = self.tokenize(texts)
+        out = self.model.get_text_features(**batch)
+        mask = batch['attention_mask'].bool()                              # (B, L)
+        return Features(out.pooler_output, out.last_hidden_state, mask)    # (B, 512), (B, L, C)
+
+
+class HFClip(HFTextTower):
     """CLIP image + text (openai/clip-vit-base-patch32); emb is projected, NOT L2-normalised (transformers 5)."""
 
     def __init__(self, model, processor, tokenizer):
@@ -406,15 +417,8 @@ class HFClip(HFFrozen):
         out = self.model.get_image_features(**self.to_model(batch))
         return Features(out.pooler_output, out.last_hidden_state)          # (B, 512), (B, 50, 768)
 
-    @torch.no_grad()
-    def encode_text(self, texts):
-        batch = self.tokenize(texts)
-        out = self.model.get_text_features(**batch)
-        mask = batch['attention_mask'].bool()                              # (B, 77)
-        return Features(out.pooler_output, out.last_hidden_state, mask)    # (B, 512), (B, 77, 512)
 
-
-class HFClap(HFFrozen):
+class HFClap(HFTextTower):
     """CLAP audio + text encoder (laion/clap-htsat-unfused, 48 kHz); emb is L2-normalised."""
 
     def __init__(self, model, feature_extractor, tokenizer, max_length=CLAP_TEXT_TOKENS):
@@ -436,13 +440,6 @@ class HFClap(HFFrozen):
         out = self.model.get_audio_features(**self.to_model(batch))
         tokens = out.last_hidden_state.flatten(2).transpose(1, 2)           # (B, C, H, W) map -> (B, H*W, C)
         return Features(out.pooler_output, tokens)                          # (B, 512), (B, 64, 768)
-
-    @torch.no_grad()
-    def encode_text(self, texts):
-        batch = self.tokenize(texts)
-        out = self.model.get_text_features(**batch)
-        mask = batch['attention_mask'].bool()                              # (B, L)
-        return Features(out.pooler_output, out.last_hidden_state, mask)    # (B, 512), (B, L, 768)
 
 
 class HFAst(HFFrozen):

@@ -143,7 +143,7 @@ def cosine_score(a, b):
 # ---------------------------------------------------------------------------------------------
 
 class Judges:
-    """The dataset's audio and image judges: media -> predicted labels per head."""
+    """The dataset's audio and image judges: media -> logits per head."""
 
     def __init__(self, dataset, ckpt_dir, device='cpu'):
         self.nets = {m: load_checkpoint(os.path.join(ckpt_dir, f"{dataset}_judge_{m}", 'ckpt.pt'), device)[0]
@@ -157,22 +157,6 @@ class Judges:
         for i in range(0, len(media), batch_size):
             parts.append(net.forward_logits(to_tensor(media[i:i + batch_size]).to(self.device)))
         return {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
-
-    def predict(self, modality, media, batch_size=250):
-        """-> {head: predictions}: a multi-hot set (sigmoid > 0.5) for multi-label heads, else a class index."""
-        net = self.nets[modality]
-        return {k: (v.sigmoid() > 0.5).long().numpy() if k in net.multilabel else v.argmax(-1).numpy()
-                for k, v in self.logits(modality, media, batch_size).items()}
-
-
-def judged_accuracy(pred, labels, prefix=''):
-    """{prefix + head_acc}: accuracy of each judged head against the labels of the same name."""
-    out = {}
-    for head, p in pred.items():
-        name = 'source' if head == 'sources' else head
-        out[f"{prefix}{name}_acc"] = multilabel_set_accuracy(p, np.asarray(labels[head]), threshold=0.5) \
-            if p.ndim == 2 else accuracy(p, np.asarray(labels[head]))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +182,7 @@ def task_enc(cfg, judges):
     single = labels['sources'].sum(1) == 1
     out = {}
     for m, field in (('audio', 'mel'), ('image', 'image')):
-        out.update(judged_accuracy(judges.predict(m, data[field]), labels, f"judge_{m}."))
+        out.update(judged(judges, m, data[field], labels, f"judge_{m}."))
     prompts = importlib.import_module(f"data.{cfg['dataset']}").prompts()
     kwargs = dict(dataset=cfg['dataset'], out_dir=cfg['ckpt_dir'], device=cfg['device'])
     for name in ('clip', 'clap', 'imagebind'):
@@ -220,12 +204,12 @@ def task_enc(cfg, judges):
     mel_cfg = MelConfig(**meta['mel'])
     vocoder = GriffinLim(mel_cfg)
     vocoded = lambda mel: log_mel(vocoder(to_tensor(mel)), mel_cfg)                      # through the waveform
-    out.update(judged_accuracy(judges.predict('audio', batched(vocoded, data['mel'], cfg['batch_size'])), labels, 'vocoder.'))
+    out.update(judged(judges, 'audio', batched(vocoded, data['mel'], cfg['batch_size']), labels, 'vocoder.'))
     for m, field in (('image', 'image'), ('audio', 'mel')):
         tok = load_toy(f"vq_{m}", **kwargs)
         recon = batched(lambda x: tok.decode(tok.encode(x)), data[field], cfg['batch_size'])
         media = batched(vocoded, recon, cfg['batch_size']) if m == 'audio' else recon
-        out.update(judged_accuracy(judges.predict(m, media), labels, f"vq_{m}."))
+        out.update(judged(judges, m, media, labels, f"vq_{m}."))
     return {f"enc.{k}": float(v) for k, v in out.items()}
 
 
@@ -233,16 +217,19 @@ def task_enc(cfg, judges):
 # generation tasks
 # ---------------------------------------------------------------------------------------------
 
-def judge_outputs(judges, modality, media, labels):
-    """Judge generated media against its condition's labels: source set, environment, size<->loudness, mixtures."""
+def judged(judges, modality, media, labels, prefix=''):
+    """Judge media against its labels (a condition's, for generated media): source set, environment,
+    loudness or size class and its rank correlation, recall of the sources of two-source samples."""
     logits = judges.logits(modality, media)
     pred = (logits['sources'].sigmoid() > 0.5).numpy()
     true = np.asarray(labels['sources']).astype(bool)
     level = (logits['loud'].softmax(-1) * torch.arange(logits['loud'].shape[-1])).sum(-1).numpy()  # judged class, expected
     two = true.sum(1) == 2
-    return {'source_acc': multilabel_set_accuracy(pred, true), 'env_acc': accuracy(logits['env'], labels['env']),
-            ('loudness_rho' if modality == 'audio' else 'size_rho'): spearman(labels['loud'], level),
-            'mix_recall': float((pred & true)[two].sum() / max(true[two].sum(), 1))}
+    out = {'source_acc': multilabel_set_accuracy(pred, true), 'env_acc': accuracy(logits['env'], labels['env']),
+           'loud_acc': accuracy(logits['loud'], labels['loud']),
+           ('loudness_rho' if modality == 'audio' else 'size_rho'): spearman(labels['loud'], level),
+           'mix_recall': float((pred & true)[two].sum() / max(true[two].sum(), 1))}
+    return {prefix + k: v for k, v in out.items()}
 
 
 class Spaces:
@@ -306,11 +293,11 @@ def task_generate(cfg, judges, generator, task):
         prefix = '' if len(out) == 1 else f"{m}_"
         if task == 'inpaint':                     # judge the regenerated span alone, and the real span beside it
             media = span_only(media, cfg['span'])
-            metrics.update({f"real_span_{k}": v for k, v in judge_outputs(judges, m, span_only(to_tensor(rows['mel']), cfg['span']), rows).items()})
-        metrics.update({prefix + k: v for k, v in judge_outputs(judges, m, media, rows).items()})
-        emb = spaces.fd_space(m, media)
-        metrics[prefix + 'fd'] = frechet_distance(emb, spaces.fd_space(m, rows[real[m]]))
-        metrics[prefix + 'fd_floor'] = frechet_distance(spaces.fd_space(m, np.asarray(val[real[m]][:n])), spaces.fd_space(m, rows[real[m]]))
+            metrics.update(judged(judges, m, span_only(to_tensor(rows['mel']), cfg['span']), rows, 'real_span_'))
+        metrics.update(judged(judges, m, media, rows, prefix))
+        real_emb = spaces.fd_space(m, rows[real[m]])                                           # (n, D)
+        metrics[prefix + 'fd'] = frechet_distance(spaces.fd_space(m, media), real_emb)
+        metrics[prefix + 'fd_floor'] = frechet_distance(spaces.fd_space(m, np.asarray(val[real[m]][:n])), real_emb)
         if task in ('i2a', 'a2i'):
             cond = 'image' if m == 'audio' else 'audio'
             metrics['cs'] = cosine_score(spaces.joint_space(cond, rows[real[cond]]), spaces.joint_space(m, media))

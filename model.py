@@ -90,6 +90,9 @@ class ResBlock(nn.Module):
         h = self.conv2(F.silu(self.norm2(h)))
         return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
 
+FIELDS = {'image': 'image', 'audio': 'mel', 'text': 'caption_ids'}   # the dataset field each modality reads
+
+
 def image_to_float(images):
     """uint8 images (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
     return images.permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -192,6 +195,10 @@ class MelNorm(nn.Module):
     def inverse(self, x):
         return x[:, 0] * self.stats[1] + self.stats[0]                     # (B, n_mels, frames)
 
+    def media_to_float(self, modality, media):
+        """Network input of a modality: images to [-1, 1], log-mels normalised, anything else as it is."""
+        return image_to_float(media) if modality == 'image' else self(media) if modality == 'audio' else media
+
 
 class ContrastiveModel(nn.Module):
     """CLIP / CLAP / ImageBind-like encoders: one tower per modality, InfoNCE on the listed pairs."""
@@ -207,21 +214,16 @@ class ContrastiveModel(nn.Module):
         self.towers = nn.ModuleDict({m: towers[m]() for m in self.modalities})
         self.mel_norm = MelNorm(mel_mean, mel_std)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.fields = [{'image': 'image', 'audio': 'mel', 'text': 'caption_ids'}[m] for m in self.modalities]
+        self.fields = [FIELDS[m] for m in self.modalities]
         self.fields += [] if 'caption_ids' in self.fields else ['caption_ids']
 
     def encode(self, modality, x):
         """Embed one modality: image uint8 (B, H, W, 3), audio log-mel (B, n_mels, frames) or text ids (B, L)."""
-        if modality == 'image':
-            x = image_to_float(x)
-        elif modality == 'audio':
-            x = self.mel_norm(x)
-        return self.towers[modality](x)
+        return self.towers[modality](self.mel_norm.media_to_float(modality, x))
 
     def forward(self, batch):
         """Symmetric InfoNCE; samples with identical captions are all positives of each other."""
-        field = {'image': 'image', 'audio': 'mel', 'text': 'caption_ids'}
-        emb = {m: F.normalize(self.encode(m, batch[field[m]])[0], dim=-1) for m in self.modalities}
+        emb = {m: F.normalize(self.encode(m, batch[FIELDS[m]])[0], dim=-1) for m in self.modalities}
         ids = batch['caption_ids']
         same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()        # (B, B)
         target = same / same.sum(1, keepdim=True)
@@ -292,10 +294,10 @@ class VQVAE(nn.Module):
                                      *[m for i in reversed(range(n_down)) for m in (nn.ConvTranspose2d(ch[i + 1], ch[i], 4, 2, 1),
                                                                                    res(ch[i]) if i else nn.SiLU())],
                                      nn.Conv2d(ch[0], in_ch, 3, padding=1))
-        self.fields = ['image' if modality == 'image' else 'mel']
+        self.fields = [FIELDS[modality]]
 
     def to_input(self, media):
-        return image_to_float(media) if self.modality == 'image' else self.mel_norm(media)
+        return self.mel_norm.media_to_float(self.modality, media)
 
     def from_output(self, x):
         return float_to_image(x) if self.modality == 'image' else self.mel_norm.inverse(x)
@@ -333,12 +335,11 @@ class Judge(nn.Module):
         self.tower = ConvTower(in_ch, grid, width, n_layer, n_head, n_down, width)
         self.mel_norm = MelNorm(mel_mean, mel_std)
         self.out = nn.ModuleDict({k: nn.Linear(width, n) for k, n in self.heads.items()})
-        self.fields = ['image' if modality == 'image' else 'mel'] + list(self.heads)
+        self.fields = [FIELDS[modality]] + list(self.heads)
 
     def forward_logits(self, media):
         """uint8 images or log-mels -> dict of logits (B, n_classes) per head."""
-        x = image_to_float(media) if self.modality == 'image' else self.mel_norm(media)
-        h = F.silu(self.tower(x)[0])
+        h = F.silu(self.tower(self.mel_norm.media_to_float(self.modality, media))[0])
         return {k: head(h) for k, head in self.out.items()}
 
     def forward(self, batch):
