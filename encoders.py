@@ -5,6 +5,7 @@ Roles (every frozen model exposes only the methods of its roles):
     audio encoder   encode_audio(waves float (B, T) at sample_rate) -> Features(emb, tokens)
     text encoder    encode_text(list of str)                        -> Features(emb, tokens, mask (B, L))
     tokenizer       encode(media) -> ids (B, N) long;  decode(ids) -> media
+    autoencoder     encode(media) -> latents (B, C, h, w); decode(latents) -> media
     vocoder         __call__(log-mel (B, n_mels, frames)) -> waves (B, T)
 Suites: `toy` (networks of model.py trained here on the embedded dataset, loaded from out/) and
 `hf` (the published models through transformers `from_pretrained`). Audio and image loading,
@@ -236,7 +237,7 @@ class GriffinLim(Frozen):
 # toy suite
 # ---------------------------------------------------------------------------------------------
 
-TOY_ENCODERS = ('clip', 'clap', 'imagebind', 'vq_image', 'vq_audio')   # trained by config/<dataset>_<name>.py
+TOY_ENCODERS = ('clip', 'clap', 'imagebind', 'vq_image', 'vq_audio', 'ae_audio')   # trained by config/<dataset>_<name>.py
 
 
 class WordTokenizer:
@@ -313,13 +314,15 @@ class ToyEncoder(Frozen):
 
 
 class ToyTokenizer(Frozen):
-    """A toy VQ-VAE behind the tokenizer role: images (B, H, W, 3) uint8 or log-mels (B, n_mels, frames)."""
+    """A toy VQ-VAE (tokenizer role: ids) or KL autoencoder (autoencoder role: latents) for images (B, H, W, 3)
+    uint8 or log-mels (B, n_mels, frames)."""
 
     def __init__(self, model, ckpt):
         super().__init__()
         self.net, self.modality = model, model.modality
         self.mel_config = MelConfig(**ckpt['data']['mel'])
-        self.codebook_size, self.n_tokens = len(model.quantizer.codebook), model.grid[0] * model.grid[1]
+        if hasattr(model, 'quantizer'):
+            self.codebook_size, self.n_tokens = len(model.quantizer.codebook), model.grid[0] * model.grid[1]
         self.freeze()
 
     @torch.no_grad()
@@ -327,15 +330,16 @@ class ToyTokenizer(Frozen):
         return self.net.encode(to_tensor(media))
 
     @torch.no_grad()
-    def decode(self, ids):
-        return self.net.decode(torch.as_tensor(ids, dtype=torch.long))
+    def decode(self, codes):
+        codes = torch.as_tensor(codes)
+        return self.net.decode(codes.long() if hasattr(self, 'codebook_size') else codes.float())
 
 
 def load_toy(name, dataset='toyav', out_dir='out', device='cpu'):
     """A frozen toy model trained here: out/<dataset>_<name>/ckpt.pt (or the Griffin-Lim vocoder)."""
     path = os.path.join(out_dir, f"{dataset}_{name}", 'ckpt.pt')
     model, ckpt = load_checkpoint(path, device)
-    wrapper = ToyTokenizer if ckpt['method'] == 'vq' else ToyEncoder
+    wrapper = ToyTokenizer if ckpt['method'] in ('vq', 'autoencoder') else ToyEncoder
     frozen = wrapper(model, ckpt)
     frozen.checkpoint_hash = file_hash(path)
     return frozen

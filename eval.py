@@ -7,7 +7,8 @@ Judges are probe classifiers trained on real media of the dataset (python train.
 config/<dataset>_judge_{audio,image}.py); generated media is judged by them and embedded by the
 frozen encoders. Task `enc` measures the frozen parts themselves: the judges on real media, zero-shot
 source accuracy and retrieval of the toy encoders, the tokenizers' reconstructions, and the
-real-vs-real Fréchet floor in each embedding space.
+real-vs-real Fréchet floor in each embedding space. Generated sound is judged and embedded as the
+log-mel a generator outputs; the vocoder is measured on its own (`enc.vocoder.*`), as a ceiling.
 """
 import copy
 import importlib
@@ -29,12 +30,12 @@ out_dir = 'out/toyav_eval'      # where metrics.json and table.md are written
 dataset = 'toyav'               # data/<dataset>/
 data_dir = 'data'               # where datasets live
 ckpt_dir = 'out'                # where trained models live (out/<dataset>_<name>/ckpt.pt)
-tasks = 'enc'                   # comma-separated tasks to run: enc, i2a, a2i, joint, inpaint
+tasks = 'enc'                   # comma-separated tasks to run: enc, t2a, t2i, i2a, a2i, joint, inpaint
 ckpt = ''                       # the generator to evaluate (a training run directory), for every task but enc
 n_eval = 500                    # test samples judged per generation task (at most the split's size)
 n_diverse = 16                  # inputs given several outputs each for the diversity metric
 n_outputs = 4                   # outputs per input for the diversity metric
-steps = 16                      # decoding / sampling steps
+steps = 16                      # masked-decoding iterations, or DDIM steps of a diffusion generator
 temperature = 1.0               # sampling temperature (Gumbel temperature for masked decoding)
 cfg_scale = 3.0                 # classifier-free guidance scale (1 = off)
 span = '0.25,0.75'              # inpainting: the audio time span regenerated, as fractions of the clip
@@ -265,8 +266,28 @@ def echoes_generator(cfg, model, ckpt):
     return generate, ['vq_audio_ids', 'vq_image_ids']
 
 
-GENERATORS = {'echoes': echoes_generator}
-OUTPUTS = {'i2a': ('audio',), 'a2i': ('image',), 'joint': ('audio', 'image'), 'inpaint': ('audio',)}
+def text_field(field):
+    """The text-role field of the encoder behind a cached field: clap_audio_emb -> clap_text_emb."""
+    encoder, kind = field.split('_')[0], field.split('_')[-1]
+    return f"{encoder}_text_{kind}"
+
+
+def ldm_generator(cfg, model, ckpt):
+    """A latent-diffusion generator conditioned through text: cached text features of the test rows -> media.
+    A model trained on audio embeddings (AudioLDM's recipe) gets the same encoder's text embeddings here."""
+    fields = {role: text_field(f) for role, f in model.roles.items()}
+    ae = None if model.modality else load_toy(model.target.rsplit('_', 1)[0], ckpt['data']['dataset'], cfg['ckpt_dir'], cfg['device'])
+
+    def generate(task, rows, generator):
+        cond = {role: torch.tensor(np.asarray(rows[f]), dtype=torch.float32, device=cfg['device']) for role, f in fields.items()}
+        out = model.generate(cond, steps=cfg['steps'], cfg=cfg['cfg_scale'], generator=generator)
+        return {OUTPUTS[task][0]: (ae.decode(out) if ae else out).cpu()}
+    return generate, list(fields.values()) + ['imagebind_text_emb']
+
+
+GENERATORS = {'echoes': echoes_generator, 'ldm': ldm_generator}
+OUTPUTS = {'t2a': ('audio',), 't2i': ('image',), 'i2a': ('audio',), 'a2i': ('image',), 'joint': ('audio', 'image'),
+           'inpaint': ('audio',)}
 
 
 def load_generator(cfg):
@@ -301,6 +322,8 @@ def task_generate(cfg, judges, generator, task):
         if task in ('i2a', 'a2i'):
             cond = 'image' if m == 'audio' else 'audio'
             metrics['cs'] = cosine_score(spaces.joint_space(cond, rows[real[cond]]), spaces.joint_space(m, media))
+        if task in ('t2a', 't2i'):
+            metrics['cs'] = cosine_score(rows['imagebind_text_emb'], spaces.joint_space(m, media))
     if task == 'joint':
         a, i = (judges.logits(m, out[m])['sources'].sigmoid() > 0.5 for m in ('audio', 'image'))
         metrics['source_acc'] = float((a == i).all(1).float().mean())      # both outputs judged the same source set
@@ -328,7 +351,10 @@ def diversity_and_speed(cfg, generate, spaces, task, rows):
     t0, n_timed = time.time(), 3
     for j in range(n_timed):
         generate(task, {k: v[j:j + 1] for k, v in rows.items()}, gen)
-    return {'diversity': float(np.mean(dists)), 'sec_per_sample': (time.time() - t0) / n_timed}
+    t1, n_batch = time.time(), min(32, len(rows['env']))
+    generate(task, {k: v[:n_batch] for k, v in rows.items()}, gen)
+    return {'diversity': float(np.mean(dists)), 'sec_per_sample': (t1 - t0) / n_timed,
+            'sec_per_sample_b32': (time.time() - t1) / n_batch}
 
 
 

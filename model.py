@@ -273,16 +273,29 @@ class VectorQuantizer(nn.Module):
         return z + (q - z).detach(), ids, commit
 
 
-class VQVAE(nn.Module):
+class MediaCodec(nn.Module):
+    """Base of the autoencoders: one modality's media <-> network floats, and the latent grid of a downsampling."""
+
+    def __init__(self, modality, n_down, image_size, n_mels, frames, mel_mean, mel_std):
+        super().__init__()
+        self.modality, self.fields, self.mel_norm = modality, [FIELDS[modality]], MelNorm(mel_mean, mel_std)
+        self.in_ch = 3 if modality == 'image' else 1
+        self.grid = (image_size >> n_down, image_size >> n_down) if modality == 'image' else (n_mels >> n_down, frames >> n_down)
+
+    def to_input(self, media):
+        return self.mel_norm.media_to_float(self.modality, media)
+
+    def from_output(self, x):
+        return float_to_image(x) if self.modality == 'image' else self.mel_norm.inverse(x)
+
+
+class VQVAE(MediaCodec):
     """Convolutional VQ-VAE tokenizer for images (3 channels) or normalised log-mels (1 channel)."""
 
     def __init__(self, modality='image', width=64, n_down=2, n_res=1, codebook_size=256, code_dim=32, beta=0.25,
                  image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0):
-        super().__init__()
-        self.modality, self.beta = modality, beta
-        in_ch = 3 if modality == 'image' else 1
-        self.grid = (image_size >> n_down, image_size >> n_down) if modality == 'image' else (n_mels >> n_down, frames >> n_down)
-        self.mel_norm = MelNorm(mel_mean, mel_std)
+        super().__init__(modality, n_down, image_size, n_mels, frames, mel_mean, mel_std)
+        self.beta, in_ch = beta, self.in_ch
         ch = [width >> (n_down - i) for i in range(n_down + 1)]          # channels double as resolution halves
         res = lambda c: ResBlock(c, c, groups=math.gcd(8, c))
         self.encoder = nn.Sequential(nn.Conv2d(in_ch, ch[0], 3, padding=1),
@@ -294,13 +307,6 @@ class VQVAE(nn.Module):
                                      *[m for i in reversed(range(n_down)) for m in (nn.ConvTranspose2d(ch[i + 1], ch[i], 4, 2, 1),
                                                                                    res(ch[i]) if i else nn.SiLU())],
                                      nn.Conv2d(ch[0], in_ch, 3, padding=1))
-        self.fields = [FIELDS[modality]]
-
-    def to_input(self, media):
-        return self.mel_norm.media_to_float(self.modality, media)
-
-    def from_output(self, x):
-        return float_to_image(x) if self.modality == 'image' else self.mel_norm.inverse(x)
 
     def encode(self, media):
         """uint8 images (B, H, W, 3) or log-mels (B, n_mels, frames) -> ids (B, h * w)."""
@@ -857,6 +863,82 @@ class DiT(nn.Module):
         return x.reshape(B, self.out_channels, H, W)
 
 
+
+#################################################################################
+#     Generators trained on a dataset: a media autoencoder, latent diffusion     #
+#################################################################################
+
+class MediaAutoencoder(MediaCodec):
+    """A KLAutoencoder trained on one modality: MSE reconstruction + kl_weight·KL; latents scaled to unit std."""
+
+    def __init__(self, modality='audio', channels=(16, 32, 64), layers=1, latent=4, groups=8, kl_weight=1e-4,
+                 image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0):
+        super().__init__(modality, len(channels) - 1, image_size, n_mels, frames, mel_mean, mel_std)
+        self.kl_weight, self.shape = kl_weight, (latent, *self.grid)
+        self.vae = KLAutoencoder(self.in_ch, self.in_ch, channels, layers, latent, groups)
+        self.register_buffer('latent_std', torch.ones(()))  # running std of the latent means: LDM's scale factor
+
+    def encode(self, media):
+        """Media -> scaled latent means (B, latent, h, w)."""
+        return self.vae.encode(self.to_input(media))[0] / self.latent_std
+
+    def decode(self, z):
+        """Scaled latents (B, latent, h, w) -> media."""
+        return self.from_output(self.vae.decode(z * self.latent_std))
+
+    def forward(self, batch):
+        x = self.to_input(batch[self.fields[0]])
+        mean, logvar = self.vae.encode(x)                                  # (B, latent, h, w) each
+        if self.training:
+            with torch.no_grad():
+                self.latent_std.lerp_(mean.float().std(), 0.01)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        return F.mse_loss(self.vae.decode(self.vae.sample(mean, logvar)), x) + self.kl_weight * kl
+
+
+class LatentDiffusion(nn.Module):
+    """A denoiser (UNet or DiT) on media or cached latents, conditioned on cached vectors (vec) and/or tokens (ctx);
+    conditions are dropped with probability p_uncond (UNet: zeros, DiT: learned nulls) for classifier-free guidance."""
+
+    def __init__(self, net='unet', net_args=None, shape=(4, 16, 16), target='kl_audio_latent', vec=None, ctx=None,
+                 unit_vec=True, p_uncond=0.1, schedule='cosine', prediction='v', mel_mean=0.0, mel_std=1.0):
+        super().__init__()
+        assert net in ('unet', 'dit') and (vec or ctx), (net, vec, ctx)
+        self.net, self.is_dit = (UNet if net == 'unet' else DiT)(**(net_args or {})), net == 'dit'
+        self.shape, self.target, self.unit_vec, self.p_uncond = tuple(shape), target, unit_vec, p_uncond  # unit_vec: CLAP-style
+        self.roles = {k: f for k, f in (('vec', vec), ('ctx', ctx)) if f}  # denoiser argument -> dataset field
+        self.fields = [target] + list(self.roles.values())
+        self.modality = {f: m for m, f in FIELDS.items()}.get(target)     # None: the target is a cached latent
+        self.mel_norm = MelNorm(mel_mean, mel_std)
+        self.diffusion = Diffusion(schedule, 1000, prediction)
+
+    def from_output(self, x):
+        """Denoised floats -> media of the target modality (latents stay as they are)."""
+        return {'image': float_to_image, 'audio': self.mel_norm.inverse}.get(self.modality, lambda v: v)(x)
+
+    def conditions(self, cond, drop):
+        """{vec, ctx} float tensors with the rows in drop (B,) bool replaced by the null condition."""
+        cond = {k: F.normalize(v.float(), dim=-1) if k == 'vec' and self.unit_vec else v.float() for k, v in cond.items()}
+        if self.is_dit:
+            return {**cond, 'drop': drop}
+        return {k: v * ~drop.view(-1, *[1] * (v.dim() - 1)) for k, v in cond.items()}
+
+    def forward(self, batch):
+        x0 = self.mel_norm.media_to_float(self.modality, batch[self.target]).float()  # (B, C, H, W)
+        drop = torch.rand(len(x0), device=x0.device) < self.p_uncond                    # (B,)
+        return self.diffusion.loss(self.net, x0, self.conditions({k: batch[f] for k, f in self.roles.items()}, drop))
+
+    @torch.no_grad()
+    def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
+        """{vec (B, D), ctx (B, L, D)} -> B samples as media (or latents): DDIM/DDPM with guidance scale cfg."""
+        v = next(iter(cond.values()))
+        keep, null = torch.zeros(len(v), dtype=torch.bool, device=v.device), torch.ones(len(v), dtype=torch.bool, device=v.device)
+        c = self.conditions(cond, keep)
+        net = self.net if cfg == 1 else guided(self.net, cfg, self.conditions(cond, null))
+        x = torch.randn((len(v), *self.shape), generator=generator, device=v.device)   # (B, C, H, W)
+        return self.from_output(self.diffusion.sample(net, x, c, steps, sampler, generator=generator))
+
+
 _SIZES = {'XL': (28, 1152, 16), 'L': (24, 1024, 16), 'B': (12, 768, 12), 'S': (12, 384, 6)}
 DiT_models = {f'DiT-{s}/{p}': dict(depth=n, hidden_size=d, num_heads=h, patch_size=p)
               for s, (n, d, h) in _SIZES.items() for p in (2, 4, 8)}
@@ -974,4 +1056,5 @@ def dit_config(c):
                 num_heads=c['num_attention_heads'], num_classes=c['num_embeds_ada_norm'],
                 learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
 
-MODELS = {'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'echoes': MaskedAVTransformer}
+MODELS = {'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'echoes': MaskedAVTransformer,
+          'autoencoder': MediaAutoencoder, 'ldm': LatentDiffusion}

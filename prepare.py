@@ -108,8 +108,8 @@ def prepare(args):
 def encoder_features(encoder, batch, captions):
     """Every feature an encoder gives for a batch of samples: {field: array (B, ...)}."""
     if hasattr(encoder, 'decode'):
-        media = batch['image'] if encoder.modality == 'image' else batch['mel']
-        return {'ids': encoder.encode(media).numpy().astype(np.int16)}
+        codes = encoder.encode(batch['image'] if encoder.modality == 'image' else batch['mel']).numpy()
+        return {'ids': codes.astype(np.int16)} if hasattr(encoder, 'codebook_size') else {'latent': codes}
     out = {}
     roles = [('image', lambda: encoder.encode_image(batch['image'])), ('audio', lambda: encoder.encode_mel(batch['mel'])),
              ('text', lambda: encoder.encode_text(captions))]
@@ -126,7 +126,10 @@ def cache_features(args):
     root = os.path.join(args.data_dir, args.dataset)
     meta = read_json(os.path.join(root, 'meta.json'))
     captions = read_json(os.path.join(root, 'captions.json'))
-    encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in TOY_ENCODERS}
+    trained = [n for n in TOY_ENCODERS if os.path.exists(os.path.join(args.out_dir, f"{args.dataset}_{n}", 'ckpt.pt'))]
+    if len(trained) < len(TOY_ENCODERS):
+        print(f"not trained yet, no features: {', '.join(n for n in TOY_ENCODERS if n not in trained)}")
+    encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in trained}
     for name, enc in encoders.items():
         if enc.mel_config.dict() != meta['mel']:
             raise StaleCache(f"{name}: trained with mel settings {enc.mel_config.dict()} but data/{args.dataset} "

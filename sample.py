@@ -3,6 +3,8 @@
     python sample.py --ckpt out/toyav_vq_audio --audio dog.wav     # tokenize and rebuild a sound
     python sample.py --ckpt out/toyav_vq_image --image cat.jpg     # tokenize and rebuild a picture
     python sample.py --ckpt out/toyav_vq_audio --index 3           # the 4th test sample of the dataset
+    python sample.py --ckpt out/toyav_t2a --text "a loud dog barking in a tunnel" --n 4   # text -> sound
+    python sample.py --ckpt out/toyav_t2i --text "a quiet bell ringing in a large hall"    # text -> picture
 
 What a checkpoint does with its input depends on its method; outputs go next to --out as
 <name>.wav + <name>.spec.png for sound and <name>.png for pictures, each written atomically.
@@ -15,6 +17,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from encoders import GriffinLim, MediaError, MelConfig, load_audio, load_checkpoint, load_image, load_toy, log_mel
 from model import cfg_logits, decode
@@ -124,7 +127,7 @@ def run_echoes(model, ckpt, inputs, stem, args):
     gen = torch.Generator().manual_seed(args.seed)
     written = []
     for task in tasks:
-        a, i = echoes.run(task, audio_ids, image_ids, steps=args.steps, temperature=args.temperature, cfg=args.cfg,
+        a, i = echoes.run(task, audio_ids, image_ids, steps=args.steps or 16, temperature=args.temperature, cfg=args.cfg,
                           generator=gen, span=args.span)
         if task != 'a2i':
             written += write_audio(f"{stem}.{task}", echoes.audio_tok.decode(a)[0].numpy(), mel_cfg)
@@ -134,7 +137,32 @@ def run_echoes(model, ckpt, inputs, stem, args):
     return written
 
 
-RUNNERS = {'vq': run_tokenizer, 'echoes': run_echoes}
+def run_ldm(model, ckpt, inputs, stem, args):
+    """A text-conditioned diffusion generator: --text through the toy encoder it was trained with -> sound or picture.
+    A model trained on audio embeddings (AudioLDM's recipe) is given the same encoder's text embedding."""
+    if not args.text:
+        sys.exit(f"error: {args.ckpt} generates from text; give --text \"...\"")
+    dataset = ckpt['data']['dataset']
+    encoder = load_toy(next(iter(model.roles.values())).split('_')[0], dataset, args.ckpt_dir, args.device)
+    feats = encoder.encode_text([args.text] * args.n)
+    cond = {role: (feats.emb if field.endswith('_emb') else feats.tokens).to(args.device) for role, field in model.roles.items()}
+    ae = None if model.modality else load_toy(model.target.rsplit('_', 1)[0], dataset, args.ckpt_dir, args.device)
+    gen, outs = torch.Generator(args.device).manual_seed(args.seed), []
+    for i in tqdm(range(0, args.n, args.batch_size), desc='sampling', disable=args.n <= args.batch_size):
+        out = model.generate({k: v[i:i + args.batch_size] for k, v in cond.items()}, args.steps or 25, args.cfg, generator=gen)
+        outs.append(ae.decode(out) if ae else out)
+    written = []
+    for j, media in enumerate(torch.cat(outs).cpu().numpy()):
+        name = stem if args.n == 1 else f"{stem}.{j}"
+        if model.modality == 'image':
+            save_png(name + '.png', media)
+            written.append(name + '.png')
+        else:
+            written += write_audio(name, media, MelConfig(**ckpt['data']['mel']))
+    return written
+
+
+RUNNERS = {'vq': run_tokenizer, 'echoes': run_echoes, 'ldm': run_ldm}
 
 
 def main(argv=None):
@@ -143,9 +171,12 @@ def main(argv=None):
     parser.add_argument('--audio', help='input sound: any audio file, or a video whose sound is used')
     parser.add_argument('--image', help='input picture: any image file')
     parser.add_argument('--index', type=int, help='use this test-split sample of the checkpoint\'s dataset as input')
+    parser.add_argument('--text', help='input caption, for a text-conditioned generator ("a loud dog barking in a tunnel")')
+    parser.add_argument('--n', type=int, default=1, help='samples to generate for the input (different noise each)')
+    parser.add_argument('--batch_size', type=int, default=32, help='samples generated per batch')
     parser.add_argument('--task', choices=['i2a', 'a2i', 'joint', 'inpaint'], help='what to generate (default: from the inputs; '
                         'image -> i2a, audio -> a2i, both -> inpaint, none -> joint, --index -> i2a and a2i)')
-    parser.add_argument('--steps', type=int, default=16, help='decoding steps (iterative unmasking)')
+    parser.add_argument('--steps', type=int, default=None, help='iterative-unmasking steps (default 16) or DDIM steps (default 25)')
     parser.add_argument('--temperature', type=float, default=1.0, help='Gumbel temperature of the unmasking confidence')
     parser.add_argument('--cfg', type=float, default=3.0, help='classifier-free guidance scale (1 = off)')
     parser.add_argument('--span', type=lambda v: tuple(float(x) for x in v.split(',')), default=(0.25, 0.75),
@@ -176,7 +207,7 @@ def main(argv=None):
             names.append(os.path.basename(args.image))
     except (MediaError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    name = os.path.splitext(names[0])[0] if names else 'joint'
+    name = os.path.splitext(names[0])[0] if names else '_'.join(args.text.split()[:6]) if args.text else 'joint'
     stem = args.out or os.path.join('out', 'samples', f"{name}.{os.path.basename(os.path.dirname(path))}")
     os.makedirs(os.path.dirname(stem) or '.', exist_ok=True)
     for f in RUNNERS[ckpt['method']](model, ckpt, inputs, stem, args):

@@ -25,6 +25,7 @@ TINY = {  # model_args that make every toy network train in a second
     'vq_audio': dict(method='vq', model_args=dict(modality='audio', width=16, codebook_size=32, code_dim=8)),
     'judge_audio': dict(method='judge', model_args=dict(modality='audio', heads=(('sources', 10), ('env', 3), ('loud', 3)), width=32, n_head=2)),
     'judge_image': dict(method='judge', model_args=dict(modality='image', heads=(('sources', 10), ('env', 3), ('loud', 3)), width=32, n_head=2)),
+    'ae_audio': dict(method='autoencoder', model_args=dict(modality='audio', channels=(8, 16), layers=1, latent=2, groups=4)),
 }
 
 

@@ -1,0 +1,6 @@
+# Evaluate the toy PixArt/Flux-style DiT on toyav test captions: text -> image, 25-step DDIM, CFG s = 3
+out_dir = 'out/toyav_t2i/eval'
+ckpt = 'out/toyav_t2i'
+tasks = 't2i'
+steps = 25
+cfg_scale = 3.0

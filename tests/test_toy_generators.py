@@ -1,0 +1,83 @@
+"""The toy generators: a media autoencoder, latent diffusion with UNet or DiT, their eval tasks and sample.py --text."""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+import eval as evaluation
+import sample
+import train
+from conftest import tiny_config
+from encoders import load_toy
+from model import LatentDiffusion, MediaAutoencoder
+
+UNET = dict(in_ch=2, out_ch=2, channels=(8, 16), layers=1, attn=(False, True), heads=2, groups=4)
+T2A = dict(method='ldm', model_args=dict(net='unet', shape=(2, 32, 32), target='ae_audio_latent', vec='clap_audio_emb',
+                                         net_args=dict(UNET, vec_dim=32)))
+T2I = dict(method='ldm', model_args=dict(net='dit', shape=(3, 32, 32), target='image', ctx='clip_text_tokens', vec='clip_text_emb',
+                                         net_args=dict(input_size=32, patch_size=8, in_channels=3, hidden_size=16, depth=1,
+                                                       num_heads=2, ctx_dim=32, vec_dim=32, learn_sigma=False)))
+
+
+def test_autoencoder_measures_its_latent_scale_and_round_trips_shapes():
+    torch.manual_seed(0)
+    ae = MediaAutoencoder('audio', channels=(8, 16, 16), latent=3, groups=4, mel_mean=-5.0, mel_std=2.0)
+    mels = torch.randn(4, 64, 64) * 2 - 5
+    assert ae.encode(mels).shape == (4, *ae.shape) == (4, 3, 16, 16)
+    assert ae.decode(ae.encode(mels)).shape == mels.shape
+    before = ae.latent_std.clone()
+    ae(dict(mel=mels)).backward()
+    assert ae.latent_std != before                       # the running std moves in training ...
+    trained = ae.latent_std.clone()
+    ae.eval()(dict(mel=mels))
+    assert torch.equal(trained, ae.latent_std)           # ... and not in evaluation
+
+
+def test_dropped_conditions_are_the_null_and_vectors_are_unit():
+    unet = LatentDiffusion('unet', dict(UNET, vec_dim=4), (2, 8, 8), vec='v')
+    dit = LatentDiffusion('dit', T2I['model_args']['net_args'], (3, 32, 32), target='image', ctx='c')
+    cond, drop = {'vec': torch.randn(3, 4) * 5}, torch.tensor([False, True, False])
+    c = unet.conditions(cond, drop)['vec']
+    assert torch.equal(c[1], torch.zeros(4)) and torch.allclose(c[[0, 2]].norm(dim=-1), torch.ones(2))
+    d = dit.conditions({'ctx': torch.randn(3, 5, 32)}, drop)
+    assert torch.equal(d['drop'], drop) and d['ctx'].shape == (3, 5, 32)
+
+
+def test_generate_is_seeded_and_guidance_changes_the_sample():
+    torch.manual_seed(0)
+    ldm = LatentDiffusion('unet', dict(UNET, vec_dim=4), (2, 8, 8), vec='v').eval()
+    for p in ldm.net.conv_out.parameters():
+        torch.nn.init.normal_(p, std=0.1)                # a non-zero network, as after training
+    cond = {'vec': torch.randn(2, 4)}
+    run = lambda s: ldm.generate(cond, steps=3, cfg=s, generator=torch.Generator().manual_seed(1))
+    a, b = run(1.0), run(1.0)
+    assert a.shape == (2, 2, 8, 8) and torch.equal(a, b)
+    assert not torch.allclose(run(3.0), a)
+
+
+def test_toy_generators_train_sample_and_evaluate(tiny, tmp_path):
+    for name, spec in (('t2a', T2A), ('t2i', T2I)):
+        cfg = tiny_config(tiny, 'clip', out_dir=str(tmp_path / name), **spec)
+        train.train(cfg)
+    ae = load_toy('ae_audio', out_dir=str(tiny / 'out'))
+    assert not ae.training and not any(p.requires_grad for p in ae.parameters())
+    sample.main(['--ckpt', str(tmp_path / 't2a'), '--text', 'a loud dog barking in a tunnel', '--n', '3', '--batch_size', '2',
+                 '--steps', '2', '--ckpt_dir', str(tiny / 'out'), '--out', str(tmp_path / 'dog')])
+    for j in range(3):
+        wave, sr = sf.read(tmp_path / f'dog.{j}.wav')
+        assert sr == 16000 and len(wave) > 15000 and (tmp_path / f'dog.{j}.spec.png').exists()
+    sample.main(['--ckpt', str(tmp_path / 't2i'), '--text', 'a quiet bell ringing', '--steps', '2',
+                 '--ckpt_dir', str(tiny / 'out'), '--out', str(tmp_path / 'bell')])
+    assert np.asarray(Image.open(tmp_path / 'bell.png')).shape == (32, 32, 3)
+    with pytest.raises(SystemExit, match='--text'):
+        sample.main(['--ckpt', str(tmp_path / 't2i'), '--ckpt_dir', str(tiny / 'out'), '--out', str(tmp_path / 'x')])
+    for task in ('t2a', 't2i'):
+        cfg = dict(evaluation.default_config(), out_dir=str(tmp_path / f'eval_{task}'), data_dir=str(tiny / 'data'),
+                   ckpt_dir=str(tiny / 'out'), ckpt=str(tmp_path / task), tasks=task, steps=2, n_diverse=2, n_outputs=2,
+                   batch_size=8)
+        m = evaluation.evaluate(cfg)
+        for key in ('source_acc', 'env_acc', 'fd', 'fd_floor', 'cs', 'diversity', 'sec_per_sample', 'sec_per_sample_b32',
+                    'loudness_rho' if task == 't2a' else 'size_rho'):
+            assert f'{task}.{key}' in m, key
+        assert 0 <= m[f'{task}.source_acc'] <= 1 and m[f'{task}.fd'] > 0
