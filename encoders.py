@@ -264,6 +264,11 @@ class WordTokenizer:
         """The words of a text as the tokenizer sees them: lower case, without commas and full stops."""
         return text.lower().replace(',', ' ').replace('.', ' ').split()
 
+    @classmethod
+    def vocabulary(cls, texts):
+        """Every word of texts, sorted: a vocabulary without unknown words for them."""
+        return sorted({w for text in texts for w in cls.words(text)})
+
     def __call__(self, texts):
         """list of str -> ids (B, max_len) long."""
         ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)

@@ -1,6 +1,6 @@
 """AV-MNIST: spoken digits (Free Spoken Digit Dataset) paired by digit with handwritten digits (MNIST).
 
-    python prepare.py avmnist --src ../shared/data   # <src>/fsdd/recordings/<digit>_<speaker>_<n>.wav, <src>/mnist/t10k-*.gz
+    python prepare.py avmnist --src ../shared/data   # fsdd/recordings/<digit>_<speaker>_<n>.wav, mnist/t10k-*.gz
     python prepare.py avmnist                        # downloads both into <data_dir>/downloads/avmnist/ first
 
 Audio is split by speaker: --test_speaker's recordings are the test split, recordings 0-4 of every other
@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 from tqdm import tqdm
 
-from encoders import MediaError, fit_length, load_audio, resize_image
+from encoders import MediaError, WordTokenizer, fit_length, load_audio, resize_image
 
 DIGITS = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine']
 VAL_TAKES = 5                                     # recordings 0-4 of every speaker but the test one are val
@@ -34,11 +34,6 @@ def caption(digit):
     """A sample's caption and its complementary parts: the text says who makes the sound, the image shows the digit."""
     text, visual = 'a person saying', f"the digit {DIGITS[digit]}"
     return dict(caption=f"{text} {visual}", text=text, visual=visual)
-
-
-def vocabulary():
-    """Every word a caption can contain, sorted."""
-    return sorted({w for d in range(len(DIGITS)) for w in caption(d)['caption'].split()})
 
 
 def download(url, path):
@@ -60,14 +55,15 @@ def fetch(root):
     if not os.path.isdir(recordings):
         archive = os.path.join(root, 'fsdd.zip')
         download(FSDD_URL, archive)
-        shutil.rmtree(recordings + '.tmp', ignore_errors=True)
-        os.makedirs(recordings + '.tmp')
+        tmp = recordings + '.tmp'
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
         with zipfile.ZipFile(archive) as z:
             for member in z.namelist():
                 if '/recordings/' in member and member.endswith('.wav'):
-                    with z.open(member) as src, open(os.path.join(recordings + '.tmp', os.path.basename(member)), 'wb') as dst:
+                    with z.open(member) as src, open(os.path.join(tmp, os.path.basename(member)), 'wb') as dst:
                         shutil.copyfileobj(src, dst)
-        os.replace(recordings + '.tmp', recordings)
+        os.replace(tmp, recordings)
         os.remove(archive)
     for name in MNIST_FILES:
         if not os.path.exists(os.path.join(root, 'mnist', name)):
@@ -110,11 +106,13 @@ def read(args):
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: not found (FSDD recordings <digit>_<speaker>_<n>.wav)")
     names = sorted(f for f in os.listdir(folder) if f.endswith('.wav'))
-    skipped = [f"{os.path.join(folder, f)}: not named <digit>_<speaker>_<n>.wav" for f in names if not RECORDING.fullmatch(f)]
+    skipped = [f"{os.path.join(folder, f)}: not named <digit>_<speaker>_<n>.wav" for f in names
+               if not RECORDING.fullmatch(f)]
     clips = [(int(m[1]), m[2], int(m[3]), m[0]) for m in map(RECORDING.fullmatch, names) if m]
     speakers = sorted({speaker for _, speaker, _, _ in clips})
     if args.test_speaker not in speakers:
-        raise ValueError(f"--test_speaker {args.test_speaker!r} is none of the speakers in {folder}: {', '.join(speakers)}")
+        raise ValueError(f"--test_speaker {args.test_speaker!r} is none of the speakers in {folder}: "
+                         f"{', '.join(speakers)}")
     n = int(args.duration * args.sample_rate)
     splits = {'train': [], 'val': [], 'test': []}
     for digit, speaker, take, name in tqdm(clips, desc='avmnist'):
@@ -133,14 +131,15 @@ def read(args):
             todo = [x for x in splits[split] if x['label'] == digit]
             mine = rng.permutation(pool[labels[pool] == digit])
             if todo and not len(mine):
-                raise MediaError(f"{root}/mnist: no image of digit {digit} in the {split} pool {pool[0]}-{pool[-1]}")
+                raise MediaError(f"{root}/mnist: no image of digit {digit} for the {split} split")
             for k, x in enumerate(todo):
                 x['mnist_index'] = int(mine[k % len(mine)])
-                gray = images[x['mnist_index']]                                   # (28, 28)
-                x['image'] = resize_image(np.repeat(gray[..., None], 3, axis=2), args.image_size)   # (S, S, 3)
+                gray = images[x['mnist_index']][..., None]                                  # (28, 28, 1)
+                x['image'] = resize_image(np.repeat(gray, 3, axis=2), args.image_size)     # (S, S, 3)
     s = args.image_size
     schema = dict(image=((s, s, 3), 'uint8'), wave=((n,), 'float32'), sources=((len(DIGITS),), 'uint8'),
                   label=((), 'int64'), speaker=((), 'int64'), mnist_index=((), 'int64'))
-    meta = dict(vocab=vocabulary(), classes=dict(sources=DIGITS, label=DIGITS, speaker=speakers),
-                src=os.path.abspath(root), test_speaker=args.test_speaker)
+    meta = dict(vocab=WordTokenizer.vocabulary(caption(d)['caption'] for d in range(len(DIGITS))),
+                classes=dict(sources=DIGITS, label=DIGITS, speaker=speakers), src=os.path.abspath(root),
+                test_speaker=args.test_speaker)
     return dict(splits=splits, schema=schema, meta=meta, skipped=skipped)
