@@ -65,6 +65,7 @@ def save_array(path, array):
 # ---------------------------------------------------------------------------------------------
 
 def mel_config(args):
+    """The MelConfig the mel options ask for."""
     return MelConfig(sample_rate=args.sample_rate, hop=args.hop, n_mels=args.n_mels, frames=args.frames)
 
 
@@ -78,11 +79,12 @@ def log_mels(waves, cfg, batch_size=256):
 
 def stack(samples, schema):
     """Samples (dicts) -> {field: array (N, *shape)} for every field of schema; no samples give (0, *shape)."""
-    return {k: np.array([x[k] for x in samples], dtype).reshape(len(samples), *shape) for k, (shape, dtype) in schema.items()}
+    return {k: np.array([x[k] for x in samples], dtype).reshape(len(samples), *shape)
+            for k, (shape, dtype) in schema.items()}
 
 
 def write_dataset(args, dest, splits, info):
-    """Save every split's (arrays, captions, files) into dest with log-mels and caption ids; returns meta.json's content."""
+    """Save each split's (arrays, captions, files) in dest with log-mels and caption ids; returns the meta."""
     mel = mel_config(args)
     tokenizer = WordTokenizer(info['vocab'], args.max_len)
     fields, captions, files, counts = {}, {}, {}, {}
@@ -117,7 +119,7 @@ def prepare_toyav(args, dest):
 
 
 def prepare_real(args, dest):
-    """Read a real dataset with data/<dataset>.py into dest; report the files it skipped; returns meta.json's content."""
+    """Read a real dataset with data/<dataset>.py into dest, reporting what it skipped; returns meta.json's content."""
     out = importlib.import_module(f"data.{args.dataset}").read(args)
     for line in out['skipped']:
         print(f"skipped {line}", file=sys.stderr)
@@ -127,7 +129,7 @@ def prepare_real(args, dest):
     return write_dataset(args, dest, splits, dict(out['meta'], skipped=len(out['skipped'])))
 
 
-DATASETS = {'toyav': prepare_toyav, **{name: prepare_real for name in ('avmnist',)}}
+DATASETS = {'toyav': prepare_toyav, **{name: prepare_real for name in ('avmnist', 'vggsound', 'esc50', 'imagehear')}}
 
 
 def prepare(args):
@@ -177,7 +179,8 @@ def cache_features(args):
     media = [f for f in ('image', 'mel') if f in meta['fields']]
     names = [name for name, needs in TOY_ENCODERS.items() if set(needs) <= set(media)]   # others cannot be trained here
     if len(names) < len(TOY_ENCODERS):
-        print(f"data/{args.dataset} has only {media}: no {', '.join(n for n in TOY_ENCODERS if n not in names)} features")
+        missing = ', '.join(n for n in TOY_ENCODERS if n not in names)
+        print(f"data/{args.dataset} has only {media}: no {missing} features")
     encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in names}
     for name, enc in encoders.items():
         if enc.mel_config.dict() != meta['mel']:
@@ -207,9 +210,9 @@ def write_features(args, root, encoders, captions, media):
         n = len(captions[split])
         for name, enc in encoders.items():
             prefix = os.path.join(root, f"{split}_{name}_")
-            shapes = {f[len(name) + 1:]: v for f, v in written.items() if f.startswith(name + '_')}   # of earlier splits
-            arrays = {} if n else {k: np.lib.format.open_memmap(f"{prefix}{k}.npy.tmp", 'w+', v['dtype'], (0, *v['shape']))
-                                   for k, v in shapes.items()}
+            shapes = {f[len(name) + 1:]: v for f, v in written.items() if f.startswith(name + '_')}  # earlier splits'
+            arrays = {} if n else {k: np.lib.format.open_memmap(f"{prefix}{k}.npy.tmp", 'w+', v['dtype'],
+                                                                (0, *v['shape'])) for k, v in shapes.items()}
             for i in tqdm(range(0, n, args.batch_size), desc=f"{split} {name}", leave=False):
                 batch = {k: torch.from_numpy(np.array(v[i:i + args.batch_size])) for k, v in data.items()}
                 caps = [c['caption'] for c in captions[split][i:i + args.batch_size]]
@@ -268,8 +271,12 @@ def check_features(root, meta, fields, out_dir):
     return feats
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the docstring's layout and shows every default."""
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('dataset', choices=sorted(DATASETS), help='which dataset to prepare')
     parser.add_argument('--features', choices=['toy'], help='instead of media, cache this encoder suite\'s features')
     parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')
@@ -285,17 +292,18 @@ def main(argv=None):
     parser.add_argument('--p_mix', type=float, default=0.3, help='toyav: probability that a sample has two sources')
     parser.add_argument('--test_speaker', default='george', help='avmnist: the FSDD speaker held out as the test split '
                                                                   '(val: recordings 0-4 of the others)')
-    parser.add_argument('--val_fraction', type=float, default=0.05, help='vggsound: share of the csv\'s train rows '
-                                                                          'that become val (a seeded hash of id and start)')
-    parser.add_argument('--n_frames', type=int, default=10, help='vggsound: video frames kept per clip, uniformly spaced')
+    parser.add_argument('--val_fraction', type=float, default=0.05,
+                        help='vggsound: share of the csv\'s train rows that become val (a seeded hash of id and start)')
+    parser.add_argument('--n_frames', type=int, default=10,
+                        help='vggsound: video frames kept per clip, uniformly spaced')
     parser.add_argument('--test_fold', type=int, default=5, help='esc50: the fold that is the test split')
     parser.add_argument('--val_fold', type=int, default=4, help='esc50: the fold that is the val split')
     parser.add_argument('--image_size', type=int, default=32, help='image side in pixels (real images: shorter side '
                                                                     'scaled to it, then center crop)')
-    parser.add_argument('--sample_rate', type=int, default=16000, help='audio sample rate (Hz); real audio is resampled')
-    parser.add_argument('--duration', type=float, default=1.0, help='clip length (s): 64 mel frames at hop 250; longer '
-                                                                     'real audio keeps its loudest window, shorter is '
-                                                                     'zero-padded')
+    parser.add_argument('--sample_rate', type=int, default=16000, help='audio sample rate (Hz), real audio resampled')
+    parser.add_argument('--duration', type=float, default=1.0, help='clip length (s; 1 s fills 64 mel frames of hop '
+                                                                     '250 at 16 kHz); longer real audio keeps its '
+                                                                     'loudest window, shorter is zero-padded')
     parser.add_argument('--hop', type=int, default=250, help='mel hop length (samples)')
     parser.add_argument('--n_mels', type=int, default=64, help='mel bands')
     parser.add_argument('--frames', type=int, default=64, help='mel frames kept per clip')
