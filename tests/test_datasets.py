@@ -24,10 +24,10 @@ def run(*argv):
     prepare.main([str(a) for a in argv])
 
 
-def read_split(root, split, out_dir='out'):
+def read_split(root, split):
     """Every media and label field of a prepared split (through open_split), its captions, files and meta."""
     meta = json.loads((root / 'meta.json').read_text())
-    data, _ = prepare.open_split(str(root.parent), root.name, split, list(meta['fields']), out_dir)
+    data, _ = prepare.open_split(str(root.parent), root.name, split, list(meta['fields']))
     captions = json.loads((root / 'captions.json').read_text())[split]
     files = json.loads((root / 'files.json').read_text())[split]
     assert len(captions) == len(files) == meta['counts'][split]
@@ -164,7 +164,8 @@ def test_toy_suite_trains_on_avmnist(avmnist_root, tmp_path):
 # ---- vggsound ----
 
 def csv_rows(path):
-    return [dict(zip(('id', 'start', 'label', 'split'), r)) for r in csv.reader(open(path))]
+    """The rows of VGGSound's csv as dicts."""
+    return [dict(zip(('id', 'start', 'label', 'split'), r)) for r in csv.reader(path.read_text().splitlines())]
 
 
 def test_vggsound_prepares_all_six_real_clips(real_data, tmp_path):
@@ -242,7 +243,7 @@ def test_esc50_audio_only_split_by_fold(esc50_src, tmp_path, capsys):
     err = capsys.readouterr().err
     reported_once(err, 'missing.wav', 'not found')
     reported_once(err, 'notes.wav', 'not a readable audio file')
-    rows = {r['filename']: r for r in csv.DictReader(open(esc50_src / 'esc50.csv'))}
+    rows = {r['filename']: r for r in csv.DictReader((esc50_src / 'esc50.csv').read_text().splitlines())}
     for split, fold, n in (('train', 2, 2), ('val', 3, 1), ('test', 4, 37)):
         data, captions, files, meta = read_split(tmp_path / 'esc50', split)
         assert 'image' not in data and data['mel'].shape == (n, 64, 64) and data['wave'].shape == (n, 16000)
