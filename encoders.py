@@ -106,6 +106,15 @@ def load_audio(path, sample_rate):
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
+def fit_length(wave, n):
+    """Mono wave (T,) -> (n,): zero-padded at the end, or cut to its n-sample window with the most energy."""
+    if len(wave) <= n:
+        return np.pad(wave, (0, n - len(wave)))
+    energy = np.concatenate([[0.0], np.cumsum(wave.astype(np.float64) ** 2)])   # (T + 1,)
+    start = int(np.argmax(energy[n:] - energy[:-n]))                            # first of the loudest windows
+    return wave[start:start + n]
+
+
 def _to_rgb(im):
     """Any PIL image -> uint8 (H, W, 3): alpha over white, I/I;16 from 0..65535, F from 0..1 (else 0..255)."""
     if im.mode in ('I', 'F') or im.mode.startswith('I;16'):
@@ -128,8 +137,11 @@ def load_image(path, size=None):
         raise _media_error(path, 'not a readable image', e) from e
     if rgb.size == 0:
         raise _media_error(path, 'zero-size image')
-    if size is None:
-        return rgb
+    return rgb if size is None else resize_image(rgb, size)
+
+
+def resize_image(rgb, size):
+    """uint8 (H, W, 3) -> size int: shorter side to size, then center crop; (h, w): resize. Bicubic."""
     img, bicubic = Image.fromarray(rgb), Image.Resampling.BICUBIC
     if isinstance(size, int):
         scale = size / min(img.size)
@@ -237,7 +249,9 @@ class GriffinLim(Frozen):
 # toy suite
 # ---------------------------------------------------------------------------------------------
 
-TOY_ENCODERS = ('clip', 'clap', 'imagebind', 'vq_image', 'vq_audio', 'ae_audio')   # trained by config/<dataset>_<name>.py
+TOY_ENCODERS = {  # trained by config/<dataset>_<name>.py -> the media fields their training needs
+    'clip': ('image',), 'clap': ('mel',), 'imagebind': ('image', 'mel'), 'vq_image': ('image',), 'vq_audio': ('mel',),
+    'ae_audio': ('mel',)}
 
 
 class WordTokenizer:
@@ -247,11 +261,21 @@ class WordTokenizer:
         self.vocab, self.max_len = list(vocab), max_len
         self.index = {w: i + 2 for i, w in enumerate(self.vocab)}
 
+    @staticmethod
+    def words(text):
+        """The words of a text as the tokenizer sees them: lower case, without commas and full stops."""
+        return text.lower().replace(',', ' ').replace('.', ' ').split()
+
+    @classmethod
+    def vocabulary(cls, texts):
+        """Every word of texts, sorted: a vocabulary without unknown words for them."""
+        return sorted({w for text in texts for w in cls.words(text)})
+
     def __call__(self, texts):
         """list of str -> ids (B, max_len) long."""
         ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
         for i, text in enumerate(texts):
-            words = text.lower().replace(',', ' ').replace('.', ' ').split()[:self.max_len]
+            words = self.words(text)[:self.max_len]
             ids[i, :len(words)] = torch.tensor([self.index.get(w, 1) for w in words], dtype=torch.long)
         return ids
 

@@ -1,15 +1,24 @@
 """Raw media -> data/<dataset>/ caches; frozen-encoder features -> .npy memmaps.
 
-    python prepare.py toyav                      # generate the embedded world (seconds)
-    python prepare.py toyav --features toy       # cache the toy encoders' features (after training them)
+    python prepare.py toyav                          # generate the embedded world (seconds)
+    python prepare.py avmnist --src ../shared/data   # spoken + handwritten digits (downloads without --src)
+    python prepare.py vggsound --src DIR             # DIR/vggsound.csv + DIR/video/*.mp4
+    python prepare.py esc50 --src DIR                # DIR/esc50.csv + DIR/audio/*.wav (audio only)
+    python prepare.py imagehear --src DIR            # DIR/<class>/*.jpg|png (image only, test split)
+    python prepare.py toyav --features toy           # cache the toy encoders' features (after training them)
 
-Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json; features add
-{split}_{encoder}_{field}.npy + features.json. Everything is written under a temporary name and
-renamed when complete; a cache whose settings or encoder checkpoints changed is refused by
-`open_split` with a message naming the mismatch.
+Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json (+ files.json: the source file
+of every sample of a real dataset); features add {split}_{encoder}_{field}.npy + features.json.
+Real datasets are read by data/<ds>.py; every one gives the fields toyav gives where it has the media
+(image (N, S, S, 3) uint8, wave (N, T) float32, mel (N, n_mels, frames), caption_ids, sources (N, K)
+multi-hot), so every toy config trains on it with --dataset=<ds>. Files that cannot be used are reported
+one line each and skipped. Everything is written under a temporary name and renamed when complete; a
+cache whose settings or encoder checkpoints changed is refused by `open_split` with a message naming
+the mismatch.
 """
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -55,32 +64,72 @@ def save_array(path, array):
 # datasets
 # ---------------------------------------------------------------------------------------------
 
-def prepare_toyav(args, dest):
-    """Generate the toyav world into the directory dest: media, labels, captions, meta."""
-    from data import toyav
-    mel = MelConfig(sample_rate=args.sample_rate, hop=args.hop, n_mels=args.n_mels, frames=args.frames)
-    vocab = toyav.vocabulary()
-    tokenizer = WordTokenizer(vocab, args.max_len)
-    counts = dict(train=args.n_train, val=args.n_val, test=args.n_test)
-    captions, fields = {}, {}
-    for i, split in enumerate(tqdm(SPLITS, desc='toyav')):
-        arrays, caps = toyav.generate(counts[split], args.seed + i, args.image_size, args.sample_rate, args.duration, args.p_mix)
-        arrays['mel'] = torch.cat([log_mel(w, mel) for w in torch.from_numpy(arrays['wave']).split(256)]).numpy()
+def mel_config(args):
+    """The MelConfig the mel options ask for."""
+    return MelConfig(sample_rate=args.sample_rate, hop=args.hop, n_mels=args.n_mels, frames=args.frames)
+
+
+def log_mels(waves, cfg, batch_size=256):
+    """Log-mels of waves (N, T) -> float32 (N, n_mels, frames), a batch at a time."""
+    out = np.zeros((len(waves), cfg.n_mels, cfg.frames), np.float32)
+    for i in range(0, len(waves), batch_size):
+        out[i:i + batch_size] = log_mel(torch.from_numpy(waves[i:i + batch_size]), cfg).numpy()
+    return out
+
+
+def stack(samples, schema):
+    """Samples (dicts) -> {field: array (N, *shape)} for every field of schema; no samples give (0, *shape)."""
+    return {k: np.array([x[k] for x in samples], dtype).reshape(len(samples), *shape)
+            for k, (shape, dtype) in schema.items()}
+
+
+def write_dataset(args, dest, splits, info):
+    """Save each split's (arrays, captions, files) in dest with log-mels and caption ids; returns the meta."""
+    mel = mel_config(args)
+    tokenizer = WordTokenizer(info['vocab'], args.max_len)
+    fields, captions, files, counts = {}, {}, {}, {}
+    mel_mean, mel_std = 0.0, 1.0    # without training audio the judges' mel normalisation is the identity
+    for split, (arrays, caps, names) in splits.items():
+        if 'wave' in arrays:
+            arrays['mel'] = log_mels(arrays['wave'], mel)                    # (N, n_mels, frames)
         arrays['caption_ids'] = tokenizer([c['caption'] for c in caps]).numpy()
         for name, array in arrays.items():
             np.save(os.path.join(dest, f"{split}_{name}.npy"), array)
             fields[name] = dict(shape=list(array.shape[1:]), dtype=str(array.dtype))
-        captions[split] = caps
-        if split == 'train':
+        captions[split], files[split], counts[split] = caps, names, len(caps)
+        if split == 'train' and len(arrays.get('mel', ())):
             mel_mean, mel_std = float(arrays['mel'].mean()), float(arrays['mel'].std())
     write_json(os.path.join(dest, 'captions.json'), captions)
-    return dict(dataset='toyav', seed=args.seed, counts=counts, image_size=args.image_size, duration=args.duration,
-                p_mix=args.p_mix, mel=mel.dict(), vocab=vocab, max_len=args.max_len, fields=fields,
-                mel_mean=mel_mean, mel_std=mel_std, classes=dict(sources=[s[0] for s in toyav.SOURCES],
-                env=[e[0] for e in toyav.ENVS], loud=toyav.LOUDNESS))
+    if all(v is not None for v in files.values()):
+        write_json(os.path.join(dest, 'files.json'), files)
+    return dict(dataset=args.dataset, seed=args.seed, counts=counts, image_size=args.image_size, duration=args.duration,
+                mel=mel.dict(), max_len=args.max_len, fields=fields, mel_mean=mel_mean, mel_std=mel_std, **info)
 
 
-DATASETS = {'toyav': prepare_toyav}
+def prepare_toyav(args, dest):
+    """Generate the toyav world into the directory dest: media, labels, captions, meta."""
+    from data import toyav
+    counts = dict(train=args.n_train, val=args.n_val, test=args.n_test)
+    splits = {}
+    for i, split in enumerate(tqdm(SPLITS, desc='toyav')):
+        arrays, caps = toyav.generate(counts[split], args.seed + i, args.image_size, args.sample_rate, args.duration, args.p_mix)
+        splits[split] = (arrays, caps, None)
+    classes = dict(sources=[s[0] for s in toyav.SOURCES], env=[e[0] for e in toyav.ENVS], loud=toyav.LOUDNESS)
+    return write_dataset(args, dest, splits, dict(vocab=toyav.vocabulary(), p_mix=args.p_mix, classes=classes))
+
+
+def prepare_real(args, dest):
+    """Read a real dataset with data/<dataset>.py into dest, reporting what it skipped; returns meta.json's content."""
+    out = importlib.import_module(f"data.{args.dataset}").read(args)
+    for line in out['skipped']:
+        print(f"skipped {line}", file=sys.stderr)
+    samples = {split: out['splits'].get(split, []) for split in SPLITS}
+    splits = {split: (stack(xs, out['schema']), [x['caption'] for x in xs], [x['file'] for x in xs])
+              for split, xs in samples.items()}
+    return write_dataset(args, dest, splits, dict(out['meta'], skipped=len(out['skipped'])))
+
+
+DATASETS = {'toyav': prepare_toyav, **{name: prepare_real for name in ('avmnist', 'vggsound', 'esc50', 'imagehear')}}
 
 
 def prepare(args):
@@ -98,7 +147,8 @@ def prepare(args):
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(tmp, final)
-    print(f"wrote {final}: " + ', '.join(f"{k} {v}" for k, v in meta['counts'].items()))
+    skipped = f" ({meta['skipped']} skipped)" if meta.get('skipped') else ''
+    print(f"wrote {final}: " + ', '.join(f"{k} {v}" for k, v in meta['counts'].items()) + skipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,10 +176,14 @@ def cache_features(args):
     root = os.path.join(args.data_dir, args.dataset)
     meta = read_json(os.path.join(root, 'meta.json'))
     captions = read_json(os.path.join(root, 'captions.json'))
-    trained = [n for n in TOY_ENCODERS if os.path.exists(os.path.join(args.out_dir, f"{args.dataset}_{n}", 'ckpt.pt'))]
-    if len(trained) < len(TOY_ENCODERS):
-        print(f"not trained yet, no features: {', '.join(n for n in TOY_ENCODERS if n not in trained)}")
-    encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in trained}
+    media = [f for f in ('image', 'mel') if f in meta['fields']]
+    names = [name for name, needs in TOY_ENCODERS.items() if set(needs) <= set(media)]   # others cannot be trained here
+    if len(names) < len(TOY_ENCODERS):
+        print(f"data/{args.dataset} has only {media}: no {', '.join(n for n in TOY_ENCODERS if n not in names)} features")
+    untrained = [n for n in names if not os.path.exists(os.path.join(args.out_dir, f"{args.dataset}_{n}", 'ckpt.pt'))]
+    if untrained:
+        print(f"not trained yet, no features: {', '.join(untrained)}")
+    encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in names if name not in untrained}
     for name, enc in encoders.items():
         if enc.mel_config.dict() != meta['mel']:
             raise StaleCache(f"{name}: trained with mel settings {enc.mel_config.dict()} but data/{args.dataset} "
@@ -138,7 +192,7 @@ def cache_features(args):
     if os.path.exists(stamp):
         os.remove(stamp)                          # the old cache is invalid from the first overwritten file on
     try:
-        written = write_features(args, root, encoders, captions)
+        written = write_features(args, root, encoders, captions, media)
     finally:
         for f in os.listdir(root):
             if f.endswith('.tmp'):
@@ -150,27 +204,29 @@ def cache_features(args):
                     for name, enc in encoders.items() if hasattr(enc, 'codebook_size')}))
 
 
-def write_features(args, root, encoders, captions):
+def write_features(args, root, encoders, captions, media):
     """Every encoder's features for every split as {split}_{encoder}_{field}.npy; returns {field: shape, dtype}."""
     written = {}
-    for split in SPLITS:
-        data = {k: np.load(os.path.join(root, f"{split}_{k}.npy"), mmap_mode='r') for k in ('image', 'mel')}
-        n = len(data['image'])
+    for split in sorted(SPLITS, key=lambda s: not captions[s]):   # empty splits last: they take the others' shapes
+        data = {k: np.load(os.path.join(root, f"{split}_{k}.npy"), mmap_mode='r') for k in media}
+        n = len(captions[split])
         for name, enc in encoders.items():
-            arrays = None
+            prefix = os.path.join(root, f"{split}_{name}_")
+            shapes = {f[len(name) + 1:]: v for f, v in written.items() if f.startswith(name + '_')}  # earlier splits'
+            arrays = {} if n else {k: np.lib.format.open_memmap(f"{prefix}{k}.npy.tmp", 'w+', v['dtype'],
+                                                                (0, *v['shape'])) for k, v in shapes.items()}
             for i in tqdm(range(0, n, args.batch_size), desc=f"{split} {name}", leave=False):
                 batch = {k: torch.from_numpy(np.array(v[i:i + args.batch_size])) for k, v in data.items()}
                 caps = [c['caption'] for c in captions[split][i:i + args.batch_size]]
                 feats = encoder_features(enc, batch, caps)
-                if arrays is None:
-                    arrays = {k: np.lib.format.open_memmap(os.path.join(root, f"{split}_{name}_{k}.npy.tmp"), 'w+',
-                                                           v.dtype, (n,) + v.shape[1:]) for k, v in feats.items()}
+                if i == 0:
+                    arrays = {k: np.lib.format.open_memmap(f"{prefix}{k}.npy.tmp", 'w+', v.dtype, (n,) + v.shape[1:])
+                              for k, v in feats.items()}
                 for k, v in feats.items():
                     arrays[k][i:i + len(v)] = v
             for k, a in arrays.items():
                 a.flush()
-                path = os.path.join(root, f"{split}_{name}_{k}.npy")
-                os.replace(path + '.tmp', path)
+                os.replace(f"{prefix}{k}.npy.tmp", f"{prefix}{k}.npy")
                 written[f"{name}_{k}"] = dict(shape=list(a.shape[1:]), dtype=str(a.dtype))
             print(f"{split} {name}: " + ', '.join(f"{k} {tuple(a.shape)}" for k, a in arrays.items()))
     return written
@@ -184,6 +240,9 @@ def open_split(data_dir, dataset, split, fields, out_dir='out'):
         raise FileNotFoundError(f"{meta_path}: no prepared dataset; run python prepare.py {dataset}")
     meta = read_json(meta_path)
     feature_fields = [f for f in fields if f not in meta['fields']]
+    absent = [f for f in feature_fields if not f.startswith(tuple(name + '_' for name in TOY_ENCODERS))]
+    if absent:
+        raise FileNotFoundError(f"{root}: no field {', '.join(absent)} (it has {', '.join(meta['fields'])})")
     if feature_fields:
         meta['features'] = check_features(root, meta, feature_fields, out_dir)
     elif os.path.exists(os.path.join(root, 'features.json')):   # what the cache holds, checked when a field is opened
@@ -214,29 +273,47 @@ def check_features(root, meta, fields, out_dir):
     return feats
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the docstring's layout and shows every default."""
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('dataset', choices=sorted(DATASETS), help='which dataset to prepare')
     parser.add_argument('--features', choices=['toy'], help='instead of media, cache this encoder suite\'s features')
     parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')
     parser.add_argument('--out_dir', default='out', help='where trained toy encoders live (out/<dataset>_<name>/)')
     parser.add_argument('--batch_size', type=int, default=256, help='batch size for feature extraction')
-    parser.add_argument('--seed', type=int, default=1337, help='seed of the generated world (split i uses seed + i)')
-    parser.add_argument('--n_train', type=int, default=5000, help='training samples')
-    parser.add_argument('--n_val', type=int, default=500, help='validation samples')
-    parser.add_argument('--n_test', type=int, default=500, help='test samples')
-    parser.add_argument('--image_size', type=int, default=32, help='image side in pixels')
-    parser.add_argument('--sample_rate', type=int, default=16000, help='audio sample rate (Hz)')
-    parser.add_argument('--duration', type=float, default=1.0, help='clip length (s)')
+    parser.add_argument('--src', help='folder of the raw dataset (see above); avmnist without it downloads FSDD and '
+                                      'MNIST into <data_dir>/downloads/avmnist/')
+    parser.add_argument('--seed', type=int, default=1337, help='toyav: seed of the world (split i uses seed + i); '
+                                                                'avmnist: image pairing; vggsound: choice of val clips')
+    parser.add_argument('--n_train', type=int, default=5000, help='toyav: training samples')
+    parser.add_argument('--n_val', type=int, default=500, help='toyav: validation samples')
+    parser.add_argument('--n_test', type=int, default=500, help='toyav: test samples')
+    parser.add_argument('--p_mix', type=float, default=0.3, help='toyav: probability that a sample has two sources')
+    parser.add_argument('--test_speaker', default='george', help='avmnist: the FSDD speaker held out as the test split '
+                                                                  '(val: recordings 0-4 of the others)')
+    parser.add_argument('--val_fraction', type=float, default=0.05,
+                        help='vggsound: share of the csv\'s train rows that become val (a seeded hash of id and start)')
+    parser.add_argument('--n_frames', type=int, default=10,
+                        help='vggsound: video frames kept per clip, uniformly spaced')
+    parser.add_argument('--test_fold', type=int, default=5, help='esc50: the fold that is the test split')
+    parser.add_argument('--val_fold', type=int, default=4, help='esc50: the fold that is the val split')
+    parser.add_argument('--image_size', type=int, default=32, help='image side in pixels (real images: shorter side '
+                                                                    'scaled to it, then center crop)')
+    parser.add_argument('--sample_rate', type=int, default=16000, help='audio sample rate (Hz), real audio resampled')
+    parser.add_argument('--duration', type=float, default=1.0, help='clip length (s; 1 s fills 64 mel frames of hop '
+                                                                     '250 at 16 kHz); longer real audio keeps its '
+                                                                     'loudest window, shorter is zero-padded')
     parser.add_argument('--hop', type=int, default=250, help='mel hop length (samples)')
     parser.add_argument('--n_mels', type=int, default=64, help='mel bands')
     parser.add_argument('--frames', type=int, default=64, help='mel frames kept per clip')
-    parser.add_argument('--p_mix', type=float, default=0.3, help='probability that a sample has two sources')
     parser.add_argument('--max_len', type=int, default=16, help='caption length in words')
     args = parser.parse_args(argv)
     try:
         cache_features(args) if args.features else prepare(args)
-    except (StaleCache, FileNotFoundError) as e:
+    except (StaleCache, FileNotFoundError, ConnectionError, ValueError) as e:   # MediaError is a ValueError
         sys.exit(f"error: {e}")
 
 

@@ -121,6 +121,10 @@ def train(cfg):
     args = {**data_args(cls, meta), **cfg['model_args']}
     model = cls(**args)
     data = {s: open_split(cfg['data_dir'], cfg['dataset'], s, model.fields, cfg['ckpt_dir'])[0] for s in ('train', 'val')}
+    empty = [s for s, d in data.items() if not len(d[model.fields[0]])]
+    if empty:
+        raise SystemExit(f"data/{cfg['dataset']}: the {' and '.join(empty)} split has no samples; "
+                         "prepare it with more data")
     model.to(dev)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]

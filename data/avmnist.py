@@ -1,0 +1,145 @@
+"""AV-MNIST: spoken digits (Free Spoken Digit Dataset) paired by digit with handwritten digits (MNIST).
+
+    python prepare.py avmnist --src ../shared/data   # fsdd/recordings/<digit>_<speaker>_<n>.wav, mnist/t10k-*.gz
+    python prepare.py avmnist                        # downloads both into <data_dir>/downloads/avmnist/ first
+
+Audio is split by speaker: --test_speaker's recordings are the test split, recordings 0-4 of every other
+speaker (FSDD's own held-out numbers) are val, the rest train. MNIST images are split by index into disjoint
+pools sized like the audio splits, and every recording gets an image of its digit from its split's pool
+(a seeded permutation per digit, repeated only when a pool runs out).
+References: Vielzeuf et al. 2018, CentralNet (the AV-MNIST pairing); Jackson et al., Free Spoken Digit Dataset;
+LeCun et al. 1998, MNIST.
+"""
+import gzip
+import os
+import re
+import shutil
+import urllib.request
+import zipfile
+
+import numpy as np
+from tqdm import tqdm
+
+from encoders import MediaError, WordTokenizer, fit_length, load_audio, resize_image
+
+DIGITS = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine']
+VAL_TAKES = 5                                     # recordings 0-4 of every speaker but the test one are val
+FSDD_URL = 'https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip'
+MNIST_URL = 'https://ossci-datasets.s3.amazonaws.com/mnist/'
+MNIST_FILES = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
+RECORDING = re.compile(r'(\d)_(\w+?)_(\d+)\.wav')   # <digit>_<speaker>_<n>.wav
+
+
+def caption(digit):
+    """A sample's caption and its complementary parts: the text says who makes the sound, the image shows the digit."""
+    text, visual = 'a person saying', f"the digit {DIGITS[digit]}"
+    return dict(caption=f"{text} {visual}", text=text, visual=visual)
+
+
+def download(url, path):
+    """Fetch url into path (atomically); a one-line ConnectionError when the network is not there."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(path + '.tmp', 'wb') as f:
+            shutil.copyfileobj(r, f)
+    except OSError as e:
+        raise ConnectionError(f"cannot download {url} ({getattr(e, 'reason', e)}); offline, put FSDD's recordings/ "
+                              f"and MNIST's {MNIST_FILES[0]}, {MNIST_FILES[1]} under DIR/fsdd/ and DIR/mnist/ "
+                              f"and pass --src DIR") from e
+    os.replace(path + '.tmp', path)
+
+
+def fetch(root):
+    """Download FSDD and the MNIST test set into root unless already there; returns root."""
+    recordings = os.path.join(root, 'fsdd', 'recordings')
+    if not os.path.isdir(recordings):
+        archive = os.path.join(root, 'fsdd.zip')
+        download(FSDD_URL, archive)
+        tmp = recordings + '.tmp'
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        with zipfile.ZipFile(archive) as z:
+            for member in z.namelist():
+                if '/recordings/' in member and member.endswith('.wav'):
+                    with z.open(member) as src, open(os.path.join(tmp, os.path.basename(member)), 'wb') as dst:
+                        shutil.copyfileobj(src, dst)
+        os.replace(tmp, recordings)
+        os.remove(archive)
+    for name in MNIST_FILES:
+        if not os.path.exists(os.path.join(root, 'mnist', name)):
+            download(MNIST_URL + name, os.path.join(root, 'mnist', name))
+    return root
+
+
+def read_idx(path):
+    """A gzipped idx file (MNIST's format) -> uint8 array of the dimensions its header gives."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: not found")
+    try:
+        with gzip.open(path) as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise MediaError(f"{path}: not a readable gzip file ({e})") from e
+    if len(data) < 4 or data[:3] != b'\0\0\x08':
+        raise MediaError(f"{path}: not an idx file of unsigned bytes (header {data[:4].hex()})")
+    dims = np.frombuffer(data, '>u4', data[3], 4).astype(int)
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * data[3])
+    if body.size != np.prod(dims):
+        raise MediaError(f"{path}: {body.size} bytes of data for dimensions {dims.tolist()}")
+    return body.reshape(dims)
+
+
+def image_pools(n, counts):
+    """Disjoint index ranges of n images, one per split in order, each sized like the split's share of counts."""
+    bounds = np.round(np.cumsum([0] + list(counts.values())) / max(1, sum(counts.values())) * n).astype(int)
+    return {split: np.arange(bounds[i], bounds[i + 1]) for i, split in enumerate(counts)}
+
+
+def read(args):
+    """Every FSDD recording paired with an MNIST image of its digit -> dict(splits, schema, meta, skipped)."""
+    root = args.src or fetch(os.path.join(args.data_dir, 'downloads', 'avmnist'))
+    images = read_idx(os.path.join(root, 'mnist', MNIST_FILES[0]))            # (M, 28, 28)
+    labels = read_idx(os.path.join(root, 'mnist', MNIST_FILES[1]))            # (M,)
+    if len(images) != len(labels):
+        raise MediaError(f"{os.path.join(root, 'mnist')}: {len(images)} images but {len(labels)} labels")
+    folder = os.path.join(root, 'fsdd', 'recordings')
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: not found (FSDD recordings <digit>_<speaker>_<n>.wav)")
+    names = sorted(f for f in os.listdir(folder) if f.endswith('.wav'))
+    skipped = [f"{os.path.join(folder, f)}: not named <digit>_<speaker>_<n>.wav" for f in names
+               if not RECORDING.fullmatch(f)]
+    clips = [(int(m[1]), m[2], int(m[3]), m[0]) for m in map(RECORDING.fullmatch, names) if m]
+    speakers = sorted({speaker for _, speaker, _, _ in clips})
+    if args.test_speaker not in speakers:
+        raise ValueError(f"--test_speaker {args.test_speaker!r} is none of the speakers in {folder}: "
+                         f"{', '.join(speakers)}")
+    n = int(args.duration * args.sample_rate)
+    splits = {'train': [], 'val': [], 'test': []}
+    for digit, speaker, take, name in tqdm(clips, desc='avmnist'):
+        try:
+            wave = fit_length(load_audio(os.path.join(folder, name), args.sample_rate), n)   # (n,)
+        except MediaError as e:
+            skipped.append(str(e))
+            continue
+        split = 'test' if speaker == args.test_speaker else 'val' if take < VAL_TAKES else 'train'
+        splits[split].append(dict(wave=wave, sources=np.eye(len(DIGITS), dtype=np.uint8)[digit], label=digit,
+                                  speaker=speakers.index(speaker), caption=caption(digit),
+                                  file=os.path.join('fsdd', 'recordings', name)))
+    rng = np.random.default_rng(args.seed)
+    for split, pool in image_pools(len(images), {s: len(v) for s, v in splits.items()}).items():
+        for digit in range(len(DIGITS)):
+            todo = [x for x in splits[split] if x['label'] == digit]
+            mine = rng.permutation(pool[labels[pool] == digit])
+            if todo and not len(mine):
+                raise MediaError(f"{root}/mnist: no image of digit {digit} for the {split} split")
+            for k, x in enumerate(todo):
+                x['mnist_index'] = int(mine[k % len(mine)])
+                gray = images[x['mnist_index']][..., None]                                  # (28, 28, 1)
+                x['image'] = resize_image(np.repeat(gray, 3, axis=2), args.image_size)     # (S, S, 3)
+    s = args.image_size
+    schema = dict(image=((s, s, 3), 'uint8'), wave=((n,), 'float32'), sources=((len(DIGITS),), 'uint8'),
+                  label=((), 'int64'), speaker=((), 'int64'), mnist_index=((), 'int64'))
+    meta = dict(vocab=WordTokenizer.vocabulary(caption(d)['caption'] for d in range(len(DIGITS))),
+                classes=dict(sources=DIGITS, label=DIGITS, speaker=speakers), src=os.path.abspath(root),
+                test_speaker=args.test_speaker)
+    return dict(splits=splits, schema=schema, meta=meta, skipped=skipped)

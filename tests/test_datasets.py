@@ -1,0 +1,334 @@
+"""Real datasets through prepare.py (avmnist, vggsound, esc50, imagehear): fields, labels, splits, bad files."""
+import csv
+import json
+import shutil
+import urllib.error
+import urllib.request
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import prepare
+import train
+from conftest import tiny_config
+from data import avmnist
+from encoders import MelConfig, load_audio, log_mel
+
+SPEAKERS = ['george', 'jackson', 'lucas', 'nicolas', 'yweweler']
+
+
+def run(*argv):
+    prepare.main([str(a) for a in argv])
+
+
+def read_split(root, split):
+    """Every media and label field of a prepared split (through open_split), its captions, files and meta."""
+    meta = json.loads((root / 'meta.json').read_text())
+    data, _ = prepare.open_split(str(root.parent), root.name, split, list(meta['fields']))
+    captions = json.loads((root / 'captions.json').read_text())[split]
+    files = json.loads((root / 'files.json').read_text())[split]
+    assert len(captions) == len(files) == meta['counts'][split]
+    for field, spec in meta['fields'].items():
+        assert data[field].shape == (len(files), *spec['shape']) and str(data[field].dtype) == spec['dtype'], field
+    return {k: np.array(v) for k, v in data.items()}, captions, files, meta
+
+
+def reported(err, name):
+    """The lines of err that name a file or row."""
+    return [line for line in err.splitlines() if name in line]
+
+
+def reported_once(err, name, why):
+    """Exactly one line of err names the file or row, and it gives the reason."""
+    lines = reported(err, name)
+    assert len(lines) == 1 and why in lines[0], (name, lines)
+
+
+def train_tiny(root, dataset, name, **overrides):
+    """A toy model of conftest's tiny sizes trained for two steps on data/<dataset> under root."""
+    train.train(tiny_config(root, name, dataset=dataset, out_dir=str(root / 'out' / f"{dataset}_{name}"), max_iters=2,
+                            eval_interval=2, **overrides))
+
+
+# ---- avmnist ----
+
+@pytest.fixture(scope='module')
+def avmnist_root(real_data, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp('avmnist')
+    run('avmnist', '--src', real_data, '--data_dir', data_dir, '--test_speaker', 'lucas')
+    return data_dir / 'avmnist'
+
+
+def fsdd_name(file):
+    """(digit, speaker, take) from fsdd/recordings/<digit>_<speaker>_<take>.wav."""
+    digit, speaker, take = file.split('/')[-1][:-4].split('_')
+    return int(digit), speaker, int(take)
+
+
+def test_avmnist_has_toyav_fields_and_shapes(avmnist_root):
+    meta = json.loads((avmnist_root / 'meta.json').read_text())
+    assert meta['counts'] == dict(train=1800, val=200, test=500)            # lucas: 500 test; takes 0-4 of 4 others val
+    assert meta['mel'] == MelConfig().dict() and meta['image_size'] == 32
+    assert meta['classes']['speaker'] == SPEAKERS and meta['classes']['sources'] == avmnist.DIGITS
+    data, captions, _, _ = read_split(avmnist_root, 'test')
+    assert data['image'].shape == (500, 32, 32, 3) and data['image'].dtype == np.uint8
+    assert data['wave'].shape == (500, 16000) and data['wave'].dtype == np.float32
+    assert data['mel'].shape == (500, 64, 64) and data['caption_ids'].shape == (500, 16)
+    assert data['sources'].dtype == np.uint8 and (data['sources'].sum(1) == 1).all()
+    assert data['speaker'].dtype == np.int64
+    torch.testing.assert_close(torch.from_numpy(data['mel'][:4]), log_mel(data['wave'][:4], MelConfig()))
+    known = (data['caption_ids'] > 1).sum(1)                                          # words that are not unknown (1)
+    assert known.tolist() == [len(c['caption'].split()) for c in captions]
+
+
+def test_avmnist_labels_match_fsdd_names_and_mnist(avmnist_root, real_data):
+    mnist = real_data / 'mnist'
+    images, labels = avmnist.read_idx(mnist / avmnist.MNIST_FILES[0]), avmnist.read_idx(mnist / avmnist.MNIST_FILES[1])
+    assert images.shape == (8000, 28, 28) and labels.max() == 9
+    for split in ('train', 'val', 'test'):
+        data, captions, files, meta = read_split(avmnist_root, split)
+        digits = np.array([fsdd_name(f)[0] for f in files])
+        np.testing.assert_array_equal(data['sources'].argmax(1), digits)
+        np.testing.assert_array_equal(data['label'], digits)
+        np.testing.assert_array_equal(labels[data['mnist_index']], digits)           # the image shows the same digit
+        assert [meta['classes']['speaker'][s] for s in data['speaker']] == [fsdd_name(f)[1] for f in files]
+        assert all(avmnist.DIGITS[d] in c['caption'] and c['caption'] == f"{c['text']} {c['visual']}"
+                   for d, c in zip(digits, captions))
+    img = data['image'][:20].astype(float)                                            # (20, 32, 32, 3)
+    assert (img == img[..., :1]).all()                                                # gray as RGB
+    small = np.stack([np.asarray(Image.fromarray(i[..., 0].astype(np.uint8)).resize((28, 28))) for i in img])
+    for a, b in zip(small, images[data['mnist_index'][:20]]):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+    for i in range(5):                                                                # FSDD digits are under 1 s
+        y = load_audio(real_data / files[i], 16000)
+        assert len(y) < 16000 and not data['wave'][i, len(y):].any()
+        np.testing.assert_allclose(data['wave'][i, :len(y)], y)
+
+
+def test_avmnist_held_out_speaker_only_in_test_and_image_pools_disjoint(avmnist_root):
+    splits = {s: read_split(avmnist_root, s) for s in ('train', 'val', 'test')}
+    who = {s: {fsdd_name(f)[1] for f in files} for s, (_, _, files, _) in splits.items()}
+    assert who['test'] == {'lucas'} and 'lucas' not in who['train'] | who['val']
+    assert all(fsdd_name(f)[2] < 5 for f in splits['val'][2]) and all(fsdd_name(f)[2] >= 5 for f in splits['train'][2])
+    pools = {s: set(d['mnist_index'].tolist()) for s, (d, _, _, _) in splits.items()}
+    assert not pools['train'] & pools['val'] and not pools['train'] & pools['test'] and not pools['val'] & pools['test']
+
+
+def test_any_speaker_can_be_held_out_and_bad_recordings_are_reported(real_data, tmp_path, capsys):
+    real_data, src = real_data.resolve(), tmp_path / 'src'
+    (src / 'fsdd' / 'recordings').mkdir(parents=True)
+    (src / 'mnist').symlink_to(real_data / 'mnist')
+    for f in (real_data / 'fsdd' / 'recordings').glob('*.wav'):
+        if fsdd_name(f.name)[2] in (0, 7):                                            # one val take, one train take
+            (src / 'fsdd' / 'recordings' / f.name).symlink_to(f)
+    (src / 'fsdd' / 'recordings' / '3_lucas_9.wav').write_text('not audio\n' * 20)
+    (src / 'fsdd' / 'recordings' / 'hello.wav').symlink_to(real_data / 'fsdd' / 'recordings' / '0_george_0.wav')
+    for speaker in SPEAKERS:
+        run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--test_speaker', speaker)
+        root = tmp_path / 'data' / 'avmnist'
+        test = read_split(root, 'test')[2]
+        assert {fsdd_name(f)[1] for f in test} == {speaker} and len(test) == 20
+        assert all(fsdd_name(f)[1] != speaker for s in ('train', 'val') for f in read_split(root, s)[2])
+        err = capsys.readouterr().err
+        reported_once(err, '3_lucas_9.wav', 'not a readable audio file')
+        reported_once(err, 'hello.wav', 'not named')
+    with pytest.raises(SystemExit, match='none of the speakers.*george, jackson'):
+        run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--test_speaker', 'theo')
+
+
+def test_avmnist_without_network_fails_clearly(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError('no network')
+    monkeypatch.setattr(urllib.request, 'urlopen', offline)
+    with pytest.raises(SystemExit, match='cannot download https://github.com/.*no network.*--src DIR'):
+        run('avmnist', '--data_dir', tmp_path)
+    assert not (tmp_path / 'avmnist').exists() and not list(tmp_path.rglob('*.tmp'))
+
+
+def test_toy_suite_trains_on_avmnist(avmnist_root, tmp_path):
+    data_dir = avmnist_root.parent
+    for name in ('clip', 'clap', 'vq_audio', 'vq_image'):
+        train_tiny(tmp_path, 'avmnist', name, data_dir=str(data_dir))
+    for config, heads in (('config/avmnist_judge_audio.py', 2), ('config/avmnist_judge_image.py', 1)):
+        cfg = train.configure(train.default_config(), [config])
+        cfg['model_args'] = {**cfg['model_args'], 'width': 32, 'n_head': 2}
+        cfg.update(data_dir=str(data_dir), out_dir=str(tmp_path / cfg['out_dir']), batch_size=8, max_iters=2,
+                   eval_iters=1)
+        ckpt = torch.load(train.train(cfg), weights_only=True)
+        assert ckpt['data']['dataset'] == 'avmnist' and len(ckpt['model_args']['heads']) == heads
+
+
+# ---- vggsound ----
+
+def csv_rows(path):
+    """The rows of VGGSound's csv as dicts."""
+    return [dict(zip(('id', 'start', 'label', 'split'), r)) for r in csv.reader(path.read_text().splitlines())]
+
+
+def test_vggsound_prepares_all_six_real_clips(real_data, tmp_path):
+    run('vggsound', '--src', real_data / 'vggsound', '--data_dir', tmp_path)
+    rows = csv_rows(real_data / 'vggsound' / 'vggsound.csv')
+    root = tmp_path / 'vggsound'
+    meta = json.loads((root / 'meta.json').read_text())
+    assert meta['counts']['train'] + meta['counts']['val'] == 4 and meta['counts']['test'] == 2 and meta['skipped'] == 0
+    assert meta['classes']['sources'] == sorted({r['label'] for r in rows})
+    seen = set()
+    for split in ('train', 'val', 'test'):
+        data, captions, files, _ = read_split(root, split)                           # the empty val split too
+        assert data['frames'].shape[1:] == (10, 32, 32, 3) and data['wave'].shape[1:] == (16000,)
+        np.testing.assert_array_equal(data['image'], data['frames'][:, 5])
+        for i, f in enumerate(files):
+            row = next(r for r in rows if f.split('/')[-1].startswith(r['id'] + '_'))
+            assert (row['split'] == 'test') == (split == 'test')
+            assert meta['classes']['label'][data['label'][i]] == row['label']
+            assert data['sources'][i].argmax() == data['label'][i]
+            assert data['sources'][i].sum() == 1 and captions[i]['caption'] == f"the sound of {row['label']}"
+            assert np.sqrt(np.mean(data['wave'][i] ** 2)) > 1e-3                      # real sound, not padding
+            assert np.abs(data['frames'][i, 0].astype(int) - data['frames'][i, -1]).mean() > 1   # frames over time
+            seen.add(row['id'])
+    assert seen == {r['id'] for r in rows}
+
+
+def remux_video_only(src, dst):
+    """Copy of a clip's video stream alone: a clip without an audio track."""
+    with av.open(str(src)) as inp, av.open(str(dst), 'w') as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
+def test_vggsound_reports_missing_corrupt_and_silent_clips(real_data, tmp_path, capsys):
+    real = real_data.resolve() / 'vggsound'
+    video = tmp_path / 'src' / 'video'
+    video.mkdir(parents=True)
+    for f in (real / 'video').glob('*.mp4'):
+        (video / f.name).symlink_to(f)
+    dog = (real / 'video' / 'vas_dog_02677_000000.mp4').read_bytes()
+    (video / 'corruptclip_000000.mp4').write_bytes(dog[:len(dog) // 2])
+    remux_video_only(real / 'video' / 'vas_drum_02480_000000.mp4', video / 'silentclip_3000_13000.mp4')
+    extra = 'corruptclip,0,dog barking,train\nsilentclip,3,playing drum kit,test\nmissingclip,12,baby crying,train\n'
+    (tmp_path / 'src' / 'vggsound.csv').write_text((real / 'vggsound.csv').read_text() + extra)
+    run('vggsound', '--src', tmp_path / 'src', '--data_dir', tmp_path / 'data')
+    err = capsys.readouterr().err
+    reported_once(err, 'corruptclip', 'not a readable audio file')
+    reported_once(err, 'silentclip', 'no audio stream')
+    reported_once(err, 'missingclip', 'no clip')
+    assert not any(reported(err, f.stem) for f in (real / 'video').glob('*.mp4'))
+    meta = json.loads((tmp_path / 'data' / 'vggsound' / 'meta.json').read_text())
+    assert sum(meta['counts'].values()) == 6 and meta['skipped'] == 3
+
+
+# ---- esc50 ----
+
+@pytest.fixture(scope='module')
+def esc50_src(real_data, tmp_path_factory):
+    """The real ESC-50 subset plus a row whose file is missing and one whose file is not audio."""
+    src, real_data = tmp_path_factory.mktemp('esc50src'), real_data.resolve()
+    (src / 'audio').mkdir()
+    for f in (real_data / 'esc50' / 'audio').glob('*.wav'):
+        (src / 'audio' / f.name).symlink_to(f)
+    (src / 'audio' / 'notes.wav').write_text('not audio\n' * 20)
+    extra = 'missing.wav,2,0,dog,True,1,A\nnotes.wav,2,0,dog,True,2,A\n'
+    (src / 'esc50.csv').write_text((real_data / 'esc50' / 'esc50.csv').read_text() + extra)
+    return src
+
+
+def test_esc50_audio_only_split_by_fold(esc50_src, tmp_path, capsys):
+    run('esc50', '--src', esc50_src, '--data_dir', tmp_path, '--test_fold', 4, '--val_fold', 3)
+    err = capsys.readouterr().err
+    reported_once(err, 'missing.wav', 'not found')
+    reported_once(err, 'notes.wav', 'not a readable audio file')
+    rows = {r['filename']: r for r in csv.DictReader((esc50_src / 'esc50.csv').read_text().splitlines())}
+    for split, fold, n in (('train', 2, 2), ('val', 3, 1), ('test', 4, 37)):
+        data, captions, files, meta = read_split(tmp_path / 'esc50', split)
+        assert 'image' not in data and data['mel'].shape == (n, 64, 64) and data['wave'].shape == (n, 16000)
+        for i, f in enumerate(files):
+            row = rows[f.split('/')[-1]]
+            assert int(row['fold']) == fold == data['fold'][i]
+            assert meta['classes']['label'][data['label'][i]] == row['category']
+            assert meta['classes']['sources'][data['sources'][i].argmax()] == row['category']
+            assert captions[i]['caption'].startswith('the sound of ')
+    captions = json.loads((tmp_path / 'esc50' / 'captions.json').read_text())['test']
+    assert {'caption': 'the sound of a dog barking'} in captions
+
+
+def test_feature_cache_of_an_audio_only_dataset(esc50_src, tmp_path, capsys):
+    run('esc50', '--src', esc50_src, '--data_dir', tmp_path / 'data', '--test_fold', 4, '--val_fold', 3)
+    for name in ('clap', 'vq_audio'):
+        train_tiny(tmp_path, 'esc50', name)
+    run('esc50', '--features', 'toy', '--data_dir', tmp_path / 'data', '--out_dir', tmp_path / 'out')
+    assert 'no clip, imagebind, vq_image features' in capsys.readouterr().out
+    feats = json.loads((tmp_path / 'data' / 'esc50' / 'features.json').read_text())
+    assert sorted(feats['encoders']) == ['clap', 'vq_audio']
+    for split, n in (('train', 2), ('val', 1), ('test', 37)):
+        fields = ['clap_audio_emb', 'clap_text_emb', 'vq_audio_ids']
+        data, _ = prepare.open_split(str(tmp_path / 'data'), 'esc50', split, fields, str(tmp_path / 'out'))
+        assert data['clap_audio_emb'].shape == (n, 32) and len(data['vq_audio_ids']) == n
+    with pytest.raises(FileNotFoundError, match='no field image'):
+        prepare.open_split(str(tmp_path / 'data'), 'esc50', 'train', ['image'])
+
+
+# ---- imagehear ----
+
+@pytest.fixture
+def imagehear_src(tmp_path):
+    """Two class folders: an RGB jpeg, a grayscale png, an RGBA png (left half transparent), an unreadable png."""
+    src = tmp_path / 'imagehear'
+    (src / 'dog').mkdir(parents=True)
+    (src / 'church_bells').mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), np.uint8)).save(src / 'dog' / 'rgb.jpg')
+    Image.fromarray(np.tile(np.arange(0, 250, 5, dtype=np.uint8), (50, 1)), 'L').save(src / 'dog' / 'gray.png')
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[:, :, 0], rgba[:, 16:, 3] = 200, 255                                        # red where opaque
+    Image.fromarray(rgba, 'RGBA').save(src / 'church_bells' / 'rgba.png')
+    (src / 'church_bells' / 'broken.png').write_text('not an image\n')
+    (src / 'church_bells' / 'notes.txt').write_text('not an image either, and not one by name\n')
+    return src
+
+
+def test_imagehear_end_to_end(imagehear_src, tmp_path, capsys):
+    run('imagehear', '--src', imagehear_src, '--data_dir', tmp_path / 'data')
+    err = capsys.readouterr().err
+    reported_once(err, 'broken.png', 'not a readable image')
+    assert not reported(err, 'notes.txt')
+    root = tmp_path / 'data' / 'imagehear'
+    data, captions, files, meta = read_split(root, 'test')
+    assert meta['counts'] == dict(train=0, val=0, test=3) and 'mel' not in meta['fields']
+    assert files == ['church_bells/rgba.png', 'dog/gray.png', 'dog/rgb.jpg']
+    assert data['image'].shape == (3, 32, 32, 3) and data['image'].dtype == np.uint8
+    rgba, gray = data['image'][0].astype(int), data['image'][1].astype(int)
+    assert (rgba[:, :14] == 255).all() and (rgba[:, 18:] == [200, 0, 0]).all()        # transparent -> white
+    assert (gray == gray[..., :1]).all() and gray[0, -1, 0] > gray[0, 0, 0] + 100
+    assert data['label'].tolist() == [0, 1, 1] and meta['classes']['label'] == ['church_bells', 'dog']
+    assert [c['caption'] for c in captions] == ['a photo of a church bells', 'a photo of a dog', 'a photo of a dog']
+    assert read_split(root, 'train')[0]['image'].shape == (0, 32, 32, 3)
+
+
+def test_feature_cache_of_an_image_only_dataset(imagehear_src, tmp_path, capsys):
+    """An evaluation set's image encoders come from another dataset: tiny toyav ones copied over."""
+    run('imagehear', '--src', imagehear_src, '--data_dir', tmp_path / 'data')
+    run('toyav', '--data_dir', tmp_path / 'data', '--n_train', 16, '--n_val', 8, '--n_test', 8)
+    for name in ('clip', 'vq_image'):
+        train_tiny(tmp_path, 'toyav', name)
+        shutil.copytree(tmp_path / 'out' / f"toyav_{name}", tmp_path / 'out' / f"imagehear_{name}")
+    run('imagehear', '--features', 'toy', '--data_dir', tmp_path / 'data', '--out_dir', tmp_path / 'out')
+    assert 'no clap, imagebind, vq_audio, ae_audio features' in capsys.readouterr().out
+    fields = ['clip_image_emb', 'clip_text_emb', 'vq_image_ids']
+    for split, n in (('train', 0), ('val', 0), ('test', 3)):
+        data, _ = prepare.open_split(str(tmp_path / 'data'), 'imagehear', split, fields, str(tmp_path / 'out'))
+        assert data['clip_image_emb'].shape == (n, 32) and data['vq_image_ids'].shape[0] == n
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        run('--help')
+    out = capsys.readouterr().out
+    for option in ('--src', '--test_speaker', '--val_fraction', '--n_frames', '--test_fold', '--val_fold', '--duration',
+                   '--features', '--seed', 'avmnist', 'vggsound', 'esc50', 'imagehear'):
+        assert option in out
