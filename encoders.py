@@ -251,7 +251,7 @@ class GriffinLim(Frozen):
 
 TOY_ENCODERS = {  # trained by config/<dataset>_<name>.py -> the media fields their training needs
     'clip': ('image',), 'clap': ('mel',), 'imagebind': ('image', 'mel'), 'vq_image': ('image',), 'vq_audio': ('mel',),
-    'ae_audio': ('mel',)}
+    'ae_audio': ('mel',), 'ae_image': ('image',)}
 
 
 class WordTokenizer:

@@ -199,7 +199,7 @@ def train(cfg):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            ema_update(ema, raw, cfg['ema_decay'])
+            ema_update(ema, raw, min(cfg['ema_decay'], (1 + it) / (10 + it)))   # warmup: early weights fade fast
         it += 1
         if master and (it % cfg['log_interval'] == 0 or it == 1):
             dt = (time.time() - t0) / (cfg['log_interval'] if it > 1 else 1)
