@@ -600,7 +600,9 @@ class V2AMapper(nn.Module):
     layout without its causal mask; [condition, query] for regression). The prior predicts x0 under a cosine schedule
     of T steps and drops the condition to a learned (or zero) null with probability p_uncond for classifier-free
     guidance. Everything here is trainable; the encoders (CLIP, CLAP) and the audio generator stay frozen, their
-    embeddings cached. Video clips give (B, F, D) frame embeddings, reduced by aggregate_frames(how=frames).
+    embeddings cached. A video at inference: frames -> CLIP -> (B, F, D) -> generate, which aggregates them
+    (aggregate_frames, how=frames) and maps -> CLAP-space vector -> the CLAP-conditioned audio generator. The paper's
+    "w/o mapper" baseline has no network: the CLIP vector goes to the generator as it is.
     """
 
     def __init__(self, source='clip_image_emb', target='clap_audio_emb', in_dim=128, out_dim=128, kind='mlp',
