@@ -5,8 +5,5 @@ method = 'v2a'
 model_args = dict(kind='transformer', prior=False, in_dim=128, out_dim=128, width=128, n_layer=4, n_head=4)
 batch_size = 256
 max_iters = 2000
-learning_rate = 1e-3
-min_lr = 1e-4
 warmup_iters = 100
-weight_decay = 0.05
 eval_interval = 500
