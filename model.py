@@ -15,6 +15,7 @@ References:
 7) latent diffusion (KL autoencoder, U-Net with spatial transformers): Rombach et al. 2022
 8) AudioLDM: Liu et al. 2023; Make-An-Audio: Huang et al. 2023
 9) DiT: Peebles & Xie 2023; PixArt-α: Chen et al. 2023; a pooled vector joined to the timestep: Flux.1, SD3 (Esser et al. 2024)
+10) V2A-Mapper: Wang et al. AAAI 2024; the diffusion prior on embeddings: DALL-E 2 (Ramesh et al. 2022)
 """
 import math
 import re
@@ -581,6 +582,107 @@ def ema_update(ema_model, model, decay):
         e.copy_(b)
 
 #################################################################################
+#        V2A-Mapper: CLIP image embedding -> CLAP audio embedding (+ prior)      #
+#################################################################################
+
+def aggregate_frames(emb, how='middle', generator=None):
+    """Video frame embeddings (B, F, D) -> one per clip (B, D): a 'random' frame, the 'middle' (F // 2), the 'mean'."""
+    B, n = emb.shape[:2]
+    if how == 'middle':
+        return emb[:, n // 2]
+    if how == 'mean':
+        return emb.mean(1)
+    if how == 'random':
+        pick = torch.randint(n, (B,), generator=generator).to(emb.device)  # (B,) one frame per clip
+        return emb[torch.arange(B, device=emb.device), pick]
+    raise ValueError(f'unknown frame aggregation {how!r}')
+
+
+class V2AMapper(nn.Module):
+    """V2A-Mapper: source embedding (CLIP image) -> target embedding (CLAP audio), by regression or a diffusion prior.
+
+    kind 'mlp' sums the projected inputs and runs residual MLP blocks; kind 'transformer' reads a learned query token
+    after attending over the input tokens ([timestep, noisy target, condition, query] for the prior, DALL-E 2's
+    layout without its causal mask; [condition, query] for regression). The prior predicts x0 under a cosine schedule
+    of T steps and drops the condition to a learned (or zero) null with probability p_uncond for classifier-free
+    guidance. Everything here is trainable; the encoders (CLIP, CLAP) and the audio generator stay frozen, their
+    embeddings cached. A video at inference: frames -> CLIP -> (B, F, D) -> generate, which aggregates them
+    (aggregate_frames, how=frames) and maps -> CLAP-space vector -> the CLAP-conditioned audio generator. The paper's
+    "w/o mapper" baseline has no network: the CLIP vector goes to the generator as it is.
+    """
+
+    def __init__(self, source='clip_image_emb', target='clap_audio_emb', in_dim=128, out_dim=128, kind='mlp',
+                 prior=False, width=256, n_layer=4, n_head=4, p_uncond=0.1, learn_null=True, normalize=False,
+                 frames='middle', T=1000):
+        super().__init__()
+        assert kind in ('mlp', 'transformer'), kind
+        self.kind, self.prior, self.width, self.p_uncond = kind, prior, width, p_uncond
+        self.normalize, self.frames = normalize, frames
+        self.fields = [source, target]
+        self.embed_c = nn.Linear(in_dim, width)
+        self.embed_t = mlp(width, width, width) if prior else None
+        self.embed_x = nn.Linear(out_dim, width) if prior else None
+        if kind == 'mlp':
+            self.body = nn.ModuleList([nn.Sequential(nn.LayerNorm(width), mlp(width, 4 * width, width, nn.GELU()))
+                                       for _ in range(n_layer)])
+            self.ln = nn.LayerNorm(width)
+        else:
+            n_tokens = 4 if prior else 2
+            self.query = nn.Parameter(torch.randn(width) * 0.02)
+            self.pos = nn.Parameter(torch.randn(n_tokens, width) * 0.02)
+            self.body = Transformer(width, n_layer, n_head)
+        self.head = nn.Linear(width, out_dim)
+        if prior and learn_null:  # the null condition of CFG, in the (scaled) input space
+            self.null = nn.Parameter(torch.zeros(in_dim))
+        elif prior:
+            self.register_buffer('null', torch.zeros(in_dim))
+        self.diffusion = Diffusion('cosine', T, 'x0') if prior else None
+
+    def scaled(self, x):
+        """Embeddings (B, D) as the network sees them; with normalize: unit-norm, scaled by √D (DALL-E 2's prior)."""
+        return F.normalize(x.float(), dim=-1) * x.shape[-1] ** 0.5 if self.normalize else x.float()
+
+    def predict(self, x, t, cond):
+        """Target estimate (B, out_dim) from cond (B, in_dim); the prior also reads x_t (B, out_dim) and t (B,)."""
+        parts = [self.embed_c(cond)]  # (B, width) each
+        if self.prior:
+            parts = [self.embed_t(timestep_embedding(t, self.width).to(x)), self.embed_x(x)] + parts
+        if self.kind == 'mlp':
+            h = sum(parts)  # (B, width)
+            for block in self.body:
+                h = h + block(h)
+            return self.head(self.ln(h))
+        h = torch.stack(parts + [self.query.expand_as(parts[0])], 1) + self.pos  # (B, n_tokens, width)
+        return self.head(self.body(h)[:, -1])
+
+    def condition(self, emb, generator=None):
+        """Source embeddings (B, D), or frame embeddings (B, F, D) aggregated first, as the network's condition."""
+        return self.scaled(aggregate_frames(emb, self.frames, generator) if emb.dim() == 3 else emb)
+
+    def forward(self, batch, generator=None):
+        """MSE to the target: directly (regression), or of the x0 prediction at a random diffusion step (prior)."""
+        cond, target = self.condition(batch[self.fields[0]], generator), self.scaled(batch[self.fields[1]])
+        if not self.prior:
+            return F.mse_loss(self.predict(None, None, cond), target)
+        drop = (torch.rand(len(cond), generator=generator) < self.p_uncond).to(cond.device)  # (B,) CFG dropout
+        cond = torch.where(drop[:, None], self.null.to(cond), cond)
+        return self.diffusion.loss(self.predict, target, dict(cond=cond), generator)
+
+    @torch.no_grad()
+    def generate(self, emb, steps=25, cfg=1.0, sampler='ddim', generator=None):
+        """Source (B, in_dim) or frame embeddings (B, F, in_dim) -> target embeddings (B, out_dim), unit-norm with
+        normalize: the regression output, or a prior sample after `steps` DDIM/DDPM steps at guidance scale cfg."""
+        cond = self.condition(emb, generator)
+        if not self.prior:
+            out = self.predict(None, None, cond)
+        else:
+            net = self.predict if cfg == 1 else guided(self.predict, cfg, dict(cond=self.null.to(cond).expand_as(cond)))
+            x = torch.randn(len(cond), self.head.out_features, generator=generator).to(cond)  # (B, out_dim) x_T
+            out = self.diffusion.sample(net, x, dict(cond=cond), steps, sampler, generator=generator)
+        return F.normalize(out, dim=-1) if self.normalize else out
+
+
+#################################################################################
 #             Latent-diffusion U-Net (AudioLDM, Make-An-Audio) and VAE           #
 #################################################################################
 
@@ -1057,4 +1159,4 @@ def dit_config(c):
                 learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
 
 MODELS = {'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'echoes': MaskedAVTransformer,
-          'autoencoder': MediaAutoencoder, 'ldm': LatentDiffusion}
+          'autoencoder': MediaAutoencoder, 'ldm': LatentDiffusion, 'v2a': V2AMapper}
