@@ -39,6 +39,10 @@ steps = 16                      # masked-decoding iterations, or DDIM steps of a
 temperature = 1.0               # sampling temperature (Gumbel temperature for masked decoding)
 cfg_scale = 3.0                 # classifier-free guidance scale (1 = off)
 span = '0.25,0.75'              # inpainting: the audio time span regenerated, as fractions of the clip
+generator = ''                  # V2A-Mapper (a v2a ckpt): the CLAP-conditioned audio generator (default out/<dataset>_t2a)
+mapper_steps = 25               # DDIM steps of a diffusion-prior mapper
+mapper_cfg = 1.0                # guidance scale of a diffusion-prior mapper (1 = off)
+i2a_route = 'clip'              # i2a with a CLAP-conditioned generator as ckpt: 'clip' (w/o mapper) or 'caption' (vision-text-audio)
 split = 'test'                  # split whose media is judged
 batch_size = 250                # batch size for judging and encoding
 seed = 1337                     # seed of any sampling
@@ -272,20 +276,55 @@ def text_field(field):
     return f"{encoder}_text_{kind}"
 
 
-def ldm_generator(cfg, model, ckpt):
-    """A latent-diffusion generator conditioned through text: cached text features of the test rows -> media.
-    A model trained on audio embeddings (AudioLDM's recipe) gets the same encoder's text embeddings here."""
+def image_route(cfg, route, generator_fields):
+    """How an image conditions a CLAP-vector generator in task i2a: rows -> {'vec': (B, D)}.
+    route: a V2A mapper network (CLIP image emb -> CLAP audio emb), 'clip' (the CLIP vector as it is: the paper's
+    "w/o mapper") or 'caption' (the nearest training caption by CLIP image -> text retrieval, then its CLAP text
+    embedding: the paper's vision-text-audio baseline)."""
+    if generator_fields != {'vec': 'clap_audio_emb'}:
+        raise SystemExit(f"i2a needs a generator conditioned on a CLAP audio vector, not {generator_fields}")
+    if route == 'caption':
+        train, _ = open_split(cfg['data_dir'], cfg['dataset'], 'train', ['clip_text_emb', 'clap_text_emb'], cfg['ckpt_dir'])
+        keys = F.normalize(to_tensor(train['clip_text_emb']), dim=-1)         # (N_train, D)
+        values = to_tensor(train['clap_text_emb'])                                                 # (N_train, D)
+        return lambda rows, gen: {'vec': values[(F.normalize(to_tensor(rows['clip_image_emb']), dim=-1) @ keys.T).argmax(-1)]}
+    if route == 'clip':
+        return lambda rows, gen: {'vec': to_tensor(rows['clip_image_emb'])}
+    if isinstance(route, str):
+        raise SystemExit(f"unknown i2a_route {route!r}: 'clip' or 'caption' (a mapper is evaluated as --ckpt)")
+    return lambda rows, gen: {'vec': route.generate(to_tensor(rows[route.fields[0]]), cfg['mapper_steps'], cfg['mapper_cfg'],
+                                                    generator=gen)}
+
+
+def ldm_generator(cfg, model, ckpt, route=None):
+    """A latent-diffusion generator: test rows -> media. Tasks t2a/t2i condition through the cached text features
+    (a model trained on audio embeddings, AudioLDM's recipe, gets the same encoder's text embeddings); task i2a
+    through an image route (see image_route)."""
     fields = {role: text_field(f) for role, f in model.roles.items()}
     ae = None if model.modality else load_toy(model.target.rsplit('_', 1)[0], ckpt['data']['dataset'], cfg['ckpt_dir'], cfg['device'])
+    route = route or cfg['i2a_route']
+    image_field = route.fields[0] if hasattr(route, 'fields') else 'clip_image_emb'
+    route = image_route(cfg, route, model.roles) if 'i2a' in cfg['tasks'].split(',') else None
 
     def generate(task, rows, generator):
-        cond = {role: torch.tensor(np.asarray(rows[f]), dtype=torch.float32, device=cfg['device']) for role, f in fields.items()}
-        out = model.generate(cond, steps=cfg['steps'], cfg=cfg['cfg_scale'], generator=generator)
+        if task == 'i2a':
+            cond = route(rows, generator)
+        else:
+            cond = {role: torch.tensor(np.asarray(rows[f]), dtype=torch.float32) for role, f in fields.items()}
+        out = model.generate({k: v.to(cfg['device']) for k, v in cond.items()}, steps=cfg['steps'], cfg=cfg['cfg_scale'],
+                             generator=generator)
         return {OUTPUTS[task][0]: (ae.decode(out) if ae else out).cpu()}
-    return generate, list(fields.values()) + ['imagebind_text_emb']
+    return generate, list(fields.values()) + ['imagebind_text_emb', image_field]
 
 
-GENERATORS = {'echoes': echoes_generator, 'ldm': ldm_generator}
+def v2a_generator(cfg, mapper, ckpt):
+    """V2A-Mapper: CLIP image embedding -> mapper -> CLAP vector -> the CLAP-conditioned generator (cfg generator)."""
+    path = cfg['generator'] or os.path.join(cfg['ckpt_dir'], f"{ckpt['data']['dataset']}_t2a")
+    model, gen_ckpt = load_checkpoint(os.path.join(path, 'ckpt.pt'), cfg['device'])
+    return ldm_generator(cfg, model, gen_ckpt, route=mapper)
+
+
+GENERATORS = {'echoes': echoes_generator, 'ldm': ldm_generator, 'v2a': v2a_generator}
 OUTPUTS = {'t2a': ('audio',), 't2i': ('image',), 'i2a': ('audio',), 'a2i': ('image',), 'joint': ('audio', 'image'),
            'inpaint': ('audio',)}
 

@@ -5,6 +5,8 @@
     python sample.py --ckpt out/toyav_vq_audio --index 3           # the 4th test sample of the dataset
     python sample.py --ckpt out/toyav_t2a --text "a loud dog barking in a tunnel" --n 4   # text -> sound
     python sample.py --ckpt out/toyav_t2i --text "a quiet bell ringing in a large hall"    # text -> picture
+    python sample.py --ckpt out/toyav_v2a_prior_mlp --image cat.jpg --n 3                # V2A-Mapper: picture -> sound
+    python sample.py --ckpt out/toyav_v2a_mlp --video clip.mp4 --frames mean --interp "a quiet bird" --alpha 0.5
 
 What a checkpoint does with its input depends on its method; outputs go next to --out as
 <name>.wav + <name>.spec.png for sound and <name>.png for pictures, each written atomically.
@@ -16,12 +18,16 @@ import sys
 import numpy as np
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from encoders import GriffinLim, MediaError, MelConfig, load_audio, load_checkpoint, load_image, load_toy, log_mel
+from encoders import (GriffinLim, MediaError, MelConfig, load_audio, load_checkpoint, load_image, load_toy, load_video_frames,
+                      log_mel, resize_image)
 from model import cfg_logits, decode
 from prepare import open_split
+
+VIDEO_FRAMES = 10   # frames taken uniformly from a --video, as prepare.py vggsound does
 
 
 def save_wav(path, wave, sample_rate):
@@ -137,23 +143,17 @@ def run_echoes(model, ckpt, inputs, stem, args):
     return written
 
 
-def run_ldm(model, ckpt, inputs, stem, args):
-    """A text-conditioned diffusion generator: --text through the toy encoder it was trained with -> sound or picture.
-    A model trained on audio embeddings (AudioLDM's recipe) is given the same encoder's text embedding."""
-    if not args.text:
-        sys.exit(f"error: {args.ckpt} generates from text; give --text \"...\"")
-    dataset = ckpt['data']['dataset']
-    encoder = load_toy(next(iter(model.roles.values())).split('_')[0], dataset, args.ckpt_dir, args.device)
-    feats = encoder.encode_text([args.text] * args.n)
-    cond = {role: (feats.emb if field.endswith('_emb') else feats.tokens).to(args.device) for role, field in model.roles.items()}
-    ae = None if model.modality else load_toy(model.target.rsplit('_', 1)[0], dataset, args.ckpt_dir, args.device)
-    gen, outs = torch.Generator(args.device).manual_seed(args.seed), []
-    for i in tqdm(range(0, args.n, args.batch_size), desc='sampling', disable=args.n <= args.batch_size):
-        out = model.generate({k: v[i:i + args.batch_size] for k, v in cond.items()}, args.steps or 25, args.cfg, generator=gen)
+def run_diffusion(model, ckpt, cond, stem, args):
+    """Sample a diffusion generator on conditions {role: (n, ...)} in batches; decode latents; write every output."""
+    ae = None if model.modality else load_toy(model.target.rsplit('_', 1)[0], ckpt['data']['dataset'], args.ckpt_dir, args.device)
+    gen, outs, n = torch.Generator(args.device).manual_seed(args.seed), [], len(next(iter(cond.values())))
+    for i in tqdm(range(0, n, args.batch_size), desc='sampling', disable=n <= args.batch_size):
+        out = model.generate({k: v[i:i + args.batch_size].to(args.device) for k, v in cond.items()}, args.steps or 25,
+                             args.cfg, generator=gen)
         outs.append(ae.decode(out) if ae else out)
     written = []
     for j, media in enumerate(torch.cat(outs).cpu().numpy()):
-        name = stem if args.n == 1 else f"{stem}.{j}"
+        name = stem if n == 1 else f"{stem}.{j}"
         if model.modality == 'image':
             save_png(name + '.png', media)
             written.append(name + '.png')
@@ -162,7 +162,38 @@ def run_ldm(model, ckpt, inputs, stem, args):
     return written
 
 
-RUNNERS = {'vq': run_tokenizer, 'echoes': run_echoes, 'ldm': run_ldm}
+def run_ldm(model, ckpt, inputs, stem, args):
+    """A text-conditioned diffusion generator: --text through the toy encoder it was trained with -> sound or picture.
+    A model trained on audio embeddings (AudioLDM's recipe) is given the same encoder's text embedding."""
+    if not args.text:
+        sys.exit(f"error: {args.ckpt} generates from text; give --text \"...\"")
+    encoder = load_toy(next(iter(model.roles.values())).split('_')[0], ckpt['data']['dataset'], args.ckpt_dir, args.device)
+    feats = encoder.encode_text([args.text] * args.n)
+    cond = {role: feats.emb if field.endswith('_emb') else feats.tokens for role, field in model.roles.items()}
+    return run_diffusion(model, ckpt, cond, stem, args)
+
+
+def run_v2a(mapper, ckpt, inputs, stem, args):
+    """V2A-Mapper: picture (or video frames) -> toy CLIP -> mapper -> CLAP vector (optionally moved towards a
+    caption's, --interp/--alpha) -> the CLAP-conditioned generator -> sound."""
+    dataset = ckpt['data']['dataset']
+    if 'image' not in inputs:
+        sys.exit(f"error: {args.ckpt} turns a picture into sound; give --image, --video or --index")
+    path = args.generator or os.path.join(args.ckpt_dir, f"{dataset}_t2a")
+    model, gen_ckpt = load_checkpoint(os.path.join(path, 'ckpt.pt'), args.device)
+    frames = torch.as_tensor(inputs['image'])
+    emb = load_toy('clip', dataset, args.ckpt_dir, args.device).encode_image(frames.reshape(-1, *frames.shape[-3:])).emb
+    emb = emb[None] if frames.dim() == 4 else emb                              # (1, F, D) for a video, (1, D) for a picture
+    emb = emb.expand(args.n, *emb.shape[1:])                                   # (n, [F,] D)
+    mapper.frames = args.frames or mapper.frames
+    vec = F.normalize(mapper.generate(emb, args.steps or 25, args.mapper_cfg, generator=torch.Generator().manual_seed(args.seed)), dim=-1)
+    if args.interp:
+        text = F.normalize(load_toy('clap', dataset, args.ckpt_dir, args.device).encode_text([args.interp]).emb, dim=-1)  # (1, D)
+        vec = (1 - args.alpha) * vec + args.alpha * text
+    return run_diffusion(model, gen_ckpt, {'vec': vec}, stem, args)
+
+
+RUNNERS = {'vq': run_tokenizer, 'echoes': run_echoes, 'ldm': run_ldm, 'v2a': run_v2a}
 
 
 def main(argv=None):
@@ -174,6 +205,13 @@ def main(argv=None):
     parser.add_argument('--text', help='input caption, for a text-conditioned generator ("a loud dog barking in a tunnel")')
     parser.add_argument('--n', type=int, default=1, help='samples to generate for the input (different noise each)')
     parser.add_argument('--batch_size', type=int, default=32, help='samples generated per batch')
+    parser.add_argument('--video', help='input video: V2A-Mapper embeds its frames and aggregates them (--frames)')
+    parser.add_argument('--frames', choices=['random', 'middle', 'mean'], help='V2A-Mapper video frame aggregation '
+                        '(default: the checkpoint\'s)')
+    parser.add_argument('--interp', help='V2A-Mapper: a caption whose CLAP vector the image\'s is moved towards')
+    parser.add_argument('--alpha', type=float, default=0.5, help='V2A-Mapper: weight of the --interp caption (0: image only)')
+    parser.add_argument('--generator', help='V2A-Mapper: the CLAP-conditioned generator (default out/<dataset>_t2a)')
+    parser.add_argument('--mapper_cfg', type=float, default=1.0, help='V2A-Mapper: guidance scale of a diffusion prior')
     parser.add_argument('--task', choices=['i2a', 'a2i', 'joint', 'inpaint'], help='what to generate (default: from the inputs; '
                         'image -> i2a, audio -> a2i, both -> inpaint, none -> joint, --index -> i2a and a2i)')
     parser.add_argument('--steps', type=int, default=None, help='iterative-unmasking steps (default 16) or DDIM steps (default 25)')
@@ -187,8 +225,8 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=1337, help='seed of any sampling')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     args = parser.parse_args(argv)
-    if args.index is not None and (args.audio or args.image):
-        parser.error('give --index or --audio/--image, not both')
+    if args.index is not None and (args.audio or args.image or args.video):
+        parser.error('give --index or --audio/--image/--video, not both')
     torch.manual_seed(args.seed)
     path = args.ckpt if args.ckpt.endswith('.pt') else os.path.join(args.ckpt, 'ckpt.pt')
     try:
@@ -205,6 +243,10 @@ def main(argv=None):
         if args.image:
             inputs['image'] = load_image(args.image, data['image_size'])
             names.append(os.path.basename(args.image))
+        if args.video:
+            frames = load_video_frames(args.video, VIDEO_FRAMES)                    # (F, H, W, 3)
+            inputs['image'] = np.stack([resize_image(f, data['image_size']) for f in frames])
+            names.append(os.path.basename(args.video))
     except (MediaError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     name = os.path.splitext(names[0])[0] if names else '_'.join(args.text.split()[:6]) if args.text else 'joint'

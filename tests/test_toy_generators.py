@@ -81,3 +81,31 @@ def test_toy_generators_train_sample_and_evaluate(tiny, tmp_path):
                     'loudness_rho' if task == 't2a' else 'size_rho'):
             assert f'{task}.{key}' in m, key
         assert 0 <= m[f'{task}.source_acc'] <= 1 and m[f'{task}.fd'] > 0
+
+
+def test_v2a_mapper_drives_the_generator_from_pictures_videos_and_baselines(tiny, real_data, tmp_path):
+    for name, spec in (('t2a', T2A), ('v2a', dict(method='v2a', model_args=dict(kind='mlp', prior=True, in_dim=32, out_dim=32,
+                                                                                  width=16, n_layer=1)))):
+        train.train(tiny_config(tiny, 'clip', out_dir=str(tmp_path / name), **spec))
+    common = ['--ckpt_dir', str(tiny / 'out'), '--generator', str(tmp_path / 't2a'), '--steps', '2']
+    rgba = tmp_path / 'cat.png'
+    Image.new('RGBA', (40, 30), (0, 200, 0, 100)).save(rgba)
+    sample.main(['--ckpt', str(tmp_path / 'v2a'), '--image', str(rgba), '--n', '2', '--out', str(tmp_path / 'cat')] + common)
+    a, b = (sf.read(tmp_path / f'cat.{j}.wav')[0] for j in range(2))
+    assert len(a) > 15000 and not np.allclose(a, b)                    # two prior samples, two sounds
+    video = next((real_data / 'vggsound' / 'video').glob('*.mp4'))
+    for frames in ('middle', 'mean'):
+        sample.main(['--ckpt', str(tmp_path / 'v2a'), '--video', str(video), '--frames', frames, '--interp', 'a quiet bird',
+                     '--alpha', '0.5', '--out', str(tmp_path / f'clip_{frames}')] + common)
+        assert sf.info(str(tmp_path / f'clip_{frames}.wav')).samplerate == 16000
+    with pytest.raises(SystemExit, match='--image'):
+        sample.main(['--ckpt', str(tmp_path / 'v2a'), '--text', 'a dog', '--out', str(tmp_path / 'x')] + common)
+    base = dict(evaluation.default_config(), data_dir=str(tiny / 'data'), ckpt_dir=str(tiny / 'out'), tasks='i2a', steps=2,
+                n_diverse=2, n_outputs=2, batch_size=8, generator=str(tmp_path / 't2a'))
+    rows = {'mapper': dict(ckpt=str(tmp_path / 'v2a')), 'clip': dict(ckpt=str(tmp_path / 't2a'), i2a_route='clip'),
+            'caption': dict(ckpt=str(tmp_path / 't2a'), i2a_route='caption')}
+    results = {k: evaluation.evaluate(dict(base, out_dir=str(tmp_path / k), **v)) for k, v in rows.items()}
+    for m in results.values():
+        assert {'i2a.source_acc', 'i2a.env_acc', 'i2a.loudness_rho', 'i2a.mix_recall', 'i2a.fd', 'i2a.fd_floor',
+                'i2a.diversity', 'i2a.cs', 'i2a.sec_per_sample'} <= set(m)
+    assert results['clip']['i2a.fd'] != results['caption']['i2a.fd']  # the routes condition differently
