@@ -23,6 +23,7 @@ from scipy.spatial.distance import pdist
 
 from configurator import configure
 from encoders import GriffinLim, MelConfig, load_checkpoint, load_toy, log_mel, to_tensor
+from model import FIELDS
 from prepare import open_split, read_json, write_json
 
 # -----------------------------------------------------------------------------
@@ -180,10 +181,11 @@ def set_codes(multi_hot):
 
 def task_enc(cfg, judges):
     """The frozen parts on real media: judges, zero-shot encoders, tokenizers, Fréchet floors."""
-    data, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], ['image', 'mel', 'sources', 'env', 'loud'])
+    _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
+    data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], ['image', 'mel'] + label_fields(meta))
     val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
     captions = read_json(os.path.join(cfg['data_dir'], cfg['dataset'], 'captions.json'))[cfg['split']]
-    labels = {k: np.asarray(data[k]) for k in ('sources', 'env', 'loud')}
+    labels = {k: np.asarray(data[k]) for k in label_fields(meta)}
     single = labels['sources'].sum(1) == 1
     out = {}
     for m, field in (('audio', 'mel'), ('image', 'image')):
@@ -210,11 +212,13 @@ def task_enc(cfg, judges):
     vocoder = GriffinLim(mel_cfg)
     vocoded = lambda mel: log_mel(vocoder(to_tensor(mel)), mel_cfg)                      # through the waveform
     out.update(judged(judges, 'audio', batched(vocoded, data['mel'], cfg['batch_size']), labels, 'vocoder.'))
-    for m, field in (('image', 'image'), ('audio', 'mel')):
-        tok = load_toy(f"vq_{m}", **kwargs)
-        recon = batched(lambda x: tok.decode(tok.encode(x)), data[field], cfg['batch_size'])
-        media = batched(vocoded, recon, cfg['batch_size']) if m == 'audio' else recon
-        out.update(judged(judges, m, media, labels, f"vq_{m}."))
+    for name in ('vq_image', 'vq_audio', 'ae_image', 'ae_audio'):                       # tokenizers, autoencoders
+        if not os.path.exists(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}", 'ckpt.pt')):
+            continue
+        tok = load_toy(name, **kwargs)
+        recon = batched(lambda x: tok.decode(tok.encode(x)), data[FIELDS[tok.modality]], cfg['batch_size'])
+        media = batched(vocoded, recon, cfg['batch_size']) if tok.modality == 'audio' else recon
+        out.update(judged(judges, tok.modality, media, labels, f"{name}."))
     return {f"enc.{k}": float(v) for k, v in out.items()}
 
 
@@ -222,18 +226,27 @@ def task_enc(cfg, judges):
 # generation tasks
 # ---------------------------------------------------------------------------------------------
 
+def label_fields(meta):
+    """The dataset's label fields with class names (toyav: sources, env, loud; avmnist: sources, speaker)."""
+    return [k for k in meta['classes'] if k in meta['fields']]
+
+
 def judged(judges, modality, media, labels, prefix=''):
-    """Judge media against its labels (a condition's, for generated media): source set, environment,
-    loudness or size class and its rank correlation, recall of the sources of two-source samples."""
+    """Judge media against its labels (a condition's, for generated media): the exact source set, every other
+    head the judge and the labels share (toyav: environment, loudness or size class and its rank correlation),
+    and the recall of the sources of two-source samples where there are any."""
     logits = judges.logits(modality, media)
     pred = (logits['sources'].sigmoid() > 0.5).numpy()
     true = np.asarray(labels['sources']).astype(bool)
-    level = (logits['loud'].softmax(-1) * torch.arange(logits['loud'].shape[-1])).sum(-1).numpy()  # judged class, expected
     two = true.sum(1) == 2
-    out = {'source_acc': multilabel_set_accuracy(pred, true), 'env_acc': accuracy(logits['env'], labels['env']),
-           'loud_acc': accuracy(logits['loud'], labels['loud']),
-           ('loudness_rho' if modality == 'audio' else 'size_rho'): spearman(labels['loud'], level),
-           'mix_recall': float((pred & true)[two].sum() / max(true[two].sum(), 1))}
+    out = {'source_acc': multilabel_set_accuracy(pred, true)}
+    if two.any():
+        out['mix_recall'] = float((pred & true)[two].sum() / true[two].sum())
+    for head in [h for h in logits if h != 'sources' and h in labels]:
+        out[f"{head}_acc"] = accuracy(logits[head], labels[head])
+    if 'loud' in logits and 'loud' in labels:
+        level = (logits['loud'].softmax(-1) * torch.arange(logits['loud'].shape[-1])).sum(-1).numpy()  # expected class
+        out['loudness_rho' if modality == 'audio' else 'size_rho'] = spearman(labels['loud'], level)
     return {prefix + k: v for k, v in out.items()}
 
 
@@ -340,10 +353,10 @@ def load_generator(cfg):
 def task_generate(cfg, judges, generator, task):
     """Generate from test conditions with the configured checkpoint; judge, embed and time the outputs."""
     generate, fields, spaces = generator
-    fields = fields + ['image', 'mel', 'sources', 'env', 'loud']
-    data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], fields, cfg['ckpt_dir'])
+    _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
+    data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], fields + ['image', 'mel'] + label_fields(meta), cfg['ckpt_dir'])
     val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
-    n = min(cfg['n_eval'], len(data['env']))
+    n = min(cfg['n_eval'], len(data['sources']))
     rows = {k: np.asarray(v[:n]) for k, v in data.items()}
     gen = torch.Generator().manual_seed(cfg['seed'])
     parts = [generate(task, {k: v[i:i + cfg['batch_size']] for k, v in rows.items()}, gen) for i in range(0, n, cfg['batch_size'])]
@@ -384,13 +397,13 @@ def diversity_and_speed(cfg, generate, spaces, task, rows):
     m = OUTPUTS[task][0]
     gen = torch.Generator().manual_seed(cfg['seed'] + 1)
     dists = []
-    for j in range(min(cfg['n_diverse'], len(rows['env']))):
+    for j in range(min(cfg['n_diverse'], len(rows['sources']))):
         repeat = {k: np.repeat(v[j:j + 1], cfg['n_outputs'], 0) for k, v in rows.items()}
         dists.append(mean_pairwise_distance(spaces.fd_space(m, generate(task, repeat, gen)[m])))
     t0, n_timed = time.time(), 3
     for j in range(n_timed):
         generate(task, {k: v[j:j + 1] for k, v in rows.items()}, gen)
-    t1, n_batch = time.time(), min(32, len(rows['env']))
+    t1, n_batch = time.time(), min(32, len(rows['sources']))
     generate(task, {k: v[:n_batch] for k, v in rows.items()}, gen)
     return {'diversity': float(np.mean(dists)), 'sec_per_sample': (t1 - t0) / n_timed,
             'sec_per_sample_b32': (time.time() - t1) / n_batch}

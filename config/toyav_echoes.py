@@ -3,7 +3,7 @@ out_dir = 'out/toyav_echoes'
 method = 'echoes'
 model_args = dict(width=128, n_layer=3, n_dec_layer=1, n_head=4, mask_mean=0.55)
 batch_size = 64
-max_iters = 1000
+max_iters = 3000
 learning_rate = 1e-3
 min_lr = 1e-4
 warmup_iters = 100

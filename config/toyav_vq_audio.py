@@ -1,7 +1,7 @@
-# VQ-VAE log-mel tokenizer for toyav: 64x64 mel -> 8x8 = 64 tokens from a 512-code book
+# VQ-VAE log-mel tokenizer for toyav: 64x64 mel -> 8x8 = 64 tokens from a 128-code book
 out_dir = 'out/toyav_vq_audio'
 method = 'vq'
-model_args = dict(modality='audio', width=64, n_down=3, codebook_size=512, code_dim=32)
+model_args = dict(modality='audio', width=64, n_down=3, codebook_size=128, code_dim=32)
 batch_size = 64
 max_iters = 500
 learning_rate = 2e-3

@@ -36,6 +36,11 @@ def caption(digit):
     return dict(caption=f"{text} {visual}", text=text, visual=visual)
 
 
+def prompts():
+    """Zero-shot prompts: for each digit, the captions that name it (for prompt ensembling)."""
+    return [[caption(d)['caption'], caption(d)['visual']] for d in range(len(DIGITS))]
+
+
 def download(url, path):
     """Fetch url into path (atomically); a one-line ConnectionError when the network is not there."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
