@@ -1,9 +1,9 @@
 """Every trainable network of nanoAV and the generative processes that use them.
 
-Networks only: no file I/O, no printing, no device choices. A network's forward(batch) returns its
-training loss, so one loop in train.py trains them all; `MODELS` maps a method name to its class.
-Generative processes take the network as a callable: masked decoding (`decode`) and Gaussian
-diffusion (`Diffusion`), each testable alone.
+Networks only: no file I/O, no printing, no device choices (encoders.py's importers load published weights
+into UNet, KLAutoencoder and DiT). A network's forward(batch) returns its training loss, so one loop in
+train.py trains them all; `MODELS` maps a method name to its class. Generative processes take the network
+as a callable: masked decoding (`decode`) and Gaussian diffusion (`Diffusion`), each testable alone.
 
 References:
 1) Transformer: Vaswani et al. 2017; pre-LN blocks as in GPT-2 / nanoGPT (Karpathy)
@@ -18,7 +18,6 @@ References:
 10) V2A-Mapper: Wang et al. AAAI 2024; the diffusion prior on embeddings: DALL-E 2 (Ramesh et al. 2022)
 """
 import math
-import re
 
 import torch
 import torch.nn as nn
@@ -1047,116 +1046,6 @@ DiT_models = {f'DiT-{s}/{p}': dict(depth=n, hidden_size=d, num_heads=h, patch_si
 DiT_models['PixArt-XL/2'] = dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2, ctx_dim=4096, adaln='single',
                                  learn_null=False)
 
-#################################################################################
-#          Importers: published state dicts and configs -> these modules         #
-#################################################################################
-
-def _rename(sd, rules, drop=()):
-    """Apply ordered (regex, replacement) rules to every key, leaving out `drop`; no two keys may land on one name."""
-    out = {}
-    for k, v in sd.items():
-        if k not in drop:
-            for pattern, repl in rules:
-                k = re.sub(pattern, repl, k)
-            assert k not in out, f'two source keys map onto {k!r}'
-            out[k] = v
-    return out
-
-
-_COMMON = [(r'to_out\.0\.', 'to_out.'), (r'ff\.net\.0\.proj\.', 'fc1.'), (r'ff\.net\.2\.', 'fc2.'),
-           (r'(down|up)samplers\.0\.conv\.', 'resample.'), (r'\.linear_1\.', '.0.'), (r'\.linear_2\.', '.2.')]
-
-
-def import_audioldm_unet(sd):
-    """diffusers UNet2DConditionModel state dict (AudioLDM or Make-An-Audio layout) -> UNet's."""
-    return _rename(sd, _COMMON)
-
-
-def import_audioldm_vae(sd):
-    """diffusers AutoencoderKL state dict (also with its pre-0.15 attention names) -> KLAutoencoder's."""
-    old = [(r'\.query\.', '.to_q.'), (r'\.key\.', '.to_k.'), (r'\.value\.', '.to_v.'), (r'\.proj_attn\.', '.to_out.')]
-    return _rename(sd, _COMMON + old)
-
-
-def import_pixart(sd):
-    """diffusers PixArtTransformer2DModel state dict -> DiT's (adaln='single')."""
-    emb = r'^adaln_single\.emb\.'
-    return _rename(sd, _COMMON + [
-        (r'^pos_embed\.proj\.', 'x_embedder.'), (emb + r'timestep_embedder\.', 't_embedder.'),
-        (emb + r'resolution_embedder\.', 'res_embedder.'), (emb + r'aspect_ratio_embedder\.', 'ar_embedder.'),
-        (r'^adaln_single\.linear\.', 't_block.1.'), (r'^caption_projection\.', 'ctx_embedder.'),
-        (r'^transformer_blocks\.', 'blocks.'), (r'\.attn1\.', '.attn.'), (r'\.attn2\.', '.cross.'),
-        (r'^scale_shift_table$', 'final_mod'), (r'^proj_out\.', 'final_linear.')])
-
-
-def import_dit(sd):
-    """facebookresearch/DiT checkpoint (or a training checkpoint's 'ema') -> DiT's; pos_embed is recomputed."""
-    sd = _rename(sd.get('ema', sd), [
-        (r'^x_embedder\.proj\.', 'x_embedder.'), (r'^t_embedder\.mlp\.', 't_embedder.'),
-        (r'^y_embedder\.embedding_table\.', 'y_embedder.'), (r'\.attn\.proj\.', '.attn.to_out.'), (r'\.mlp\.fc', '.fc'),
-        (r'^final_layer\.linear\.', 'final_linear.'), (r'^final_layer\.adaLN_modulation\.', 'final_mod.')],
-        drop=('pos_embed',))
-    out = {}
-    for k, v in sd.items():  # timm's fused qkv rows are [q; k; v]
-        out.update({k.replace('.qkv.', f'.to_{n}.'): w for n, w in zip('qkv', v.chunk(3))} if '.qkv.' in k else {k: v})
-    return out
-
-
-def load_state(model, sd):
-    """Load an imported state dict after nanoGPT-style checks: same keys and count, same shapes, offender named."""
-    own = model.state_dict()
-    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
-    assert not missing and not unexpected, \
-        f'{len(missing)} missing keys (first {missing[:1]}), {len(unexpected)} unexpected (first {unexpected[:1]})'
-    assert len(sd) == len(own), (len(sd), len(own))
-    for k, v in own.items():
-        assert sd[k].shape == v.shape, f'shape mismatch at {k}: imported {tuple(sd[k].shape)}, model {tuple(v.shape)}'
-    model.load_state_dict(sd)
-    return model
-
-
-def audioldm_unet_config(c):
-    """diffusers UNet2DConditionModel config -> UNet kwargs (diffusers' `attention_head_dim` counts heads here)."""
-    ch, cross, vec = list(c['block_out_channels']), c['cross_attention_dim'], c.get('class_embed_type')
-    heads, depth = c.get('num_attention_heads') or c['attention_head_dim'], c.get('transformer_layers_per_block', 1)
-    assert isinstance(heads, int) and isinstance(depth, int), 'per-level heads / depths are not supported'
-    assert vec in (None, 'simple_projection') and not (c.get('addition_embed_type') or c.get('use_linear_projection'))
-    assert isinstance(cross, int) or list(cross) == ch, 'per-level cross_attention_dim must be block_out_channels'
-    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(ch), layers=c['layers_per_block'],
-                attn=tuple(b.startswith('CrossAttn') for b in c['down_block_types']), heads=heads,
-                groups=c['norm_num_groups'], eps=c['norm_eps'], depth=depth,
-                ctx_dim=cross if isinstance(cross, int) else None,  # None: AudioLDM's self-attending "cross"-attention
-                vec_dim=c['projection_class_embeddings_input_dim'] if vec else None,
-                vec_concat=bool(c.get('class_embeddings_concat')))
-
-
-def audioldm_vae_config(c):
-    """diffusers AutoencoderKL config -> KLAutoencoder kwargs."""
-    assert all(c.get(k, True) for k in ('mid_block_add_attention', 'use_quant_conv', 'use_post_quant_conv'))
-    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(c['block_out_channels']),
-                layers=c['layers_per_block'], latent=c['latent_channels'], groups=c['norm_num_groups'],
-                scaling_factor=c.get('scaling_factor', 0.18215))
-
-
-def pixart_config(c):
-    """diffusers PixArtTransformer2DModel config -> DiT kwargs (adaLN-single, caption cross-attention, no nulls)."""
-    d, n = c['num_attention_heads'] * c['attention_head_dim'], c['sample_size']
-    size_cond = c.get('use_additional_conditions')
-    assert c.get('cross_attention_dim', d) == d and c['out_channels'] in (c['in_channels'], 2 * c['in_channels'])
-    return dict(input_size=n, patch_size=c['patch_size'], in_channels=c['in_channels'], hidden_size=d,
-                depth=c['num_layers'], num_heads=c['num_attention_heads'], ctx_dim=c['caption_channels'],
-                learn_sigma=c['out_channels'] != c['in_channels'], adaln='single', learn_null=False,
-                size_cond=n == 128 if size_cond is None else size_cond,  # diffusers' default: on for the 1024 model
-                pos_scale=c.get('interpolation_scale') or max(n // 64, 1), eps=c.get('norm_eps', 1e-6))
-
-
-def dit_config(c):
-    """diffusers DiTTransformer2DModel config -> DiT kwargs for official weights (import_dit): timestep frequencies
-    as facebookresearch/DiT computes them (shift 0; diffusers' port uses 1) and LayerNorm eps 1e-6."""
-    return dict(input_size=c['sample_size'], patch_size=c['patch_size'], in_channels=c['in_channels'],
-                hidden_size=c['num_attention_heads'] * c['attention_head_dim'], depth=c['num_layers'],
-                num_heads=c['num_attention_heads'], num_classes=c['num_embeds_ada_norm'],
-                learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
 
 MODELS = {'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'echoes': MaskedAVTransformer,
           'autoencoder': MediaAutoencoder, 'ldm': LatentDiffusion, 'v2a': V2AMapper}

@@ -1,9 +1,11 @@
-"""Generators of model.py: parity with diffusers on tiny random models (offline, fp32), and diffusion-process sanity."""
+"""Generators of model.py: parity with diffusers on tiny random models (offline, fp32) through the importers of
+encoders.py, and diffusion-process sanity."""
 import re
 
 import pytest
 import torch
 
+import encoders as E
 import model as M
 
 diffusers = pytest.importorskip('diffusers')
@@ -42,7 +44,7 @@ def test_unet_audioldm_parity():
         up_block_types=('CrossAttnUpBlock2D',) * 3 + ('UpBlock2D',), cross_attention_dim=(8, 16, 16, 24),
         attention_head_dim=2, norm_num_groups=4, class_embed_type='simple_projection',
         projection_class_embeddings_input_dim=6, class_embeddings_concat=True))
-    ours = M.load_state(M.UNet(**M.audioldm_unet_config(ref.config)), M.import_audioldm_unet(ref.state_dict())).eval()
+    ours = E.load_state(M.UNet(**E.audioldm_unet_config(ref.config)), E.import_audioldm_unet(ref.state_dict())).eval()
     x, t, vec = torch.randn(2, 4, 16, 12), torch.tensor([10, 900]), torch.randn(2, 6)  # width 12 -> 3: an odd level
     with torch.no_grad():
         _close(ours(x, t, vec=vec), ref(x, t, encoder_hidden_states=None, class_labels=vec).sample)
@@ -55,7 +57,7 @@ def test_unet_tokens_parity():
         down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'), up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'),
         cross_attention_dim=12, attention_head_dim=2, norm_num_groups=4, class_embed_type='simple_projection',
         projection_class_embeddings_input_dim=5, class_embeddings_concat=False), seed=1)
-    ours = M.load_state(M.UNet(**M.audioldm_unet_config(ref.config)), M.import_audioldm_unet(ref.state_dict())).eval()
+    ours = E.load_state(M.UNet(**E.audioldm_unet_config(ref.config)), E.import_audioldm_unet(ref.state_dict())).eval()
     x, t, vec, ctx = torch.randn(2, 3, 8, 8), torch.tensor([0, 999]), torch.randn(2, 5), torch.randn(2, 4, 12)
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     with torch.no_grad():
@@ -68,14 +70,14 @@ def test_vae_parity():
         in_channels=1, out_channels=1, down_block_types=('DownEncoderBlock2D',) * 3,
         up_block_types=('UpDecoderBlock2D',) * 3, block_out_channels=(8, 16, 16), layers_per_block=2,
         latent_channels=4, norm_num_groups=4, scaling_factor=0.9))
-    kwargs = M.audioldm_vae_config(ref.config)
-    ours = M.load_state(M.KLAutoencoder(**kwargs), M.import_audioldm_vae(ref.state_dict())).eval()
+    kwargs = E.audioldm_vae_config(ref.config)
+    ours = E.load_state(M.KLAutoencoder(**kwargs), E.import_audioldm_vae(ref.state_dict())).eval()
     assert ours.scaling_factor == 0.9
     old_names = {'q': 'query.', 'k': 'key.', 'v': 'value.', 'out.0': 'proj_attn.'}  # diffusers < 0.15, still on the hub
     old = {re.sub(r'(attentions\.0\.)to_(q|k|v|out\.0)\.', lambda m: m[1] + old_names[m[2]], k): v
            for k, v in ref.state_dict().items()}
     assert sum('.proj_attn.' in k for k in old) == 4  # weight and bias, encoder and decoder
-    M.load_state(M.KLAutoencoder(**kwargs), M.import_audioldm_vae(old))
+    E.load_state(M.KLAutoencoder(**kwargs), E.import_audioldm_vae(old))
     x = torch.randn(2, 1, 16, 8)
     with torch.no_grad():
         dist, (mean, logvar) = ref.encode(x).latent_dist, ours.encode(x)
@@ -89,7 +91,7 @@ def test_pixart_parity(extra):
     ref = _randomize(diffusers.PixArtTransformer2DModel(
         num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
         patch_size=2, caption_channels=10, cross_attention_dim=24, **extra))
-    ours = M.load_state(M.DiT(**M.pixart_config(ref.config)), M.import_pixart(ref.state_dict())).eval()
+    ours = E.load_state(M.DiT(**E.pixart_config(ref.config)), E.import_pixart(ref.state_dict())).eval()
     x, t, ctx = torch.randn(2, 4, 8, 8), torch.tensor([3, 700]), torch.randn(2, 5, 10)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     hw, ar = torch.tensor([[64., 64.], [64., 96.]]), torch.tensor([[1.], [1.5]])
@@ -128,7 +130,7 @@ def test_dit_official_parity():
         block.norm1.emb.time_proj.downscale_freq_shift = 0
     official = _official_dit_state(ref)
     assert len(official) == 8 + 10 * len(ref.transformer_blocks) + 4  # x (2), t (4), y, pos; 10 per block; final (4)
-    ours = M.load_state(M.DiT(**M.dit_config(ref.config)), M.import_dit(official)).eval()
+    ours = E.load_state(M.DiT(**E.dit_config(ref.config)), E.import_dit(official)).eval()
     x, t, y = torch.randn(3, 4, 8, 8), torch.tensor([0, 250, 999]), torch.tensor([1, 9, 10])  # 10 = the null class
     with torch.no_grad():
         _close(ours(x, t, y=y), ref(x, timestep=t, class_labels=y).sample)
@@ -139,11 +141,11 @@ def test_load_state_names_first_offender():
     net = M.DiT(input_size=8, patch_size=2, in_channels=4, hidden_size=24, depth=1, num_heads=2, num_classes=3)
     sd = net.state_dict()
     with pytest.raises(AssertionError, match='y_embedder.weight'):
-        M.load_state(net, {k: v for k, v in sd.items() if k != 'y_embedder.weight'})
+        E.load_state(net, {k: v for k, v in sd.items() if k != 'y_embedder.weight'})
     with pytest.raises(AssertionError, match='shape mismatch at y_embedder.weight'):
-        M.load_state(net, {**sd, 'y_embedder.weight': torch.zeros(5, 24)})
+        E.load_state(net, {**sd, 'y_embedder.weight': torch.zeros(5, 24)})
     with pytest.raises(AssertionError, match='unexpected'):
-        M.load_state(net, {**sd, 'extra.weight': torch.zeros(1)})
+        E.load_state(net, {**sd, 'extra.weight': torch.zeros(1)})
 
 # ----------------------------------------------------------------------------- diffusion process
 
