@@ -8,7 +8,7 @@ Roles (every frozen model exposes only the methods of its roles):
     autoencoder     encode(media) -> latents (B, C, h, w); decode(latents) -> media
     vocoder         __call__(log-mel (B, n_mels, frames)) -> waves (B, T)
 Suites: `toy` (networks of model.py trained here on the embedded dataset, loaded from out/) and
-`hf` (the published models through transformers `from_pretrained`; importers that map the
+`hf` (the published models through transformers `from_pretrained`; `load_generator` maps the
 published generator weights by key onto model.py's UNet, KLAutoencoder and DiT). Audio and image
 loading, resampling and log-mel spectrograms live here too.
 
@@ -19,6 +19,7 @@ UNet and VAE, PixArt-α (Chen et al. 2023) and DiT (Peebles & Xie 2023), in the 
 (von Platen et al. 2022) or facebookresearch/DiT's.
 """
 import hashlib
+import json
 import math
 import os
 import re
@@ -33,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from safetensors.torch import load_file
 
 from model import MODELS, DiT, KLAutoencoder, UNet
 
@@ -694,3 +696,41 @@ def dit_config(c):
                 num_heads=c['num_attention_heads'], num_classes=c['num_embeds_ada_norm'],
                 learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
 
+
+GENERATORS = {  # kind -> (model.py module, diffusers config -> its kwargs, published state dict -> its keys)
+    'audioldm_unet': (UNet, audioldm_unet_config, import_audioldm_unet),
+    'audioldm_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
+    'pixart': (DiT, pixart_config, import_pixart),
+    'dit': (DiT, dit_config, import_dit)}
+DIFFUSERS_WEIGHTS = 'diffusion_pytorch_model.safetensors'  # diffusers' file name; sharded: <name>.index.json + shards
+
+
+def _diffusers_weights(folder):
+    """The state dict of a diffusers model folder, one safetensors file or the shards its index names."""
+    index = os.path.join(folder, DIFFUSERS_WEIGHTS + '.index.json')
+    if not os.path.exists(index):
+        return load_file(os.path.join(folder, DIFFUSERS_WEIGHTS))
+    with open(index) as f:
+        shards = sorted(set(json.load(f)['weight_map'].values()))
+    return {k: v for shard in shards for k, v in load_file(os.path.join(folder, shard)).items()}
+
+
+def load_generator(kind, path, config=None):
+    """A published generator (a GENERATORS kind) as model.py's module with its weights, on the CPU, in eval mode.
+
+    path: a diffusers model folder (config.json + safetensors weights: a pipeline's unet/, vae/ or transformer/), or
+    one weights file (.safetensors, or a .pt) with `config`, the diffusers config dict of that model. Kind 'dit'
+    reads facebookresearch/DiT's key names: its DiT-XL-2-256x256.pt with facebook/DiT-XL-2-256's transformer config."""
+    cls, to_kwargs, to_keys = GENERATORS[kind]
+    if os.path.isdir(path):
+        if config is None:
+            with open(os.path.join(path, 'config.json')) as f:
+                config = json.load(f)
+        sd = _diffusers_weights(path)
+    elif config is None:
+        raise ValueError(f'{path}: a single weights file needs the config of its model (config=...)')
+    elif str(path).endswith('.safetensors'):
+        sd = load_file(path)
+    else:
+        sd = torch.load(path, map_location='cpu', weights_only=True)
+    return load_state(cls(**to_kwargs(config)), to_keys(sd)).eval()
