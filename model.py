@@ -399,12 +399,9 @@ class MaskedAVTransformer(nn.Module):
 
     def embed(self, ids, mask):
         """ids (B, N) over [audio, image], mask (B, N) True where hidden -> embeddings (B, N, C)."""
-        parts, start = [], 0
-        for m, (n, k) in enumerate(zip(self.sizes, self.codes)):
-            x = torch.where(mask[:, start:start + n], k, ids[:, start:start + n])
-            parts.append(self.wte[m](x) + self.modality[m])
-            start += n
-        return torch.cat(parts, 1) + self.pos                                     # (B, N, C)
+        parts = zip(ids.split(self.sizes, 1), mask.split(self.sizes, 1), self.codes, self.wte, self.modality)
+        x = torch.cat([wte(torch.where(hidden, k, i)) + mod for i, hidden, k, wte, mod in parts], 1)  # (B, N, C)
+        return x + self.pos
 
     def logits(self, ids, mask, generator=None):
         """Logits (B, N, V) for every position, V = max codebook size (-inf beyond a modality's codebook)."""
@@ -421,11 +418,10 @@ class MaskedAVTransformer(nn.Module):
         full = self.pad.expand(B, N, -1).clone().to(h.dtype)
         full.scatter_(1, keep[..., None].expand(-1, -1, h.shape[-1]), h)          # dropped positions get the pad
         h = self.decoder(full + self.dec_pos)                                     # (B, N, C)
-        V, out, start = max(self.codes), [], 0
-        for m, (n, k) in enumerate(zip(self.sizes, self.codes)):
-            logit = self.out[m](h[:, start:start + n]) @ self.wte[m].weight[:k].T + self.bias[m]  # (B, n, k)
+        V, out = max(self.codes), []
+        for m, (hm, k) in enumerate(zip(h.split(self.sizes, 1), self.codes)):
+            logit = self.out[m](hm) @ self.wte[m].weight[:k].T + self.bias[m]     # (B, n, k)
             out.append(F.pad(logit, (0, V - k), value=float('-inf')))
-            start += n
         return torch.cat(out, 1)
 
     def sample_masks(self, B, generator=None):
