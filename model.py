@@ -274,7 +274,7 @@ class VectorQuantizer(nn.Module):
 
 
 class MediaCodec(nn.Module):
-    """Base of the autoencoders: one modality's media <-> network floats, and the latent grid of a downsampling."""
+    """Base of one-modality networks (autoencoders, judges): media <-> network floats, grid after n_down halvings."""
 
     def __init__(self, modality, n_down, image_size, n_mels, frames, mel_mean, mel_std):
         super().__init__()
@@ -330,22 +330,20 @@ class VQVAE(MediaCodec):
 #                     Judges: probe classifiers for evaluation                  #
 #################################################################################
 
-class Judge(nn.Module):
+class Judge(MediaCodec):
     """Classifier of real media with one head per label field; multi-label heads use BCE."""
 
     def __init__(self, modality='image', heads=(('sources', 10),), multilabel=('sources',), width=96, n_layer=1,
                  n_head=4, n_down=3, image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0):
-        super().__init__()
-        self.modality, self.heads, self.multilabel = modality, dict(heads), tuple(multilabel)
-        grid, in_ch = ((image_size, image_size), 3) if modality == 'image' else ((n_mels, frames), 1)
-        self.tower = ConvTower(in_ch, grid, width, n_layer, n_head, n_down, width)
-        self.mel_norm = MelNorm(mel_mean, mel_std)
+        super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std)  # the grid of the media itself
+        self.heads, self.multilabel = dict(heads), tuple(multilabel)
+        self.tower = ConvTower(self.in_ch, self.grid, width, n_layer, n_head, n_down, width)
         self.out = nn.ModuleDict({k: nn.Linear(width, n) for k, n in self.heads.items()})
-        self.fields = [FIELDS[modality]] + list(self.heads)
+        self.fields += list(self.heads)
 
     def forward_logits(self, media):
         """uint8 images or log-mels -> dict of logits (B, n_classes) per head."""
-        h = F.silu(self.tower(self.mel_norm.media_to_float(self.modality, media))[0])
+        h = F.silu(self.tower(self.to_input(media))[0])
         return {k: head(h) for k, head in self.out.items()}
 
     def forward(self, batch):
