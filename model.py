@@ -1,9 +1,9 @@
 """Every trainable network of nanoAV and the generative processes that use them.
 
-Networks only: no file I/O, no printing, no device choices. A network's forward(batch) returns its
-training loss, so one loop in train.py trains them all; `MODELS` maps a method name to its class.
-Generative processes take the network as a callable: masked decoding (`decode`) and Gaussian
-diffusion (`Diffusion`), each testable alone.
+Networks only: no file I/O, no printing, no device choices (encoders.load_generator loads published weights
+into UNet, KLAutoencoder and DiT). A network's forward(batch) returns its training loss, so one loop in
+train.py trains them all; `MODELS` maps a method name to its class. Generative processes take the network
+as a callable: masked decoding (`decode`) and Gaussian diffusion (`Diffusion`), each testable alone.
 
 References:
 1) Transformer: Vaswani et al. 2017; pre-LN blocks as in GPT-2 / nanoGPT (Karpathy)
@@ -18,7 +18,6 @@ References:
 10) V2A-Mapper: Wang et al. AAAI 2024; the diffusion prior on embeddings: DALL-E 2 (Ramesh et al. 2022)
 """
 import math
-import re
 
 import torch
 import torch.nn as nn
@@ -275,7 +274,7 @@ class VectorQuantizer(nn.Module):
 
 
 class MediaCodec(nn.Module):
-    """Base of the autoencoders: one modality's media <-> network floats, and the latent grid of a downsampling."""
+    """Base of one-modality networks (autoencoders, judges): media <-> network floats, grid after n_down halvings."""
 
     def __init__(self, modality, n_down, image_size, n_mels, frames, mel_mean, mel_std):
         super().__init__()
@@ -331,22 +330,20 @@ class VQVAE(MediaCodec):
 #                     Judges: probe classifiers for evaluation                  #
 #################################################################################
 
-class Judge(nn.Module):
+class Judge(MediaCodec):
     """Classifier of real media with one head per label field; multi-label heads use BCE."""
 
     def __init__(self, modality='image', heads=(('sources', 10),), multilabel=('sources',), width=96, n_layer=1,
                  n_head=4, n_down=3, image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0):
-        super().__init__()
-        self.modality, self.heads, self.multilabel = modality, dict(heads), tuple(multilabel)
-        grid, in_ch = ((image_size, image_size), 3) if modality == 'image' else ((n_mels, frames), 1)
-        self.tower = ConvTower(in_ch, grid, width, n_layer, n_head, n_down, width)
-        self.mel_norm = MelNorm(mel_mean, mel_std)
+        super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std)  # the grid of the media itself
+        self.heads, self.multilabel = dict(heads), tuple(multilabel)
+        self.tower = ConvTower(self.in_ch, self.grid, width, n_layer, n_head, n_down, width)
         self.out = nn.ModuleDict({k: nn.Linear(width, n) for k, n in self.heads.items()})
-        self.fields = [FIELDS[modality]] + list(self.heads)
+        self.fields += list(self.heads)
 
     def forward_logits(self, media):
         """uint8 images or log-mels -> dict of logits (B, n_classes) per head."""
-        h = F.silu(self.tower(self.mel_norm.media_to_float(self.modality, media))[0])
+        h = F.silu(self.tower(self.to_input(media))[0])
         return {k: head(h) for k, head in self.out.items()}
 
     def forward(self, batch):
@@ -400,12 +397,9 @@ class MaskedAVTransformer(nn.Module):
 
     def embed(self, ids, mask):
         """ids (B, N) over [audio, image], mask (B, N) True where hidden -> embeddings (B, N, C)."""
-        parts, start = [], 0
-        for m, (n, k) in enumerate(zip(self.sizes, self.codes)):
-            x = torch.where(mask[:, start:start + n], k, ids[:, start:start + n])
-            parts.append(self.wte[m](x) + self.modality[m])
-            start += n
-        return torch.cat(parts, 1) + self.pos                                     # (B, N, C)
+        parts = zip(ids.split(self.sizes, 1), mask.split(self.sizes, 1), self.codes, self.wte, self.modality)
+        x = torch.cat([wte(torch.where(hidden, k, i)) + mod for i, hidden, k, wte, mod in parts], 1)  # (B, N, C)
+        return x + self.pos
 
     def logits(self, ids, mask, generator=None):
         """Logits (B, N, V) for every position, V = max codebook size (-inf beyond a modality's codebook)."""
@@ -422,11 +416,10 @@ class MaskedAVTransformer(nn.Module):
         full = self.pad.expand(B, N, -1).clone().to(h.dtype)
         full.scatter_(1, keep[..., None].expand(-1, -1, h.shape[-1]), h)          # dropped positions get the pad
         h = self.decoder(full + self.dec_pos)                                     # (B, N, C)
-        V, out, start = max(self.codes), [], 0
-        for m, (n, k) in enumerate(zip(self.sizes, self.codes)):
-            logit = self.out[m](h[:, start:start + n]) @ self.wte[m].weight[:k].T + self.bias[m]  # (B, n, k)
+        V, out = max(self.codes), []
+        for m, (hm, k) in enumerate(zip(h.split(self.sizes, 1), self.codes)):
+            logit = self.out[m](hm) @ self.wte[m].weight[:k].T + self.bias[m]     # (B, n, k)
             out.append(F.pad(logit, (0, V - k), value=float('-inf')))
-            start += n
         return torch.cat(out, 1)
 
     def sample_masks(self, B, generator=None):
@@ -1047,116 +1040,6 @@ DiT_models = {f'DiT-{s}/{p}': dict(depth=n, hidden_size=d, num_heads=h, patch_si
 DiT_models['PixArt-XL/2'] = dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2, ctx_dim=4096, adaln='single',
                                  learn_null=False)
 
-#################################################################################
-#          Importers: published state dicts and configs -> these modules         #
-#################################################################################
-
-def _rename(sd, rules, drop=()):
-    """Apply ordered (regex, replacement) rules to every key, leaving out `drop`; no two keys may land on one name."""
-    out = {}
-    for k, v in sd.items():
-        if k not in drop:
-            for pattern, repl in rules:
-                k = re.sub(pattern, repl, k)
-            assert k not in out, f'two source keys map onto {k!r}'
-            out[k] = v
-    return out
-
-
-_COMMON = [(r'to_out\.0\.', 'to_out.'), (r'ff\.net\.0\.proj\.', 'fc1.'), (r'ff\.net\.2\.', 'fc2.'),
-           (r'(down|up)samplers\.0\.conv\.', 'resample.'), (r'\.linear_1\.', '.0.'), (r'\.linear_2\.', '.2.')]
-
-
-def import_audioldm_unet(sd):
-    """diffusers UNet2DConditionModel state dict (AudioLDM or Make-An-Audio layout) -> UNet's."""
-    return _rename(sd, _COMMON)
-
-
-def import_audioldm_vae(sd):
-    """diffusers AutoencoderKL state dict (also with its pre-0.15 attention names) -> KLAutoencoder's."""
-    old = [(r'\.query\.', '.to_q.'), (r'\.key\.', '.to_k.'), (r'\.value\.', '.to_v.'), (r'\.proj_attn\.', '.to_out.')]
-    return _rename(sd, _COMMON + old)
-
-
-def import_pixart(sd):
-    """diffusers PixArtTransformer2DModel state dict -> DiT's (adaln='single')."""
-    emb = r'^adaln_single\.emb\.'
-    return _rename(sd, _COMMON + [
-        (r'^pos_embed\.proj\.', 'x_embedder.'), (emb + r'timestep_embedder\.', 't_embedder.'),
-        (emb + r'resolution_embedder\.', 'res_embedder.'), (emb + r'aspect_ratio_embedder\.', 'ar_embedder.'),
-        (r'^adaln_single\.linear\.', 't_block.1.'), (r'^caption_projection\.', 'ctx_embedder.'),
-        (r'^transformer_blocks\.', 'blocks.'), (r'\.attn1\.', '.attn.'), (r'\.attn2\.', '.cross.'),
-        (r'^scale_shift_table$', 'final_mod'), (r'^proj_out\.', 'final_linear.')])
-
-
-def import_dit(sd):
-    """facebookresearch/DiT checkpoint (or a training checkpoint's 'ema') -> DiT's; pos_embed is recomputed."""
-    sd = _rename(sd.get('ema', sd), [
-        (r'^x_embedder\.proj\.', 'x_embedder.'), (r'^t_embedder\.mlp\.', 't_embedder.'),
-        (r'^y_embedder\.embedding_table\.', 'y_embedder.'), (r'\.attn\.proj\.', '.attn.to_out.'), (r'\.mlp\.fc', '.fc'),
-        (r'^final_layer\.linear\.', 'final_linear.'), (r'^final_layer\.adaLN_modulation\.', 'final_mod.')],
-        drop=('pos_embed',))
-    out = {}
-    for k, v in sd.items():  # timm's fused qkv rows are [q; k; v]
-        out.update({k.replace('.qkv.', f'.to_{n}.'): w for n, w in zip('qkv', v.chunk(3))} if '.qkv.' in k else {k: v})
-    return out
-
-
-def load_state(model, sd):
-    """Load an imported state dict after nanoGPT-style checks: same keys and count, same shapes, offender named."""
-    own = model.state_dict()
-    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
-    assert not missing and not unexpected, \
-        f'{len(missing)} missing keys (first {missing[:1]}), {len(unexpected)} unexpected (first {unexpected[:1]})'
-    assert len(sd) == len(own), (len(sd), len(own))
-    for k, v in own.items():
-        assert sd[k].shape == v.shape, f'shape mismatch at {k}: imported {tuple(sd[k].shape)}, model {tuple(v.shape)}'
-    model.load_state_dict(sd)
-    return model
-
-
-def audioldm_unet_config(c):
-    """diffusers UNet2DConditionModel config -> UNet kwargs (diffusers' `attention_head_dim` counts heads here)."""
-    ch, cross, vec = list(c['block_out_channels']), c['cross_attention_dim'], c.get('class_embed_type')
-    heads, depth = c.get('num_attention_heads') or c['attention_head_dim'], c.get('transformer_layers_per_block', 1)
-    assert isinstance(heads, int) and isinstance(depth, int), 'per-level heads / depths are not supported'
-    assert vec in (None, 'simple_projection') and not (c.get('addition_embed_type') or c.get('use_linear_projection'))
-    assert isinstance(cross, int) or list(cross) == ch, 'per-level cross_attention_dim must be block_out_channels'
-    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(ch), layers=c['layers_per_block'],
-                attn=tuple(b.startswith('CrossAttn') for b in c['down_block_types']), heads=heads,
-                groups=c['norm_num_groups'], eps=c['norm_eps'], depth=depth,
-                ctx_dim=cross if isinstance(cross, int) else None,  # None: AudioLDM's self-attending "cross"-attention
-                vec_dim=c['projection_class_embeddings_input_dim'] if vec else None,
-                vec_concat=bool(c.get('class_embeddings_concat')))
-
-
-def audioldm_vae_config(c):
-    """diffusers AutoencoderKL config -> KLAutoencoder kwargs."""
-    assert all(c.get(k, True) for k in ('mid_block_add_attention', 'use_quant_conv', 'use_post_quant_conv'))
-    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(c['block_out_channels']),
-                layers=c['layers_per_block'], latent=c['latent_channels'], groups=c['norm_num_groups'],
-                scaling_factor=c.get('scaling_factor', 0.18215))
-
-
-def pixart_config(c):
-    """diffusers PixArtTransformer2DModel config -> DiT kwargs (adaLN-single, caption cross-attention, no nulls)."""
-    d, n = c['num_attention_heads'] * c['attention_head_dim'], c['sample_size']
-    size_cond = c.get('use_additional_conditions')
-    assert c.get('cross_attention_dim', d) == d and c['out_channels'] in (c['in_channels'], 2 * c['in_channels'])
-    return dict(input_size=n, patch_size=c['patch_size'], in_channels=c['in_channels'], hidden_size=d,
-                depth=c['num_layers'], num_heads=c['num_attention_heads'], ctx_dim=c['caption_channels'],
-                learn_sigma=c['out_channels'] != c['in_channels'], adaln='single', learn_null=False,
-                size_cond=n == 128 if size_cond is None else size_cond,  # diffusers' default: on for the 1024 model
-                pos_scale=c.get('interpolation_scale') or max(n // 64, 1), eps=c.get('norm_eps', 1e-6))
-
-
-def dit_config(c):
-    """diffusers DiTTransformer2DModel config -> DiT kwargs for official weights (import_dit): timestep frequencies
-    as facebookresearch/DiT computes them (shift 0; diffusers' port uses 1) and LayerNorm eps 1e-6."""
-    return dict(input_size=c['sample_size'], patch_size=c['patch_size'], in_channels=c['in_channels'],
-                hidden_size=c['num_attention_heads'] * c['attention_head_dim'], depth=c['num_layers'],
-                num_heads=c['num_attention_heads'], num_classes=c['num_embeds_ada_norm'],
-                learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
 
 MODELS = {'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'echoes': MaskedAVTransformer,
           'autoencoder': MediaAutoencoder, 'ldm': LatentDiffusion, 'v2a': V2AMapper}

@@ -1,9 +1,12 @@
-"""Generators of model.py: parity with diffusers on tiny random models (offline, fp32), and diffusion-process sanity."""
+"""Generators of model.py: parity with diffusers on tiny random models (offline, fp32) through the importers and
+load_generator of encoders.py, and diffusion-process sanity."""
 import re
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
+import encoders as E
 import model as M
 
 diffusers = pytest.importorskip('diffusers')
@@ -34,18 +37,26 @@ def _close(a, b):
 
 # ----------------------------------------------------------------------------- parity
 
-def test_unet_audioldm_parity():
+def _audioldm_unet():
     # AudioLDM layout: DownBlock2D + 3 cross-attention levels attending to themselves, CLAP vector concatenated
-    ref = _randomize(diffusers.UNet2DConditionModel(
+    return _randomize(diffusers.UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16, 16, 24), layers_per_block=2,
         down_block_types=('DownBlock2D',) + ('CrossAttnDownBlock2D',) * 3,
         up_block_types=('CrossAttnUpBlock2D',) * 3 + ('UpBlock2D',), cross_attention_dim=(8, 16, 16, 24),
         attention_head_dim=2, norm_num_groups=4, class_embed_type='simple_projection',
         projection_class_embeddings_input_dim=6, class_embeddings_concat=True))
-    ours = M.load_state(M.UNet(**M.audioldm_unet_config(ref.config)), M.import_audioldm_unet(ref.state_dict())).eval()
+
+
+def _check_audioldm_unet(ours, ref):
     x, t, vec = torch.randn(2, 4, 16, 12), torch.tensor([10, 900]), torch.randn(2, 6)  # width 12 -> 3: an odd level
     with torch.no_grad():
         _close(ours(x, t, vec=vec), ref(x, t, encoder_hidden_states=None, class_labels=vec).sample)
+
+
+def test_unet_audioldm_parity():
+    ref = _audioldm_unet()
+    _check_audioldm_unet(E.load_state(M.UNet(**E.audioldm_unet_config(ref.config)),
+                                      E.import_audioldm_unet(ref.state_dict())).eval(), ref)
 
 
 def test_unet_tokens_parity():
@@ -55,7 +66,7 @@ def test_unet_tokens_parity():
         down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'), up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'),
         cross_attention_dim=12, attention_head_dim=2, norm_num_groups=4, class_embed_type='simple_projection',
         projection_class_embeddings_input_dim=5, class_embeddings_concat=False), seed=1)
-    ours = M.load_state(M.UNet(**M.audioldm_unet_config(ref.config)), M.import_audioldm_unet(ref.state_dict())).eval()
+    ours = E.load_state(M.UNet(**E.audioldm_unet_config(ref.config)), E.import_audioldm_unet(ref.state_dict())).eval()
     x, t, vec, ctx = torch.randn(2, 3, 8, 8), torch.tensor([0, 999]), torch.randn(2, 5), torch.randn(2, 4, 12)
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     with torch.no_grad():
@@ -63,19 +74,15 @@ def test_unet_tokens_parity():
                ref(x, t, encoder_hidden_states=ctx, class_labels=vec, encoder_attention_mask=mask).sample)
 
 
-def test_vae_parity():
-    ref = _randomize(diffusers.AutoencoderKL(
+def _audioldm_vae():
+    return _randomize(diffusers.AutoencoderKL(
         in_channels=1, out_channels=1, down_block_types=('DownEncoderBlock2D',) * 3,
         up_block_types=('UpDecoderBlock2D',) * 3, block_out_channels=(8, 16, 16), layers_per_block=2,
         latent_channels=4, norm_num_groups=4, scaling_factor=0.9))
-    kwargs = M.audioldm_vae_config(ref.config)
-    ours = M.load_state(M.KLAutoencoder(**kwargs), M.import_audioldm_vae(ref.state_dict())).eval()
+
+
+def _check_audioldm_vae(ours, ref):
     assert ours.scaling_factor == 0.9
-    old_names = {'q': 'query.', 'k': 'key.', 'v': 'value.', 'out.0': 'proj_attn.'}  # diffusers < 0.15, still on the hub
-    old = {re.sub(r'(attentions\.0\.)to_(q|k|v|out\.0)\.', lambda m: m[1] + old_names[m[2]], k): v
-           for k, v in ref.state_dict().items()}
-    assert sum('.proj_attn.' in k for k in old) == 4  # weight and bias, encoder and decoder
-    M.load_state(M.KLAutoencoder(**kwargs), M.import_audioldm_vae(old))
     x = torch.randn(2, 1, 16, 8)
     with torch.no_grad():
         dist, (mean, logvar) = ref.encode(x).latent_dist, ours.encode(x)
@@ -84,12 +91,24 @@ def test_vae_parity():
         _close(ours.decode(mean), ref.decode(mean).sample)
 
 
-@pytest.mark.parametrize('extra', [dict(), dict(use_additional_conditions=True, interpolation_scale=2)])
-def test_pixart_parity(extra):
-    ref = _randomize(diffusers.PixArtTransformer2DModel(
+def test_vae_parity():
+    ref = _audioldm_vae()
+    kwargs = E.audioldm_vae_config(ref.config)
+    _check_audioldm_vae(E.load_state(M.KLAutoencoder(**kwargs), E.import_audioldm_vae(ref.state_dict())).eval(), ref)
+    old_names = {'q': 'query.', 'k': 'key.', 'v': 'value.', 'out.0': 'proj_attn.'}  # diffusers < 0.15, still on the hub
+    old = {re.sub(r'(attentions\.0\.)to_(q|k|v|out\.0)\.', lambda m: m[1] + old_names[m[2]], k): v
+           for k, v in ref.state_dict().items()}
+    assert sum('.proj_attn.' in k for k in old) == 4  # weight and bias, encoder and decoder
+    _check_audioldm_vae(E.load_state(M.KLAutoencoder(**kwargs), E.import_audioldm_vae(old)).eval(), ref)
+
+
+def _pixart(**extra):
+    return _randomize(diffusers.PixArtTransformer2DModel(
         num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
         patch_size=2, caption_channels=10, cross_attention_dim=24, **extra))
-    ours = M.load_state(M.DiT(**M.pixart_config(ref.config)), M.import_pixart(ref.state_dict())).eval()
+
+
+def _check_pixart(ours, ref):
     x, t, ctx = torch.randn(2, 4, 8, 8), torch.tensor([3, 700]), torch.randn(2, 5, 10)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     hw, ar = torch.tensor([[64., 64.], [64., 96.]]), torch.tensor([[1.], [1.5]])
@@ -97,6 +116,12 @@ def test_pixart_parity(extra):
         want = ref(x, encoder_hidden_states=ctx, timestep=t, encoder_attention_mask=mask,
                    added_cond_kwargs=dict(resolution=hw, aspect_ratio=ar)).sample
         _close(ours(x, t, ctx=ctx, ctx_mask=mask, size=torch.cat([hw, ar], 1)), want)
+
+
+@pytest.mark.parametrize('extra', [dict(), dict(use_additional_conditions=True, interpolation_scale=2)])
+def test_pixart_parity(extra):
+    ref = _pixart(**extra)
+    _check_pixart(E.load_state(M.DiT(**E.pixart_config(ref.config)), E.import_pixart(ref.state_dict())).eval(), ref)
 
 
 def _official_dit_state(ref):
@@ -118,8 +143,9 @@ def _official_dit_state(ref):
     return out
 
 
-def test_dit_official_parity():
-    # diffusers' DiT given the official model's shared embedders and timestep frequencies (its port shifts them by 1)
+def test_dit_official_parity(tmp_path):
+    # diffusers' DiT given the official model's shared embedders and timestep frequencies (its port shifts them by 1),
+    # saved as facebookresearch/DiT's .pt and read back by load_generator with the diffusers config
     ref = _randomize(diffusers.DiTTransformer2DModel(
         num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
         patch_size=2, num_embeds_ada_norm=10, norm_eps=1e-6))
@@ -128,22 +154,45 @@ def test_dit_official_parity():
         block.norm1.emb.time_proj.downscale_freq_shift = 0
     official = _official_dit_state(ref)
     assert len(official) == 8 + 10 * len(ref.transformer_blocks) + 4  # x (2), t (4), y, pos; 10 per block; final (4)
-    ours = M.load_state(M.DiT(**M.dit_config(ref.config)), M.import_dit(official)).eval()
+    torch.save(official, tmp_path / 'DiT-tiny.pt')
+    ours = E.load_generator('dit', str(tmp_path / 'DiT-tiny.pt'), ref.config)
     x, t, y = torch.randn(3, 4, 8, 8), torch.tensor([0, 250, 999]), torch.tensor([1, 9, 10])  # 10 = the null class
     with torch.no_grad():
         _close(ours(x, t, y=y), ref(x, timestep=t, class_labels=y).sample)
     _close(M.pos_embed_2d(24, 4, 4), official['pos_embed'][0])
 
 
+@pytest.mark.parametrize('kind, build, check, shard', [
+    ('audioldm_unet', _audioldm_unet, _check_audioldm_unet, '10GB'),
+    ('audioldm_unet', _audioldm_unet, _check_audioldm_unet, '20KB'),  # several safetensors files and their index
+    ('audioldm_vae', _audioldm_vae, _check_audioldm_vae, '10GB'),
+    ('pixart', _pixart, _check_pixart, '10GB')])
+def test_load_generator_reads_a_saved_diffusers_model(tmp_path, kind, build, check, shard):
+    ref = build()
+    ref.save_pretrained(tmp_path, max_shard_size=shard)
+    assert (len(list(tmp_path.glob('*.safetensors'))) > 1) == (shard == '20KB')
+    ours = E.load_generator(kind, str(tmp_path))
+    assert not ours.training and type(ours) is E.GENERATORS[kind][0]
+    check(ours, ref)
+
+
+def test_load_generator_needs_the_config_of_a_single_file(tmp_path):
+    ref, path = _pixart(), tmp_path / 'pixart.safetensors'
+    save_file(ref.state_dict(), path)
+    with pytest.raises(ValueError, match='config'):
+        E.load_generator('pixart', str(path))
+    _check_pixart(E.load_generator('pixart', str(path), dict(ref.config)), ref)
+
+
 def test_load_state_names_first_offender():
     net = M.DiT(input_size=8, patch_size=2, in_channels=4, hidden_size=24, depth=1, num_heads=2, num_classes=3)
     sd = net.state_dict()
     with pytest.raises(AssertionError, match='y_embedder.weight'):
-        M.load_state(net, {k: v for k, v in sd.items() if k != 'y_embedder.weight'})
+        E.load_state(net, {k: v for k, v in sd.items() if k != 'y_embedder.weight'})
     with pytest.raises(AssertionError, match='shape mismatch at y_embedder.weight'):
-        M.load_state(net, {**sd, 'y_embedder.weight': torch.zeros(5, 24)})
+        E.load_state(net, {**sd, 'y_embedder.weight': torch.zeros(5, 24)})
     with pytest.raises(AssertionError, match='unexpected'):
-        M.load_state(net, {**sd, 'extra.weight': torch.zeros(1)})
+        E.load_state(net, {**sd, 'extra.weight': torch.zeros(1)})
 
 # ----------------------------------------------------------------------------- diffusion process
 
