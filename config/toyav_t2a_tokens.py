@@ -6,7 +6,7 @@ model_args = dict(net='unet', shape=(4, 16, 16), target='ae_audio_latent', ctx='
                   net_args=dict(in_ch=4, out_ch=4, channels=(64, 128), layers=1, attn=(False, True), heads=4, groups=16,
                                 ctx_dim=128))
 batch_size = 32
-max_iters = 2500
+max_iters = 1500
 learning_rate = 1e-3
 min_lr = 1e-4
 warmup_iters = 100
