@@ -262,7 +262,7 @@ def test_feature_cache_of_an_audio_only_dataset(esc50_src, tmp_path, capsys):
     for name in ('clap', 'vq_audio'):
         train_tiny(tmp_path, 'esc50', name)
     run('esc50', '--features', 'toy', '--data_dir', tmp_path / 'data', '--out_dir', tmp_path / 'out')
-    assert 'no clip, imagebind, vq_image features' in capsys.readouterr().out
+    assert 'no clip, imagebind, vq_image, ae_image features' in capsys.readouterr().out
     feats = json.loads((tmp_path / 'data' / 'esc50' / 'features.json').read_text())
     assert sorted(feats['encoders']) == ['clap', 'vq_audio']
     for split, n in (('train', 2), ('val', 1), ('test', 37)):
