@@ -376,6 +376,13 @@ def load_toy(name, dataset='toyav', out_dir='out', device='cpu'):
     return frozen
 
 
+
+def load_latent_decoder(generator, dataset='toyav', out_dir='out', device='cpu'):
+    """The frozen toy autoencoder whose latents a generator's target holds (ae_audio_latent -> ae_audio);
+    None when the generator works on media directly."""
+    return None if generator.modality else load_toy(generator.target.rsplit('_', 1)[0], dataset, out_dir, device)
+
+
 # ---------------------------------------------------------------------------------------------
 # hf suite
 # ---------------------------------------------------------------------------------------------

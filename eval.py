@@ -22,7 +22,7 @@ from scipy import linalg, special, stats
 from scipy.spatial.distance import pdist
 
 from configurator import configure
-from encoders import GriffinLim, MelConfig, load_checkpoint, load_toy, log_mel, to_tensor
+from encoders import GriffinLim, MelConfig, load_checkpoint, load_latent_decoder, load_toy, log_mel, to_tensor
 from model import FIELDS
 from prepare import open_split, read_json, write_json
 
@@ -314,7 +314,7 @@ def ldm_generator(cfg, model, ckpt, route=None):
     (a model trained on audio embeddings, AudioLDM's recipe, gets the same encoder's text embeddings); task i2a
     through an image route (see image_route)."""
     fields = {role: text_field(f) for role, f in model.roles.items()}
-    ae = None if model.modality else load_toy(model.target.rsplit('_', 1)[0], ckpt['data']['dataset'], cfg['ckpt_dir'], cfg['device'])
+    ae = load_latent_decoder(model, ckpt['data']['dataset'], cfg['ckpt_dir'], cfg['device'])
     route = route or cfg['i2a_route']
     image_field = route.fields[0] if hasattr(route, 'fields') else 'clip_image_emb'
     route = image_route(cfg, route, model.roles) if 'i2a' in cfg['tasks'].split(',') else None

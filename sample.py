@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from encoders import (GriffinLim, MediaError, MelConfig, load_audio, load_checkpoint, load_image, load_toy, load_video_frames,
-                      log_mel, resize_image)
+from encoders import (GriffinLim, MediaError, MelConfig, load_audio, load_checkpoint, load_image, load_latent_decoder, load_toy,
+                      load_video_frames, log_mel, resize_image)
 from model import cfg_logits, decode
 from prepare import open_split
 
@@ -145,7 +145,7 @@ def run_echoes(model, ckpt, inputs, stem, args):
 
 def run_diffusion(model, ckpt, cond, stem, args):
     """Sample a diffusion generator on conditions {role: (n, ...)} in batches; decode latents; write every output."""
-    ae = None if model.modality else load_toy(model.target.rsplit('_', 1)[0], ckpt['data']['dataset'], args.ckpt_dir, args.device)
+    ae = load_latent_decoder(model, ckpt['data']['dataset'], args.ckpt_dir, args.device)
     gen, outs, n = torch.Generator(args.device).manual_seed(args.seed), [], len(next(iter(cond.values())))
     for i in tqdm(range(0, n, args.batch_size), desc='sampling', disable=n <= args.batch_size):
         out = model.generate({k: v[i:i + args.batch_size].to(args.device) for k, v in cond.items()}, args.steps or 25,
