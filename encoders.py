@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from safetensors.torch import load_file
 
-from model import MODELS, DiT, KLAutoencoder, UNet
+from model import MODELS, DiT, Diffusion, KLAutoencoder, UNet, guided
 
 
 @dataclass
@@ -579,13 +579,43 @@ class HFEncodec(HFFrozen):
         return self.model.decode(ids, [None]).audio_values[:, 0]           # (B, hop * frames) at self.sample_rate
 
 
-HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan, 'encodec': HFEncodec}
+class HFClapText(HFFrozen):
+    """A CLAP text tower alone (ClapTextModelWithProjection, as AudioLDM pipelines ship it): L2-normalised text_embeds."""
+
+    def __init__(self, model, tokenizer, max_length=CLAP_TEXT_TOKENS):
+        super().__init__(model, tokenizer, max_length)
+
+    @classmethod
+    def from_pretrained(cls, name='cvssp/audioldm-s-full-v2', **kw):
+        from transformers import AutoTokenizer, ClapTextModelWithProjection
+        return cls(ClapTextModelWithProjection.from_pretrained(name, subfolder='text_encoder', **kw),
+                   AutoTokenizer.from_pretrained(name, subfolder='tokenizer'))
+
+    @torch.no_grad()
+    def encode_text(self, texts):
+        batch = self.tokenize(texts)
+        out = self.model(**batch)
+        return Features(F.normalize(out.text_embeds, dim=-1), out.last_hidden_state, batch['attention_mask'].bool())
+
+
+HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan, 'encodec': HFEncodec,
+            'clap_text': HFClapText}
 
 
 def load_hf(role_name, name=None, **kw):
-    """The hf-suite model of a role ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec'), from name or its default."""
+    """The hf-suite model of a role ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text'), from name or
+    its default."""
     cls = HF_SUITE[role_name]
     return cls.from_pretrained(name, **kw) if name else cls.from_pretrained(**kw)
+
+
+def load_encoder(name, data, out_dir='out', device='cpu'):
+    """The frozen encoder behind a checkpoint's cached features (its ckpt['data']['features']): the published model
+    it names for the hf suite, else the toy one trained on its dataset."""
+    features = data.get('features') or {}
+    if features.get('suite') == 'hf':
+        return load_hf(name, features['encoders'][name]).to(device)
+    return load_toy(name, data['dataset'], out_dir, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -741,3 +771,63 @@ def load_generator(kind, path, config=None):
     else:
         sd = torch.load(path, map_location='cpu', weights_only=True)
     return load_state(cls(**to_kwargs(config)), to_keys(sd)).eval()
+
+
+PREDICTION = {'epsilon': 'eps', 'v_prediction': 'v', 'sample': 'x0'}   # diffusers' prediction_type -> Diffusion's
+
+
+def is_pipeline(path):
+    """True for a diffusers pipeline folder (model_index.json beside unet/, vae/, ...)."""
+    return bool(path) and os.path.exists(os.path.join(path, 'model_index.json'))
+
+
+class AudioLDM(Frozen):
+    """AudioLDM (Liu et al. 2023) as a frozen CLAP-vector -> sound generator, from a diffusers pipeline folder
+    (cvssp/audioldm-s-full-v2): model.py's UNet and KLAutoencoder with its weights, its HiFi-GAN, and its CLAP text
+    tower for captions and for the guidance null (the embedding of "", the pipeline's default negative prompt).
+    Sampling is model.py's DDIM with trailing timesteps, not the pipeline's leading ones."""
+
+    def __init__(self, unet, vae, vocoder, text, scheduler, seconds):
+        super().__init__()
+        self.unet, self.vae, self.vocoder, self.text = unet, vae, vocoder, text
+        self.diffusion = Diffusion(scheduler['beta_schedule'], scheduler['num_train_timesteps'],
+                                   PREDICTION[scheduler['prediction_type']], scheduler['beta_start'], scheduler['beta_end'])
+        self.sample_rate, hop, n_mels = vocoder.sample_rate, vocoder.mel_config.hop, vocoder.mel_config.n_mels
+        f = 2 ** (len(vae.decoder['up_blocks']) - 1)                      # VAE downsampling factor
+        frames = math.ceil(seconds * self.sample_rate / hop / f) * f      # mel frames, a multiple of f
+        self.shape = (unet.conv_in.in_channels, frames // f, n_mels // f)  # (C, frames / f, n_mels / f)
+        self.length = int(seconds * self.sample_rate)
+        self.register_buffer('null', text.encode_text(['']).emb)          # (1, D)
+        self.freeze()
+
+    @classmethod
+    def from_pretrained(cls, path, seconds=None):
+        with open(os.path.join(path, 'unet', 'config.json')) as f:
+            sample_size = json.load(f)['sample_size']
+        with open(os.path.join(path, 'scheduler', 'scheduler_config.json')) as f:
+            scheduler = json.load(f)
+        vae, vocoder = load_generator('audioldm_vae', os.path.join(path, 'vae')), HFHifiGan.from_pretrained(path)
+        f = 2 ** (len(vae.decoder['up_blocks']) - 1)
+        seconds = seconds or sample_size * f * vocoder.mel_config.hop / vocoder.sample_rate  # the pipeline's default
+        return cls(load_generator('audioldm_unet', os.path.join(path, 'unet')), vae, vocoder,
+                   HFClapText.from_pretrained(path), scheduler, seconds)
+
+    def encode_text(self, texts):
+        return self.text.encode_text(texts)
+
+    @torch.no_grad()
+    def sample_mel(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
+        """{'vec': CLAP vectors (B, D)} -> AudioLDM log-mels (B, n_mels, frames)."""
+        vec = F.normalize(cond['vec'].float(), dim=-1)                                   # (B, D)
+        net = self.unet if cfg == 1 else guided(self.unet, cfg, {'vec': self.null.expand(len(vec), -1)})
+        z = torch.randn((len(vec), *self.shape), generator=generator).to(vec.device)     # (B, C, h, w)
+        z = self.diffusion.sample(net, z, {'vec': vec}, steps, sampler, generator=generator)
+        return self.vae.decode(z / self.vae.scaling_factor)[:, 0].transpose(1, 2)       # (B, n_mels, frames)
+
+    def vocode(self, mel):
+        """Log-mels (B, n_mels, frames) -> waves (B, T) at sample_rate, cut to the requested length."""
+        return self.vocoder(mel)[:, :self.length].float()
+
+    def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
+        """{'vec': CLAP vectors (B, D)} -> waves (B, T) at sample_rate."""
+        return self.vocode(self.sample_mel(cond, steps, cfg, sampler, generator))

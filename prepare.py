@@ -6,6 +6,7 @@
     python prepare.py esc50 --src DIR                # DIR/esc50.csv + DIR/audio/*.wav (audio only)
     python prepare.py imagehear --src DIR            # DIR/<class>/*.jpg|png (image only, test split)
     python prepare.py toyav --features toy           # cache the toy encoders' features (after training them)
+    python prepare.py vggsound --features hf         # cache the published CLIP and CLAP embeddings (GPU: --device cuda)
 
 Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json (+ files.json: the source file
 of every sample of a real dataset); features add {split}_{encoder}_{field}.npy + features.json.
@@ -155,20 +156,36 @@ def prepare(args):
 # feature caches
 # ---------------------------------------------------------------------------------------------
 
-def encoder_features(encoder, batch, captions):
-    """Every feature an encoder gives for a batch of samples: {field: array (B, ...)}."""
+HF_MEDIA = {'clip': ('image',), 'clap': ('wave',)}   # hf suite: the published CLIP and CLAP, pooled embeddings only
+
+
+def encoder_features(encoder, batch, captions, sample_rate):
+    """Every feature an encoder gives for a batch of samples: {field: array (B, ...)}. Toy encoders give pooled
+    embeddings and token sequences; hf ones (no .roles) pooled embeddings only, from images and raw waves."""
     if hasattr(encoder, 'decode'):
         codes = encoder.encode(batch['image'] if encoder.modality == 'image' else batch['mel']).numpy()
         return {'ids': codes.astype(np.int16)} if hasattr(encoder, 'codebook_size') else {'latent': codes}
-    out = {}
-    roles = [('image', lambda: encoder.encode_image(batch['image'])), ('audio', lambda: encoder.encode_mel(batch['mel'])),
+    out, hf = {}, not hasattr(encoder, 'roles')
+    roles = [('image', lambda: encoder.encode_image(batch['image'])),
+             ('audio', lambda: encoder.encode_audio(batch['wave'], sample_rate) if hf else encoder.encode_mel(batch['mel'])),
              ('text', lambda: encoder.encode_text(captions))]
     for role, run in roles:
-        if role in encoder.roles:
+        if role in getattr(encoder, 'roles', ()) or hf and hasattr(encoder, f"encode_{role}"):
             f = run()
-            out[f"{role}_emb"] = f.emb.numpy()
-            out[f"{role}_tokens"] = f.tokens.numpy().astype(np.float16)
+            out[f"{role}_emb"] = f.emb.float().cpu().numpy()
+            if not hf:
+                out[f"{role}_tokens"] = f.tokens.numpy().astype(np.float16)
+    if hf and 'frames' in batch and hasattr(encoder, 'encode_image'):          # a video's frames (B, F, H, W, 3)
+        frames = batch['frames']
+        out['frames_emb'] = encoder.encode_image(frames.flatten(0, 1)).emb.unflatten(0, frames.shape[:2]).float().cpu().numpy()
     return out
+
+
+def hf_encoders(args, media):
+    """The published encoders (--clip, --clap) whose media the dataset has, on --device."""
+    from encoders import load_hf
+    names = {'clip': args.clip, 'clap': args.clap}
+    return {name: load_hf(name, names[name]).to(args.device) for name, needs in HF_MEDIA.items() if set(needs) <= set(media)}
 
 
 def cache_features(args):
@@ -176,7 +193,31 @@ def cache_features(args):
     root = os.path.join(args.data_dir, args.dataset)
     meta = read_json(os.path.join(root, 'meta.json'))
     captions = read_json(os.path.join(root, 'captions.json'))
-    media = [f for f in ('image', 'mel') if f in meta['fields']]
+    if args.features == 'hf':
+        media = [f for f in ('image', 'frames', 'wave') if f in meta['fields']]
+        encoders = hf_encoders(args, media)
+        stamps = {'clip': args.clip, 'clap': args.clap}
+    else:
+        media = [f for f in ('image', 'mel') if f in meta['fields']]
+        encoders = toy_encoders(args, meta, media)
+        stamps = {name: enc.checkpoint_hash for name, enc in encoders.items()}
+    stamp = os.path.join(root, 'features.json')
+    if os.path.exists(stamp):
+        os.remove(stamp)                          # the old cache is invalid from the first overwritten file on
+    try:
+        written = write_features(args, root, encoders, captions, media, meta['mel']['sample_rate'])
+    finally:
+        for f in os.listdir(root):
+            if f.endswith('.tmp'):
+                os.remove(os.path.join(root, f))
+    write_json(stamp, dict(
+        suite=args.features, meta=json_hash(meta), mel=meta['mel'], fields=written, encoders=stamps,
+        tokenizers={name: dict(codebook_size=enc.codebook_size, n_tokens=enc.n_tokens)
+                    for name, enc in encoders.items() if hasattr(enc, 'codebook_size')}))
+
+
+def toy_encoders(args, meta, media):
+    """The toy encoders and tokenizers trained on this dataset (out/<dataset>_<name>/), checked against its mel."""
     names = [name for name, needs in TOY_ENCODERS.items() if set(needs) <= set(media)]   # others cannot be trained here
     if len(names) < len(TOY_ENCODERS):
         print(f"data/{args.dataset} has only {media}: no {', '.join(n for n in TOY_ENCODERS if n not in names)} features")
@@ -188,23 +229,10 @@ def cache_features(args):
         if enc.mel_config.dict() != meta['mel']:
             raise StaleCache(f"{name}: trained with mel settings {enc.mel_config.dict()} but data/{args.dataset} "
                              f"has {meta['mel']}; retrain it (python train.py config/{args.dataset}_{name}.py)")
-    stamp = os.path.join(root, 'features.json')
-    if os.path.exists(stamp):
-        os.remove(stamp)                          # the old cache is invalid from the first overwritten file on
-    try:
-        written = write_features(args, root, encoders, captions, media)
-    finally:
-        for f in os.listdir(root):
-            if f.endswith('.tmp'):
-                os.remove(os.path.join(root, f))
-    write_json(stamp, dict(
-        suite=args.features, meta=json_hash(meta), mel=meta['mel'], fields=written,
-        encoders={name: enc.checkpoint_hash for name, enc in encoders.items()},
-        tokenizers={name: dict(codebook_size=enc.codebook_size, n_tokens=enc.n_tokens)
-                    for name, enc in encoders.items() if hasattr(enc, 'codebook_size')}))
+    return encoders
 
 
-def write_features(args, root, encoders, captions, media):
+def write_features(args, root, encoders, captions, media, sample_rate):
     """Every encoder's features for every split as {split}_{encoder}_{field}.npy; returns {field: shape, dtype}."""
     written = {}
     for split in sorted(SPLITS, key=lambda s: not captions[s]):   # empty splits last: they take the others' shapes
@@ -218,7 +246,7 @@ def write_features(args, root, encoders, captions, media):
             for i in tqdm(range(0, n, args.batch_size), desc=f"{split} {name}", leave=False):
                 batch = {k: torch.from_numpy(np.array(v[i:i + args.batch_size])) for k, v in data.items()}
                 caps = [c['caption'] for c in captions[split][i:i + args.batch_size]]
-                feats = encoder_features(enc, batch, caps)
+                feats = encoder_features(enc, batch, caps, sample_rate)
                 if i == 0:
                     arrays = {k: np.lib.format.open_memmap(f"{prefix}{k}.npy.tmp", 'w+', v.dtype, (n,) + v.shape[1:])
                               for k, v in feats.items()}
@@ -258,12 +286,15 @@ def check_features(root, meta, fields, out_dir):
     if not os.path.exists(path):
         raise StaleCache(f"{path}: no feature cache for {fields}; {redo}")
     feats = read_json(path)
+    redo = f"rerun python prepare.py {meta['dataset']} --features {feats['suite']}"
     if feats['meta'] != json_hash(meta):
         raise StaleCache(f"{path}: features were computed on another version of data/{meta['dataset']} "
                          f"(mel {feats['mel']} vs now {meta['mel']}); {redo}")
     for f in fields:
         if f not in feats['fields']:
             raise StaleCache(f"{path}: no cached field {f!r} (cached: {sorted(feats['fields'])}); {redo}")
+        if feats['suite'] == 'hf':
+            continue                  # published weights, named in feats['encoders']: nothing here to go stale
         name = next(n for n in feats['encoders'] if f.startswith(n + '_'))
         ckpt = os.path.join(out_dir, f"{meta['dataset']}_{name}", 'ckpt.pt')
         now = file_hash(ckpt) if os.path.exists(ckpt) else 'missing'
@@ -280,7 +311,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('dataset', choices=sorted(DATASETS), help='which dataset to prepare')
-    parser.add_argument('--features', choices=['toy'], help='instead of media, cache this encoder suite\'s features')
+    parser.add_argument('--features', choices=['toy', 'hf'], help='instead of media, cache an encoder suite\'s features: '
+                        'toy (the encoders trained here, out/<dataset>_<name>) or hf (the published CLIP and CLAP: '
+                        'pooled embeddings; store images at --image_size 224 for them)')
+    parser.add_argument('--clip', default='openai/clip-vit-base-patch32', help='hf suite: CLIP model id or folder')
+    parser.add_argument('--clap', default='laion/clap-htsat-unfused', help='hf suite: CLAP model id or folder (for '
+                        'V2A-Mapper, the CLAP whose space the generator was trained in)')
+    parser.add_argument('--device', default='cpu', help="hf suite: where the encoders run ('cpu' or 'cuda')")
     parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')
     parser.add_argument('--out_dir', default='out', help='where trained toy encoders live (out/<dataset>_<name>/)')
     parser.add_argument('--batch_size', type=int, default=256, help='batch size for feature extraction')

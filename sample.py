@@ -7,6 +7,7 @@
     python sample.py --ckpt out/toyav_t2i --text "a quiet bell ringing in a large hall"    # text -> picture
     python sample.py --ckpt out/toyav_v2a_prior_mlp --image cat.jpg --n 3                # V2A-Mapper: picture -> sound
     python sample.py --ckpt out/toyav_v2a_mlp --video clip.mp4 --frames mean --interp "a quiet bird" --alpha 0.5
+    python sample.py --ckpt out/vggsound_v2a --image cat.jpg --generator audioldm-s-full-v2/  # the paper's full system
 
 What a checkpoint does with its input depends on its method; outputs go next to --out as
 <name>.wav + <name>.spec.png for sound and <name>.png for pictures, each written atomically.
@@ -22,8 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from encoders import (GriffinLim, MediaError, MelConfig, load_audio, load_checkpoint, load_image, load_latent_decoder, load_toy,
-                      load_video_frames, log_mel, resize_image)
+from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, is_pipeline, load_audio, load_checkpoint, load_encoder,
+                      load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
 from model import cfg_logits, decode
 from prepare import open_split
 
@@ -52,12 +53,25 @@ def spectrogram_picture(mel, scale=4):
     return np.kron((pic * 255).astype(np.uint8), np.ones((scale, scale, 1), np.uint8))
 
 
-def write_audio(stem, mel, mel_cfg):
-    """Vocode a log-mel with Griffin-Lim; write <stem>.wav and <stem>.spec.png."""
-    wave = GriffinLim(mel_cfg)(torch.as_tensor(mel)[None])[0].numpy()
+def write_audio(stem, mel, mel_cfg, wave=None):
+    """Write <stem>.wav (the wave, or the log-mel vocoded with Griffin-Lim) and <stem>.spec.png (the log-mel)."""
+    if wave is None:
+        wave = GriffinLim(mel_cfg)(torch.as_tensor(mel)[None])[0].numpy()
     save_wav(stem + '.wav', wave, mel_cfg.sample_rate)
     save_png(stem + '.spec.png', spectrogram_picture(np.asarray(mel)))
     return [stem + '.wav', stem + '.spec.png']
+
+
+def run_audioldm(pipe, vec, stem, args):
+    """The published AudioLDM on CLAP vectors (n, D) in batches -> <stem>[.j].wav at its rate + its mel's picture."""
+    gen, mels, n = torch.Generator().manual_seed(args.seed), [], len(vec)
+    for i in tqdm(range(0, n, args.batch_size), desc='sampling', disable=n <= args.batch_size):
+        mels.append(pipe.sample_mel({'vec': vec[i:i + args.batch_size].to(args.device)}, args.steps or 25, args.cfg,
+                                    generator=gen))
+    mels = torch.cat(mels)                                                         # (n, n_mels, frames)
+    waves, mel_cfg = pipe.vocode(mels).cpu().numpy(), pipe.vocoder.mel_config
+    mels = mels.float().cpu().numpy()
+    return [f for j in range(n) for f in write_audio(stem if n == 1 else f"{stem}.{j}", mels[j], mel_cfg, waves[j])]
 
 
 def run_tokenizer(model, ckpt, inputs, stem, args):
@@ -167,29 +181,32 @@ def run_ldm(model, ckpt, inputs, stem, args):
     A model trained on audio embeddings (AudioLDM's recipe) is given the same encoder's text embedding."""
     if not args.text:
         sys.exit(f"error: {args.ckpt} generates from text; give --text \"...\"")
-    encoder = load_toy(next(iter(model.roles.values())).split('_')[0], ckpt['data']['dataset'], args.ckpt_dir, args.device)
+    encoder = load_encoder(next(iter(model.roles.values())).split("_")[0], ckpt["data"], args.ckpt_dir, args.device)
     feats = encoder.encode_text([args.text] * args.n)
     cond = {role: feats.emb if field.endswith('_emb') else feats.tokens for role, field in model.roles.items()}
     return run_diffusion(model, ckpt, cond, stem, args)
 
 
 def run_v2a(mapper, ckpt, inputs, stem, args):
-    """V2A-Mapper: picture (or video frames) -> toy CLIP -> mapper -> CLAP vector (optionally moved towards a
-    caption's, --interp/--alpha) -> the CLAP-conditioned generator -> sound."""
-    dataset = ckpt['data']['dataset']
+    """V2A-Mapper: picture (or video frames) -> CLIP -> mapper -> CLAP vector (optionally moved towards a
+    caption's, --interp/--alpha) -> the CLAP-conditioned generator -> sound. CLIP and CLAP are the encoders of the
+    mapper's training features (toy or hf); the generator is a toy one or a published AudioLDM pipeline folder."""
+    data = ckpt['data']
     if 'image' not in inputs:
         sys.exit(f"error: {args.ckpt} turns a picture into sound; give --image, --video or --index")
-    path = args.generator or os.path.join(args.ckpt_dir, f"{dataset}_t2a")
-    model, gen_ckpt = load_checkpoint(os.path.join(path, 'ckpt.pt'), args.device)
+    path = args.generator or os.path.join(args.ckpt_dir, f"{data['dataset']}_t2a")
     frames = torch.as_tensor(inputs['image'])
-    emb = load_toy('clip', dataset, args.ckpt_dir, args.device).encode_image(frames.reshape(-1, *frames.shape[-3:])).emb
+    emb = load_encoder('clip', data, args.ckpt_dir, args.device).encode_image(frames.reshape(-1, *frames.shape[-3:])).emb
     emb = emb[None] if frames.dim() == 4 else emb                              # (1, F, D) for a video, (1, D) for a picture
     emb = emb.expand(args.n, *emb.shape[1:])                                   # (n, [F,] D)
     mapper.frames = args.frames or mapper.frames
     vec = F.normalize(mapper.generate(emb, args.steps or 25, args.mapper_cfg, generator=torch.Generator().manual_seed(args.seed)), dim=-1)
     if args.interp:
-        text = F.normalize(load_toy('clap', dataset, args.ckpt_dir, args.device).encode_text([args.interp]).emb, dim=-1)  # (1, D)
+        text = F.normalize(load_encoder('clap', data, args.ckpt_dir, args.device).encode_text([args.interp]).emb, dim=-1)  # (1, D)
         vec = (1 - args.alpha) * vec + args.alpha * text
+    if is_pipeline(path):
+        return run_audioldm(AudioLDM.from_pretrained(path).to(args.device), vec, stem, args)
+    model, gen_ckpt = load_checkpoint(os.path.join(path, 'ckpt.pt'), args.device)
     return run_diffusion(model, gen_ckpt, {'vec': vec}, stem, args)
 
 
@@ -210,7 +227,8 @@ def main(argv=None):
                         '(default: the checkpoint\'s)')
     parser.add_argument('--interp', help='V2A-Mapper: a caption whose CLAP vector the image\'s is moved towards')
     parser.add_argument('--alpha', type=float, default=0.5, help='V2A-Mapper: weight of the --interp caption (0: image only)')
-    parser.add_argument('--generator', help='V2A-Mapper: the CLAP-conditioned generator (default out/<dataset>_t2a)')
+    parser.add_argument('--generator', help='V2A-Mapper: the CLAP-conditioned generator, a run directory (default '
+                        'out/<dataset>_t2a) or a diffusers AudioLDM pipeline folder (e.g. a download of cvssp/audioldm-s-full-v2)')
     parser.add_argument('--mapper_cfg', type=float, default=1.0, help='V2A-Mapper: guidance scale of a diffusion prior')
     parser.add_argument('--task', choices=['i2a', 'a2i', 'joint', 'inpaint'], help='what to generate (default: from the inputs; '
                         'image -> i2a, audio -> a2i, both -> inpaint, none -> joint, --index -> i2a and a2i)')

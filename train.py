@@ -177,7 +177,9 @@ def train(cfg):
                                        method=cfg['method'], iter_num=it, best_val_loss=best_val, config=cfg,
                                        ema=ema.state_dict() if ema is not None else None, rng=rng,
                                        data=dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'], image_size=meta['image_size'],
-                                                 dataset=meta['dataset'], classes=meta.get('classes'))))
+                                                 dataset=meta['dataset'], classes=meta.get('classes'),
+                                                 features={k: meta['features'][k] for k in ('suite', 'encoders')}
+                                                 if 'features' in meta else None)))
 
     model.train()
     t0 = time.time()

@@ -1,8 +1,11 @@
-"""Shared test fixtures."""
+"""Shared test fixtures and tiny random instances of the published models' classes (nothing downloads)."""
 import os
 from pathlib import Path
 
 import pytest
+import torch
+import transformers as tf
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 
 @pytest.fixture(scope='session')
@@ -50,3 +53,48 @@ def tiny(tmp_path_factory):
         train.train(tiny_config(root, name))
     prepare.main(['toyav', '--features', 'toy', '--data_dir', str(root / 'data'), '--out_dir', str(root / 'out'), '--batch_size', '16'])
     return root
+
+
+WORDS = ['<unk>', '<pad>', '<s>', '</s>'] + 'a the dog cat bell ringing barking in large hall loud'.split()
+UNK, PAD, BOS, EOS = range(4)
+CAPTIONS = ['a dog barking', 'a loud bell ringing in the large hall']
+TEXT_LEN = 12
+
+
+def word_tokenizer():
+    """A hub-free fast tokenizer: whitespace WordLevel with <s> ... </s> around every caption."""
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token='<unk>'))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single='<s> $A </s>', special_tokens=[('<s>', BOS), ('</s>', EOS)])
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='<unk>', pad_token='<pad>', bos_token='<s>',
+                                      eos_token='</s>')
+
+
+def tiny_hf_clip(dim=24):
+    """encoders.HFClip around a random 1-layer CLIPModel on 32x32 pictures, projecting to dim."""
+    from encoders import HFClip
+    torch.manual_seed(0)
+    text = dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=TEXT_LEN, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim))
+    proc = tf.CLIPImageProcessorPil(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32})
+    return HFClip(model, proc, word_tokenizer())
+
+
+def tiny_clap_text_config(max_positions=TEXT_LEN + PAD + 1):
+    return dict(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                max_position_embeddings=max_positions, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+
+
+def tiny_hf_clap(dim=24):
+    """encoders.HFClap around a random 2-stage HTSAT + 1-layer RoBERTa ClapModel, projecting to dim."""
+    from encoders import HFClap
+    torch.manual_seed(0)
+    audio = dict(num_mel_bins=16, spec_size=32, window_size=4, patch_size=4, hidden_size=32, depths=(1, 1),
+                 num_attention_heads=(2, 2), patch_embeds_hidden_size=16)
+    text = tiny_clap_text_config(77 + PAD + 1)   # loaded back from a folder, HFClap pads to 77 tokens
+    model = tf.ClapModel(tf.ClapConfig(text_config=text, audio_config=audio, projection_dim=dim))
+    fe = tf.ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=1920, max_length_s=1)  # 26 frames
+    return HFClap(model, fe, word_tokenizer(), max_length=TEXT_LEN)

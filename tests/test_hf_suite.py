@@ -8,25 +8,10 @@ import pytest
 import torch
 import transformers as tf
 from PIL import Image
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from encoders import (HF_SUITE, Features, HFAst, HFClap, HFClip, HFEncodec, HFHifiGan, HFT5, MelConfig,
+from conftest import CAPTIONS, EOS, PAD, TEXT_LEN, WORDS, tiny_clap_text_config, tiny_hf_clap, tiny_hf_clip, word_tokenizer
+from encoders import (CLAP_TEXT_TOKENS, HF_SUITE, Features, HFAst, HFClapText, HFEncodec, HFHifiGan, HFT5, MelConfig,
                       hifigan_mel_config, load_hf, log_mel, resample_waves)
-
-WORDS = ['<unk>', '<pad>', '<s>', '</s>'] + 'a the dog cat bell ringing barking in large hall loud'.split()
-UNK, PAD, BOS, EOS = range(4)
-CAPTIONS = ['a dog barking', 'a loud bell ringing in the large hall']
-TEXT_LEN = 12
-
-
-def word_tokenizer():
-    """A hub-free fast tokenizer: whitespace WordLevel with <s> ... </s> around every caption."""
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token='<unk>'))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single='<s> $A </s>', special_tokens=[('<s>', BOS), ('</s>', EOS)])
-    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='<unk>', pad_token='<pad>', bos_token='<s>',
-                                      eos_token='</s>')
-
 
 def sine(freq, sr, seconds=1.0, fade=0.1):
     """A (1, T) float32 sine at sample rate sr, faded in and out (no resampler edge transients)."""
@@ -37,26 +22,12 @@ def sine(freq, sr, seconds=1.0, fade=0.1):
 
 @pytest.fixture(scope='module')
 def clip():
-    torch.manual_seed(0)
-    text = dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=TEXT_LEN, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-                  patch_size=8)
-    model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
-    proc = tf.CLIPImageProcessorPil(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32})
-    return HFClip(model, proc, word_tokenizer())
+    return tiny_hf_clip()
 
 
 @pytest.fixture(scope='module')
 def clap():
-    torch.manual_seed(0)
-    audio = dict(num_mel_bins=16, spec_size=32, window_size=4, patch_size=4, hidden_size=32, depths=(1, 1),
-                 num_attention_heads=(2, 2), patch_embeds_hidden_size=16)
-    text = dict(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                max_position_embeddings=TEXT_LEN + PAD + 1, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
-    model = tf.ClapModel(tf.ClapConfig(text_config=text, audio_config=audio, projection_dim=24))
-    fe = tf.ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=1920, max_length_s=1)  # 26 frames
-    return HFClap(model, fe, word_tokenizer(), max_length=TEXT_LEN)
+    return tiny_hf_clap()
 
 
 @pytest.fixture(scope='module')
@@ -92,12 +63,19 @@ def encodec():
 
 
 @pytest.fixture(scope='module')
-def suite(clip, clap, ast, t5, vocoder, encodec):
-    return dict(clip=clip, clap=clap, ast=ast, t5=t5, vocoder=vocoder, encodec=encodec)
+def clap_text():
+    torch.manual_seed(0)
+    cfg = tf.ClapTextConfig(**tiny_clap_text_config(CLAP_TEXT_TOKENS + PAD + 1), projection_dim=24)
+    return HFClapText(tf.ClapTextModelWithProjection(cfg), word_tokenizer())
+
+
+@pytest.fixture(scope='module')
+def suite(clip, clap, ast, t5, vocoder, encodec, clap_text):
+    return dict(clip=clip, clap=clap, ast=ast, t5=t5, vocoder=vocoder, encodec=encodec, clap_text=clap_text)
 
 
 def test_load_hf_roles():
-    assert set(HF_SUITE) == {'clip', 'clap', 'ast', 't5', 'vocoder', 'encodec'}
+    assert set(HF_SUITE) == {'clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text'}
     with pytest.raises(KeyError):
         load_hf('imagebind')
 
@@ -221,11 +199,11 @@ def test_resample_waves():
 
 def save(enc, path):
     """Write an encoder's model and preprocessing where its from_pretrained expects them."""
-    model_dir = path / 'vocoder' if isinstance(enc, HFHifiGan) else path
+    model_dir = path / 'vocoder' if isinstance(enc, HFHifiGan) else path / 'text_encoder' if isinstance(enc, HFClapText) else path
     enc.model.save_pretrained(model_dir)
     for part in ('processor', 'feature_extractor', 'tokenizer'):
         if getattr(enc, part, None) is not None:
-            getattr(enc, part).save_pretrained(path)
+            getattr(enc, part).save_pretrained(path / 'tokenizer' if isinstance(enc, HFClapText) else path)
 
 
 @pytest.mark.parametrize('role', sorted(HF_SUITE))
@@ -236,5 +214,5 @@ def test_from_pretrained_local(suite, role, tmp_path):
     assert type(loaded) is type(enc) and not loaded.training
     for a, b in zip(enc.state_dict().values(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b)
-    if role in ('clip', 'clap', 't5'):  # default text lengths may differ: real tokens agree, padding is masked
+    if role in ('clip', 'clap', 't5', 'clap_text'):  # default text lengths may differ: real tokens agree, padding is masked
         torch.testing.assert_close(loaded.encode_text(CAPTIONS).emb, enc.encode_text(CAPTIONS).emb)

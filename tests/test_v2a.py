@@ -142,8 +142,10 @@ def test_configs_build_their_mapper():
     for path in paths:
         cfg = configure(train.default_config(), [path])
         model = train.MODELS[cfg['method']](**cfg['model_args'])
-        assert model.fields == ['clip_image_emb', 'clap_audio_emb'], path
-        assert model.generate(torch.randn(2, model.embed_c.in_features), steps=2).shape == (2, model.head.out_features)
+        video = 'vggsound' in path                     # VGGSound maps the embeddings of a clip's ten frames
+        assert model.fields == ['clip_frames_emb' if video else 'clip_image_emb', 'clap_audio_emb'], path
+        emb = torch.randn(2, *[10] * video, model.embed_c.in_features)
+        assert model.generate(emb, steps=2).shape == (2, model.head.out_features)
 
 
 @pytest.mark.parametrize('kind,prior', [('mlp', False), ('transformer', True)])
