@@ -37,7 +37,7 @@ n_eval = 500                    # test samples judged per generation task (at mo
 n_diverse = 16                  # inputs given several outputs each for the diversity metric
 n_outputs = 4                   # outputs per input for the diversity metric
 steps = 16                      # masked-decoding iterations, or DDIM steps of a diffusion generator
-temperature = 1.0               # sampling temperature (Gumbel temperature for masked decoding)
+temperature = 4.5               # Gumbel temperature of the masked-decoding confidence (MaskGIT: 4.5, annealed)
 cfg_scale = 3.0                 # classifier-free guidance scale (1 = off)
 span = '0.25,0.75'              # inpainting: the audio time span regenerated, as fractions of the clip
 generator = ''                  # V2A-Mapper (a v2a ckpt): the CLAP-conditioned audio generator (default out/<dataset>_t2a)
@@ -365,8 +365,8 @@ def task_generate(cfg, judges, generator, task):
     for m, media in out.items():
         prefix = '' if len(out) == 1 else f"{m}_"
         if task == 'inpaint':                     # judge the regenerated span alone, and the real span beside it
-            media = span_only(media, cfg['span'])
-            metrics.update(judged(judges, m, span_only(to_tensor(rows['mel']), cfg['span']), rows, 'real_span_'))
+            media = span_tiled(media, cfg['span'])
+            metrics.update(judged(judges, m, span_tiled(to_tensor(rows['mel']), cfg['span']), rows, 'real_span_'))
         metrics.update(judged(judges, m, media, rows, prefix))
         real_emb = spaces.fd_space(m, rows[real[m]])                                           # (n, D)
         metrics[prefix + 'fd'] = frechet_distance(spaces.fd_space(m, media), real_emb)
@@ -383,13 +383,13 @@ def task_generate(cfg, judges, generator, task):
     return {f"{task}.{k}": float(v) for k, v in metrics.items()}
 
 
-def span_only(mels, span):
-    """Log-mels (N, n_mels, frames) with everything outside the time span set to the spectrogram's floor."""
+def span_tiled(mels, span):
+    """The time span of log-mels (N, n_mels, frames) repeated to fill the clip: a judge trained on whole clips
+    reads a span this way far better than with the rest silenced (toyav real spans: 0.89 vs 0.42 sources)."""
     lo, hi = (float(x) for x in span.split(','))
     frames = mels.shape[-1]
-    keep = torch.zeros(frames, dtype=torch.bool)
-    keep[int(lo * frames):int(hi * frames)] = True
-    return torch.where(keep, torch.as_tensor(mels), torch.as_tensor(mels).amin())
+    a, b = int(lo * frames), max(int(hi * frames), int(lo * frames) + 1)
+    return torch.as_tensor(mels)[..., a + torch.arange(frames) % (b - a)]   # (N, n_mels, frames)
 
 
 def diversity_and_speed(cfg, generate, spaces, task, rows):
@@ -405,8 +405,8 @@ def diversity_and_speed(cfg, generate, spaces, task, rows):
         generate(task, {k: v[j:j + 1] for k, v in rows.items()}, gen)
     t1, n_batch = time.time(), min(32, len(rows['sources']))
     generate(task, {k: v[:n_batch] for k, v in rows.items()}, gen)
-    return {'diversity': float(np.mean(dists)), 'sec_per_sample': (t1 - t0) / n_timed,
-            'sec_per_sample_b32': (time.time() - t1) / n_batch}
+    speed = {'sec_per_sample': (t1 - t0) / n_timed, 'sec_per_sample_b32': (time.time() - t1) / n_batch}
+    return {'diversity': float(np.mean(dists)), **speed} if dists else speed      # n_diverse=0: no diversity
 
 
 

@@ -450,7 +450,7 @@ def mask_schedule(progress):
     return math.cos(math.pi / 2 * progress)
 
 
-def decode(ids, known, logits_fn, steps=16, temperature=1.0, generator=None):
+def decode(ids, known, logits_fn, steps=16, temperature=4.5, generator=None):
     """MaskGIT iterative unmasking: ids (B, N) with known (B, N) True where given; logits_fn(ids, mask) -> (B, N, V).
 
     Each step samples every unknown position, keeps the most confident samples (Gumbel noise of annealed

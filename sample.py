@@ -97,7 +97,7 @@ class Echoes:
         self.time_steps = self.audio_tok.net.grid[1]                               # audio tokens are (freq, time)
 
     @torch.no_grad()
-    def generate(self, audio_ids, image_ids, known, steps=16, temperature=1.0, cfg=1.0, generator=None):
+    def generate(self, audio_ids, image_ids, known, steps=16, temperature=4.5, cfg=1.0, generator=None):
         """Fill the unknown positions of [audio ids, image ids] (B, N) by iterative unmasking with CFG."""
         ids = torch.cat([audio_ids, image_ids], 1).long().to(self.device)          # (B, N)
         known = known.to(self.device)
@@ -233,7 +233,8 @@ def main(argv=None):
     parser.add_argument('--task', choices=['i2a', 'a2i', 'joint', 'inpaint'], help='what to generate (default: from the inputs; '
                         'image -> i2a, audio -> a2i, both -> inpaint, none -> joint, --index -> i2a and a2i)')
     parser.add_argument('--steps', type=int, default=None, help='iterative-unmasking steps (default 16) or DDIM steps (default 25)')
-    parser.add_argument('--temperature', type=float, default=1.0, help='Gumbel temperature of the unmasking confidence')
+    parser.add_argument('--temperature', type=float, default=4.5, help='Gumbel temperature of the unmasking confidence '
+                        '(MaskGIT\'s choice temperature; annealed to 0 over the steps)')
     parser.add_argument('--cfg', type=float, default=3.0, help='classifier-free guidance scale (1 = off)')
     parser.add_argument('--span', type=lambda v: tuple(float(x) for x in v.split(',')), default=(0.25, 0.75),
                         help='inpainting: the audio time span to regenerate, as fractions "start,end"')

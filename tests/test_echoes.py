@@ -140,9 +140,11 @@ def test_eval_judges_every_echoes_task(tiny, tmp_path):
     assert m['i2a.fd'] >= 0 and m['i2a.diversity'] >= 0 and m['i2a.sec_per_sample'] > 0
 
 
-def test_span_only_keeps_the_span_and_floors_the_rest():
-    from eval import span_only
+def test_span_tiled_repeats_the_span_over_the_clip():
+    from eval import span_tiled
     mels = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8)
-    out = span_only(mels, '0.25,0.75')
-    torch.testing.assert_close(out[..., 2:6], mels[..., 2:6])
-    assert (out[..., :2] == 0).all() and (out[..., 6:] == 0).all()
+    out = span_tiled(mels, '0.25,0.75')                       # frames 2..5, then again 2..5
+    assert out.shape == mels.shape
+    torch.testing.assert_close(out[..., :4], mels[..., 2:6])
+    torch.testing.assert_close(out[..., 4:], mels[..., 2:6])
+    torch.testing.assert_close(span_tiled(mels, '0,1'), mels)
