@@ -376,7 +376,6 @@ def load_toy(name, dataset='toyav', out_dir='out', device='cpu'):
     return frozen
 
 
-
 def load_latent_decoder(generator, dataset='toyav', out_dir='out', device='cpu'):
     """The frozen toy autoencoder whose latents a generator's target holds (ae_audio_latent -> ae_audio);
     None when the generator works on media directly."""
@@ -784,36 +783,32 @@ def is_pipeline(path):
 class AudioLDM(Frozen):
     """AudioLDM (Liu et al. 2023) as a frozen CLAP-vector -> sound generator, from a diffusers pipeline folder
     (cvssp/audioldm-s-full-v2): model.py's UNet and KLAutoencoder with its weights, its HiFi-GAN, and its CLAP text
-    tower for captions and for the guidance null (the embedding of "", the pipeline's default negative prompt).
+    tower for the guidance null (the embedding of "", the pipeline's default negative prompt).
     Sampling is model.py's DDIM with trailing timesteps, not the pipeline's leading ones."""
 
-    def __init__(self, unet, vae, vocoder, text, scheduler, seconds):
+    def __init__(self, unet, vae, vocoder, text, scheduler, sample_size, seconds=None):
         super().__init__()
         self.unet, self.vae, self.vocoder, self.text = unet, vae, vocoder, text
         self.diffusion = Diffusion(scheduler['beta_schedule'], scheduler['num_train_timesteps'],
                                    PREDICTION[scheduler['prediction_type']], scheduler['beta_start'], scheduler['beta_end'])
         self.sample_rate, hop, n_mels = vocoder.sample_rate, vocoder.mel_config.hop, vocoder.mel_config.n_mels
         f = 2 ** (len(vae.decoder['up_blocks']) - 1)                      # VAE downsampling factor
-        frames = math.ceil(seconds * self.sample_rate / hop / f) * f      # mel frames, a multiple of f
+        frames = math.ceil(seconds * self.sample_rate / hop / f) * f if seconds else sample_size * f  # the pipeline's default
         self.shape = (unet.conv_in.in_channels, frames // f, n_mels // f)  # (C, frames / f, n_mels / f)
-        self.length = int(seconds * self.sample_rate)
+        self.length = int(seconds * self.sample_rate) if seconds else frames * hop
         self.register_buffer('null', text.encode_text(['']).emb)          # (1, D)
         self.freeze()
 
     @classmethod
     def from_pretrained(cls, path, seconds=None):
-        with open(os.path.join(path, 'unet', 'config.json')) as f:
-            sample_size = json.load(f)['sample_size']
-        with open(os.path.join(path, 'scheduler', 'scheduler_config.json')) as f:
-            scheduler = json.load(f)
-        vae, vocoder = load_generator('audioldm_vae', os.path.join(path, 'vae')), HFHifiGan.from_pretrained(path)
-        f = 2 ** (len(vae.decoder['up_blocks']) - 1)
-        seconds = seconds or sample_size * f * vocoder.mel_config.hop / vocoder.sample_rate  # the pipeline's default
-        return cls(load_generator('audioldm_unet', os.path.join(path, 'unet')), vae, vocoder,
-                   HFClapText.from_pretrained(path), scheduler, seconds)
-
-    def encode_text(self, texts):
-        return self.text.encode_text(texts)
+        """A diffusers AudioLDM pipeline folder; seconds of sound per sample (default: the UNet's sample_size)."""
+        configs = {}
+        for part, name in (('unet', 'config.json'), ('scheduler', 'scheduler_config.json')):
+            with open(os.path.join(path, part, name)) as f:
+                configs[part] = json.load(f)
+        return cls(load_generator('audioldm_unet', os.path.join(path, 'unet')),
+                   load_generator('audioldm_vae', os.path.join(path, 'vae')), HFHifiGan.from_pretrained(path),
+                   HFClapText.from_pretrained(path), configs['scheduler'], configs['unet']['sample_size'], seconds)
 
     @torch.no_grad()
     def sample_mel(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):

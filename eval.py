@@ -37,7 +37,7 @@ n_eval = 500                    # test samples judged per generation task (at mo
 n_diverse = 16                  # inputs given several outputs each for the diversity metric
 n_outputs = 4                   # outputs per input for the diversity metric
 steps = 16                      # masked-decoding iterations, or DDIM steps of a diffusion generator
-temperature = 4.5               # Gumbel temperature of the masked-decoding confidence (MaskGIT: 4.5, annealed)
+temperature = 4.5               # Gumbel temperature of the masked-decoding confidence (model.CHOICE_TEMPERATURE)
 cfg_scale = 3.0                 # classifier-free guidance scale (1 = off)
 span = '0.25,0.75'              # inpainting: the audio time span regenerated, as fractions of the clip
 generator = ''                  # V2A-Mapper (a v2a ckpt): the CLAP-conditioned audio generator (default out/<dataset>_t2a)

@@ -445,12 +445,15 @@ class MaskedAVTransformer(nn.Module):
         return F.cross_entropy(logits[mask].float(), ids[mask])
 
 
+CHOICE_TEMPERATURE = 4.5   # MaskGIT's Gumbel temperature on the unmasking confidence, annealed to 0 over the steps
+
+
 def mask_schedule(progress):
     """Fraction of tokens still masked after `progress` in [0, 1] of the decoding: cos(pi/2 * progress)."""
     return math.cos(math.pi / 2 * progress)
 
 
-def decode(ids, known, logits_fn, steps=16, temperature=4.5, generator=None):
+def decode(ids, known, logits_fn, steps=16, temperature=CHOICE_TEMPERATURE, generator=None):
     """MaskGIT iterative unmasking: ids (B, N) with known (B, N) True where given; logits_fn(ids, mask) -> (B, N, V).
 
     Each step samples every unknown position, keeps the most confident samples (Gumbel noise of annealed

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, is_pipeline, load_audio, load_checkpoint, load_encoder,
                       load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
-from model import cfg_logits, decode
+from model import CHOICE_TEMPERATURE, cfg_logits, decode
 from prepare import open_split
 
 VIDEO_FRAMES = 10   # frames taken uniformly from a --video, as prepare.py vggsound does
@@ -62,14 +62,18 @@ def write_audio(stem, mel, mel_cfg, wave=None):
     return [stem + '.wav', stem + '.spec.png']
 
 
+def in_batches(sample_fn, cond, generator, args):
+    """sample_fn(a batch of conditions, generator) over conditions {role: (n, ...)} in --batch_size batches -> (n, ...)."""
+    n = len(next(iter(cond.values())))
+    return torch.cat([sample_fn({k: v[i:i + args.batch_size].to(args.device) for k, v in cond.items()}, generator)
+                      for i in tqdm(range(0, n, args.batch_size), desc='sampling', disable=n <= args.batch_size)])
+
+
 def run_audioldm(pipe, vec, stem, args):
     """The published AudioLDM on CLAP vectors (n, D) in batches -> <stem>[.j].wav at its rate + its mel's picture."""
-    gen, mels, n = torch.Generator().manual_seed(args.seed), [], len(vec)
-    for i in tqdm(range(0, n, args.batch_size), desc='sampling', disable=n <= args.batch_size):
-        mels.append(pipe.sample_mel({'vec': vec[i:i + args.batch_size].to(args.device)}, args.steps or 25, args.cfg,
-                                    generator=gen))
-    mels = torch.cat(mels)                                                         # (n, n_mels, frames)
-    waves, mel_cfg = pipe.vocode(mels).cpu().numpy(), pipe.vocoder.mel_config
+    mels = in_batches(lambda c, g: pipe.sample_mel(c, args.steps or 25, args.cfg, generator=g), {'vec': vec},
+                      torch.Generator().manual_seed(args.seed), args)                # (n, n_mels, frames)
+    waves, mel_cfg, n = pipe.vocode(mels).cpu().numpy(), pipe.vocoder.mel_config, len(mels)
     mels = mels.float().cpu().numpy()
     return [f for j in range(n) for f in write_audio(stem if n == 1 else f"{stem}.{j}", mels[j], mel_cfg, waves[j])]
 
@@ -97,7 +101,7 @@ class Echoes:
         self.time_steps = self.audio_tok.net.grid[1]                               # audio tokens are (freq, time)
 
     @torch.no_grad()
-    def generate(self, audio_ids, image_ids, known, steps=16, temperature=4.5, cfg=1.0, generator=None):
+    def generate(self, audio_ids, image_ids, known, steps=16, temperature=CHOICE_TEMPERATURE, cfg=1.0, generator=None):
         """Fill the unknown positions of [audio ids, image ids] (B, N) by iterative unmasking with CFG."""
         ids = torch.cat([audio_ids, image_ids], 1).long().to(self.device)          # (B, N)
         known = known.to(self.device)
@@ -160,13 +164,13 @@ def run_echoes(model, ckpt, inputs, stem, args):
 def run_diffusion(model, ckpt, cond, stem, args):
     """Sample a diffusion generator on conditions {role: (n, ...)} in batches; decode latents; write every output."""
     ae = load_latent_decoder(model, ckpt['data']['dataset'], args.ckpt_dir, args.device)
-    gen, outs, n = torch.Generator(args.device).manual_seed(args.seed), [], len(next(iter(cond.values())))
-    for i in tqdm(range(0, n, args.batch_size), desc='sampling', disable=n <= args.batch_size):
-        out = model.generate({k: v[i:i + args.batch_size].to(args.device) for k, v in cond.items()}, args.steps or 25,
-                             args.cfg, generator=gen)
-        outs.append(ae.decode(out) if ae else out)
-    written = []
-    for j, media in enumerate(torch.cat(outs).cpu().numpy()):
+
+    def sample(c, g):
+        out = model.generate(c, args.steps or 25, args.cfg, generator=g)
+        return ae.decode(out) if ae else out
+    outs = in_batches(sample, cond, torch.Generator(args.device).manual_seed(args.seed), args).cpu().numpy()
+    written, n = [], len(outs)
+    for j, media in enumerate(outs):
         name = stem if n == 1 else f"{stem}.{j}"
         if model.modality == 'image':
             save_png(name + '.png', media)
@@ -181,7 +185,7 @@ def run_ldm(model, ckpt, inputs, stem, args):
     A model trained on audio embeddings (AudioLDM's recipe) is given the same encoder's text embedding."""
     if not args.text:
         sys.exit(f"error: {args.ckpt} generates from text; give --text \"...\"")
-    encoder = load_encoder(next(iter(model.roles.values())).split("_")[0], ckpt["data"], args.ckpt_dir, args.device)
+    encoder = load_encoder(next(iter(model.roles.values())).split('_')[0], ckpt['data'], args.ckpt_dir, args.device)
     feats = encoder.encode_text([args.text] * args.n)
     cond = {role: feats.emb if field.endswith('_emb') else feats.tokens for role, field in model.roles.items()}
     return run_diffusion(model, ckpt, cond, stem, args)
@@ -233,8 +237,8 @@ def main(argv=None):
     parser.add_argument('--task', choices=['i2a', 'a2i', 'joint', 'inpaint'], help='what to generate (default: from the inputs; '
                         'image -> i2a, audio -> a2i, both -> inpaint, none -> joint, --index -> i2a and a2i)')
     parser.add_argument('--steps', type=int, default=None, help='iterative-unmasking steps (default 16) or DDIM steps (default 25)')
-    parser.add_argument('--temperature', type=float, default=4.5, help='Gumbel temperature of the unmasking confidence '
-                        '(MaskGIT\'s choice temperature; annealed to 0 over the steps)')
+    parser.add_argument('--temperature', type=float, default=CHOICE_TEMPERATURE, help='Gumbel temperature of the '
+                        'unmasking confidence (MaskGIT\'s choice temperature; annealed to 0 over the steps)')
     parser.add_argument('--cfg', type=float, default=3.0, help='classifier-free guidance scale (1 = off)')
     parser.add_argument('--span', type=lambda v: tuple(float(x) for x in v.split(',')), default=(0.25, 0.75),
                         help='inpainting: the audio time span to regenerate, as fractions "start,end"')

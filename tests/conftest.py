@@ -98,3 +98,23 @@ def tiny_hf_clap(dim=24):
     model = tf.ClapModel(tf.ClapConfig(text_config=text, audio_config=audio, projection_dim=dim))
     fe = tf.ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=1920, max_length_s=1)  # 26 frames
     return HFClap(model, fe, word_tokenizer(), max_length=TEXT_LEN)
+
+
+def randomize(module, seed=0, std=0.2):
+    """Re-draw every parameter so that no zero-initialised layer can hide a wiring mistake; eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module.eval()
+
+
+def save_hf(enc, path):
+    """Write an hf-suite encoder's model and preprocessing where its from_pretrained reads them; returns the folder."""
+    from encoders import HFClapText, HFHifiGan
+    sub = {HFHifiGan: ('vocoder', ''), HFClapText: ('text_encoder', 'tokenizer')}.get(type(enc), ('', ''))
+    enc.model.save_pretrained(path / sub[0])
+    for part in ('processor', 'feature_extractor', 'tokenizer'):
+        if getattr(enc, part, None) is not None:
+            getattr(enc, part).save_pretrained(path / sub[1])
+    return str(path)

@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 
 import encoders as E
 import model as M
+from conftest import randomize
 
 diffusers = pytest.importorskip('diffusers')
 ATOL = 1e-4
@@ -22,15 +23,6 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def _randomize(module, seed=0):
-    """Re-draw every parameter so that no zero-initialised layer can hide a wiring mistake."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return module.eval()
-
-
 def _close(a, b):
     assert a.shape == b.shape, (a.shape, b.shape)
     assert torch.allclose(a, b, atol=ATOL), f'max abs diff {(a - b).abs().max().item():.3g}'
@@ -39,7 +31,7 @@ def _close(a, b):
 
 def _audioldm_unet():
     # AudioLDM layout: DownBlock2D + 3 cross-attention levels attending to themselves, CLAP vector concatenated
-    return _randomize(diffusers.UNet2DConditionModel(
+    return randomize(diffusers.UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16, 16, 24), layers_per_block=2,
         down_block_types=('DownBlock2D',) + ('CrossAttnDownBlock2D',) * 3,
         up_block_types=('CrossAttnUpBlock2D',) * 3 + ('UpBlock2D',), cross_attention_dim=(8, 16, 16, 24),
@@ -61,7 +53,7 @@ def test_unet_audioldm_parity():
 
 def test_unet_tokens_parity():
     # Make-An-Audio route: a token sequence through cross-attention (masked), the vector added to the time embedding
-    ref = _randomize(diffusers.UNet2DConditionModel(
+    ref = randomize(diffusers.UNet2DConditionModel(
         sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
         down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'), up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'),
         cross_attention_dim=12, attention_head_dim=2, norm_num_groups=4, class_embed_type='simple_projection',
@@ -75,7 +67,7 @@ def test_unet_tokens_parity():
 
 
 def _audioldm_vae():
-    return _randomize(diffusers.AutoencoderKL(
+    return randomize(diffusers.AutoencoderKL(
         in_channels=1, out_channels=1, down_block_types=('DownEncoderBlock2D',) * 3,
         up_block_types=('UpDecoderBlock2D',) * 3, block_out_channels=(8, 16, 16), layers_per_block=2,
         latent_channels=4, norm_num_groups=4, scaling_factor=0.9))
@@ -103,7 +95,7 @@ def test_vae_parity():
 
 
 def _pixart(**extra):
-    return _randomize(diffusers.PixArtTransformer2DModel(
+    return randomize(diffusers.PixArtTransformer2DModel(
         num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
         patch_size=2, caption_channels=10, cross_attention_dim=24, **extra))
 
@@ -146,7 +138,7 @@ def _official_dit_state(ref):
 def test_dit_official_parity(tmp_path):
     # diffusers' DiT given the official model's shared embedders and timestep frequencies (its port shifts them by 1),
     # saved as facebookresearch/DiT's .pt and read back by load_generator with the diffusers config
-    ref = _randomize(diffusers.DiTTransformer2DModel(
+    ref = randomize(diffusers.DiTTransformer2DModel(
         num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
         patch_size=2, num_embeds_ada_norm=10, norm_eps=1e-6))
     for block in ref.transformer_blocks:
@@ -273,7 +265,7 @@ def test_dit_zero_init_output_is_zero():
 
 
 def test_guidance():
-    net = _randomize(_tiny_dit(num_classes=5, ctx_dim=7, vec_dim=3))
+    net = randomize(_tiny_dit(num_classes=5, ctx_dim=7, vec_dim=3))
     x, t, y = torch.randn(2, 2, 8, 8), torch.tensor([1, 500]), torch.tensor([0, 4])
     cond = dict(y=y, ctx=torch.randn(2, 4, 7), vec=torch.randn(2, 3), drop=torch.zeros(2, dtype=torch.bool))
     drop = torch.ones(2, dtype=torch.bool)
@@ -283,7 +275,7 @@ def test_guidance():
         _close(M.guided(net, 1.0, dict(drop=drop))(x, t, **cond), c)
         _close(M.guided(net, 0.0, dict(drop=drop))(x, t, **cond), u)
         _close(M.guided(net, 3.0, dict(drop=drop))(x, t, **cond), u + 3 * (c - u))
-        net = _randomize(_tiny_dit(num_classes=5))  # class-only: dropping a label = the null class id
+        net = randomize(_tiny_dit(num_classes=5))  # class-only: dropping a label = the null class id
         _close(net(x, t, y=y, drop=drop), net(x, t, y=torch.full((2,), 5)))
 
 

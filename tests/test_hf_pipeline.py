@@ -14,20 +14,11 @@ from PIL import Image
 import prepare
 import sample
 import train
-from conftest import PAD, tiny_clap_text_config, tiny_config, tiny_hf_clap, tiny_hf_clip, word_tokenizer
+from conftest import PAD, randomize, save_hf, tiny_clap_text_config, tiny_config, tiny_hf_clap, tiny_hf_clip, word_tokenizer
 from encoders import CLAP_TEXT_TOKENS, AudioLDM, load_checkpoint, load_hf, load_image
 
 diffusers = pytest.importorskip('diffusers')
 DIM = 24   # the tiny CLIP's and CLAP's joint spaces, and the generator's condition
-
-
-def _randomize(module, seed):
-    """Re-draw every parameter so that no zero-initialised layer can hide a wiring mistake."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -35,23 +26,23 @@ def audioldm(tmp_path_factory):
     """A tiny AudioLDMPipeline (AudioLDM's layout: self-attending UNet levels, CLAP vector concatenated to the time
     embedding, mel VAE, SpeechT5 HiFi-GAN, CLAP text tower) and the folder save_pretrained wrote it to."""
     torch.manual_seed(0)
-    unet = _randomize(diffusers.UNet2DConditionModel(
+    unet = randomize(diffusers.UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
         down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'), up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'),
         cross_attention_dim=(8, 16), attention_head_dim=2, norm_num_groups=4, class_embed_type='simple_projection',
-        projection_class_embeddings_input_dim=DIM, class_embeddings_concat=True), 1)
-    vae = _randomize(diffusers.AutoencoderKL(
+        projection_class_embeddings_input_dim=DIM, class_embeddings_concat=True), 1, std=0.1)
+    vae = randomize(diffusers.AutoencoderKL(
         in_channels=1, out_channels=1, down_block_types=('DownEncoderBlock2D',) * 3, up_block_types=('UpDecoderBlock2D',) * 3,
-        block_out_channels=(8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, scaling_factor=0.9), 2)
-    vocoder = _randomize(tf.SpeechT5HifiGan(tf.SpeechT5HifiGanConfig(
+        block_out_channels=(8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, scaling_factor=0.9), 2, std=0.1)
+    vocoder = randomize(tf.SpeechT5HifiGan(tf.SpeechT5HifiGanConfig(
         model_in_dim=16, sampling_rate=16000, upsample_initial_channel=16, upsample_rates=(4, 4), upsample_kernel_sizes=(8, 8),
-        resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1,),), normalize_before=False)), 3)
+        resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1,),), normalize_before=False)), 3, std=0.1)
     text = tf.ClapTextModelWithProjection(tf.ClapTextConfig(**tiny_clap_text_config(CLAP_TEXT_TOKENS + PAD + 1),
                                                             projection_dim=DIM))
     scheduler = diffusers.DDIMScheduler(beta_schedule='scaled_linear', beta_start=0.0015, beta_end=0.0195, clip_sample=False,
                                         set_alpha_to_one=True, timestep_spacing='trailing')
-    pipe = diffusers.AudioLDMPipeline(vae=vae.eval(), text_encoder=text.eval(), tokenizer=word_tokenizer(), unet=unet.eval(),
-                                      scheduler=scheduler, vocoder=vocoder.eval())
+    pipe = diffusers.AudioLDMPipeline(vae=vae, text_encoder=text.eval(), tokenizer=word_tokenizer(), unet=unet,
+                                      scheduler=scheduler, vocoder=vocoder)
     path = tmp_path_factory.mktemp('audioldm')
     pipe.save_pretrained(path)
     return pipe, path
@@ -71,15 +62,6 @@ def test_audioldm_matches_the_diffusers_pipeline(audioldm, cfg):
     assert out.shape == ref.shape == (2, 512)
     np.testing.assert_allclose(out.numpy(), ref, atol=1e-4, rtol=1e-3)
     assert out.std() > 1e-3                                   # the random weights do make a sound
-
-
-def save_hf(enc, path):
-    """An hf-suite encoder's model and preprocessing where its from_pretrained reads them."""
-    enc.model.save_pretrained(path)
-    for part in ('processor', 'feature_extractor', 'tokenizer'):
-        if getattr(enc, part, None) is not None:
-            getattr(enc, part).save_pretrained(path)
-    return str(path)
 
 
 def test_the_same_commands_run_the_full_system(tiny, audioldm, tmp_path):

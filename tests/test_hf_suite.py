@@ -9,7 +9,7 @@ import torch
 import transformers as tf
 from PIL import Image
 
-from conftest import CAPTIONS, EOS, PAD, TEXT_LEN, WORDS, tiny_clap_text_config, tiny_hf_clap, tiny_hf_clip, word_tokenizer
+from conftest import CAPTIONS, EOS, PAD, TEXT_LEN, WORDS, tiny_clap_text_config, save_hf, tiny_hf_clap, tiny_hf_clip, word_tokenizer
 from encoders import (CLAP_TEXT_TOKENS, HF_SUITE, Features, HFAst, HFClapText, HFEncodec, HFHifiGan, HFT5, MelConfig,
                       hifigan_mel_config, load_hf, log_mel, resample_waves)
 
@@ -197,19 +197,10 @@ def test_resample_waves():
     np.testing.assert_allclose(out[0, 1000:-1000], sine(440, 48000)[0, 1000:-1000], atol=1e-2)
 
 
-def save(enc, path):
-    """Write an encoder's model and preprocessing where its from_pretrained expects them."""
-    model_dir = path / 'vocoder' if isinstance(enc, HFHifiGan) else path / 'text_encoder' if isinstance(enc, HFClapText) else path
-    enc.model.save_pretrained(model_dir)
-    for part in ('processor', 'feature_extractor', 'tokenizer'):
-        if getattr(enc, part, None) is not None:
-            getattr(enc, part).save_pretrained(path / 'tokenizer' if isinstance(enc, HFClapText) else path)
-
-
 @pytest.mark.parametrize('role', sorted(HF_SUITE))
 def test_from_pretrained_local(suite, role, tmp_path):
     enc = suite[role]
-    save(enc, tmp_path)
+    save_hf(enc, tmp_path)
     loaded = load_hf(role, str(tmp_path))
     assert type(loaded) is type(enc) and not loaded.training
     for a, b in zip(enc.state_dict().values(), loaded.state_dict().values()):
