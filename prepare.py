@@ -331,6 +331,9 @@ def main(argv=None):
     parser.add_argument('--p_mix', type=float, default=0.3, help='toyav: probability that a sample has two sources')
     parser.add_argument('--test_speaker', default='george', help='avmnist: the FSDD speaker held out as the test split '
                                                                   '(val: recordings 0-4 of the others)')
+    parser.add_argument('--copies', type=int, default=0, help='avmnist: speed-perturbed copies of every training '
+                                                               'recording (0 = none)')
+    parser.add_argument('--speed', type=float, default=0.15, help='avmnist: copies play at a speed uniform in 1 +- this')
     parser.add_argument('--val_fraction', type=float, default=0.05,
                         help='vggsound: share of the csv\'s train rows that become val (a seeded hash of id and start)')
     parser.add_argument('--n_frames', type=int, default=10,

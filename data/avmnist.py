@@ -4,11 +4,15 @@
     python prepare.py avmnist                        # downloads both into <data_dir>/downloads/avmnist/ first
 
 Audio is split by speaker: --test_speaker's recordings are the test split, recordings 0-4 of every other
-speaker (FSDD's own held-out numbers) are val, the rest train. MNIST images are split by index into disjoint
-pools sized like the audio splits, and every recording gets an image of its digit from its split's pool
-(a seeded permutation per digit, repeated only when a pool runs out).
+speaker (FSDD's own held-out numbers) are val, the rest train. Every recording is scaled to one peak level
+(the speakers' levels differ ninefold). With --copies K, each training recording is joined by K speed-perturbed
+copies (factor uniform in 1 +- --speed: pitch, formants and tempo move together, as a shorter or longer vocal
+tract would) that also start up to 0.2 s later: with only four training speakers this is what lets a model
+hear a digit in a new voice. MNIST images are split by index into disjoint pools sized like the audio splits,
+and every recording gets an image of its digit from its split's pool (a seeded permutation per digit,
+repeated only when a pool runs out).
 References: Vielzeuf et al. 2018, CentralNet (the AV-MNIST pairing); Jackson et al., Free Spoken Digit Dataset;
-LeCun et al. 1998, MNIST.
+LeCun et al. 1998, MNIST; Ko et al. 2015, Audio augmentation for speech recognition (speed perturbation).
 """
 import gzip
 import os
@@ -17,6 +21,7 @@ import shutil
 import urllib.request
 import zipfile
 
+import librosa
 import numpy as np
 from tqdm import tqdm
 
@@ -28,6 +33,8 @@ FSDD_URL = 'https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs
 MNIST_URL = 'https://ossci-datasets.s3.amazonaws.com/mnist/'
 MNIST_FILES = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
 RECORDING = re.compile(r'(\d)_(\w+?)_(\d+)\.wav')   # <digit>_<speaker>_<n>.wav
+PEAK = 0.5                                        # every recording's peak amplitude
+MAX_DELAY = 0.2                                   # seconds a perturbed copy may start later
 
 
 def caption(digit):
@@ -94,6 +101,20 @@ def read_idx(path):
     return body.reshape(dims)
 
 
+def level(wave):
+    """A recording scaled to peak amplitude PEAK (silence stays silence)."""
+    peak = np.abs(wave).max()
+    return wave * (PEAK / peak) if peak > 0 else wave
+
+
+def perturbed(wave, sample_rate, n, rng, speed):
+    """A speed-perturbed copy of a leveled recording (T,), delayed by up to MAX_DELAY and fitted to n samples."""
+    factor = rng.uniform(1 - speed, 1 + speed)
+    fast = librosa.resample(wave, orig_sr=sample_rate, target_sr=round(sample_rate / factor), res_type='soxr_hq')
+    delay = int(rng.integers(0, max(0, min(int(MAX_DELAY * sample_rate), n - len(fast))) + 1))
+    return fit_length(level(np.pad(fast, (delay, 0))).astype(np.float32), n)
+
+
 def image_pools(n, counts):
     """Disjoint index ranges of n images, one per split in order, each sized like the split's share of counts."""
     bounds = np.round(np.cumsum([0] + list(counts.values())) / max(1, sum(counts.values())) * n).astype(int)
@@ -120,17 +141,19 @@ def read(args):
                          f"{', '.join(speakers)}")
     n = int(args.duration * args.sample_rate)
     splits = {'train': [], 'val': [], 'test': []}
+    rng = np.random.default_rng(args.seed)
     for digit, speaker, take, name in tqdm(clips, desc='avmnist'):
         try:
-            wave = fit_length(load_audio(os.path.join(folder, name), args.sample_rate), n)   # (n,)
+            wave = level(load_audio(os.path.join(folder, name), args.sample_rate))   # (T,)
         except MediaError as e:
             skipped.append(str(e))
             continue
         split = 'test' if speaker == args.test_speaker else 'val' if take < VAL_TAKES else 'train'
-        splits[split].append(dict(wave=wave, sources=np.eye(len(DIGITS), dtype=np.uint8)[digit], label=digit,
-                                  speaker=speakers.index(speaker), caption=caption(digit),
-                                  file=os.path.join('fsdd', 'recordings', name)))
-    rng = np.random.default_rng(args.seed)
+        copies = [fit_length(wave, n)] + [perturbed(wave, args.sample_rate, n, rng, args.speed)
+                                          for _ in range(args.copies if split == 'train' else 0)]
+        splits[split] += [dict(wave=w, sources=np.eye(len(DIGITS), dtype=np.uint8)[digit], label=digit,
+                               speaker=speakers.index(speaker), caption=caption(digit), perturbed=int(k > 0),
+                               file=os.path.join('fsdd', 'recordings', name)) for k, w in enumerate(copies)]
     for split, pool in image_pools(len(images), {s: len(v) for s, v in splits.items()}).items():
         for digit in range(len(DIGITS)):
             todo = [x for x in splits[split] if x['label'] == digit]
@@ -143,8 +166,8 @@ def read(args):
                 x['image'] = resize_image(np.repeat(gray, 3, axis=2), args.image_size)     # (S, S, 3)
     s = args.image_size
     schema = dict(image=((s, s, 3), 'uint8'), wave=((n,), 'float32'), sources=((len(DIGITS),), 'uint8'),
-                  label=((), 'int64'), speaker=((), 'int64'), mnist_index=((), 'int64'))
+                  label=((), 'int64'), speaker=((), 'int64'), mnist_index=((), 'int64'), perturbed=((), 'uint8'))
     meta = dict(vocab=WordTokenizer.vocabulary(caption(d)['caption'] for d in range(len(DIGITS))),
                 classes=dict(sources=DIGITS, label=DIGITS, speaker=speakers), src=os.path.abspath(root),
-                test_speaker=args.test_speaker)
+                test_speaker=args.test_speaker, copies=args.copies, speed=args.speed, peak=PEAK)
     return dict(splits=splits, schema=schema, meta=meta, skipped=skipped)

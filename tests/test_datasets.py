@@ -105,7 +105,7 @@ def test_avmnist_labels_match_fsdd_names_and_mnist(avmnist_root, real_data):
     for i in range(5):                                                                # FSDD digits are under 1 s
         y = load_audio(real_data / files[i], 16000)
         assert len(y) < 16000 and not data['wave'][i, len(y):].any()
-        np.testing.assert_allclose(data['wave'][i, :len(y)], y)
+        np.testing.assert_allclose(data['wave'][i, :len(y)], y * avmnist.PEAK / np.abs(y).max(), rtol=1e-5)
 
 
 def test_avmnist_held_out_speaker_only_in_test_and_image_pools_disjoint(avmnist_root):
@@ -115,6 +115,29 @@ def test_avmnist_held_out_speaker_only_in_test_and_image_pools_disjoint(avmnist_
     assert all(fsdd_name(f)[2] < 5 for f in splits['val'][2]) and all(fsdd_name(f)[2] >= 5 for f in splits['train'][2])
     pools = {s: set(d['mnist_index'].tolist()) for s, (d, _, _, _) in splits.items()}
     assert not pools['train'] & pools['val'] and not pools['train'] & pools['test'] and not pools['val'] & pools['test']
+
+
+def test_avmnist_speed_perturbed_copies_only_in_train(real_data, tmp_path):
+    real_data, src = real_data.resolve(), tmp_path / 'src'
+    (src / 'fsdd' / 'recordings').mkdir(parents=True)
+    (src / 'mnist').symlink_to(real_data / 'mnist')
+    for f in (real_data / 'fsdd' / 'recordings').glob('*.wav'):
+        if fsdd_name(f.name)[2] in (0, 7):                                            # one val take, one train take
+            (src / 'fsdd' / 'recordings' / f.name).symlink_to(f)
+    run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--copies', '2', '--speed', '0.2')
+    root = tmp_path / 'data' / 'avmnist'
+    assert json.loads((root / 'meta.json').read_text())['counts'] == dict(train=120, val=40, test=20)
+    data, _, files, _ = read_split(root, 'train')
+    np.testing.assert_array_equal(data['perturbed'], np.tile([0, 1, 1], 40))
+    assert files[0::3] == files[1::3] == files[2::3]                                   # copies follow their original
+    for field in ('label', 'speaker'):
+        np.testing.assert_array_equal(data[field][0::3], data[field][1::3])
+    wave = data['wave']                                                               # (120, 16000)
+    np.testing.assert_allclose(np.abs(wave).max(1), avmnist.PEAK, rtol=1e-5)         # every clip at one peak
+    voiced = (np.abs(wave) > 1e-3).sum(1)
+    assert not np.isclose(wave[0::3], wave[1::3]).all(1).any()
+    assert (voiced[1::3] != voiced[0::3]).mean() > 0.9                                 # a new speed is a new length
+    assert all((read_split(root, s)[0]['perturbed'] == 0).all() for s in ('val', 'test'))
 
 
 def test_any_speaker_can_be_held_out_and_bad_recordings_are_reported(real_data, tmp_path, capsys):
