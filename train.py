@@ -5,10 +5,12 @@
     torchrun --standalone --nproc_per_node=2 train.py config/toyav_clip.py     # DDP
 
 Iterations, not epochs; warmup + cosine LR; AdamW; gradient accumulation; EMA when ema_decay > 0;
-bf16 autocast when dtype='bfloat16'; eval every eval_interval iterations on a fixed RNG state;
+bf16 autocast when dtype='bfloat16'; augment=True warps, shifts and masks training log-mels; eval every
+eval_interval iterations on a fixed RNG state;
 atomic checkpoints of the uncompiled module with model_args and config; init_from='resume'
 continues at the exact iteration with the optimizer, EMA and data-sampler state.
-References: nanoGPT (Karpathy) for the loop; MMAudio (Cheng et al. 2025) for the fixed eval RNG.
+References: nanoGPT (Karpathy) for the loop; MMAudio (Cheng et al. 2025) for the fixed eval RNG; VTLP (Jaitly &
+Hinton 2013) and SpecAugment (Park et al. 2019) for the log-mel augmentation.
 """
 import copy
 import inspect
@@ -20,6 +22,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
@@ -45,6 +48,7 @@ weight_decay = 0.05                # AdamW weight decay on matrices
 beta1 = 0.9                        # AdamW beta1
 beta2 = 0.99                       # AdamW beta2
 grad_clip = 1.0                    # clip the gradient norm at this value (0 = off)
+augment = False                    # training log-mels: random frequency warp, time stretch and shift, one time and one band mask
 ema_decay = 0.0                    # EMA of the weights (0 = off); the EMA is what gets sampled
 eval_interval = 250                # evaluate and checkpoint every this many steps
 eval_iters = 10                    # batches per split in an evaluation
@@ -91,6 +95,24 @@ def get_batch(data, n, gen, device):
     size = len(next(iter(data.values())))
     idx = np.sort(torch.randint(size, (n,), generator=gen).numpy())
     return {k: torch.from_numpy(np.ascontiguousarray(v[idx])).to(device) for k, v in data.items()}
+
+
+def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, band_mask=8):
+    """Log-mels (B, n_mels, frames) with each clip's bands scaled by up to 1 +- warp (a vocal tract of another
+    length), time by up to 1 +- stretch and moved by up to +-shift of its length (empty places at the clip's floor),
+    then one run of < time_mask frames and one of < band_mask bands set to the floor."""
+    B, H, W = mel.shape
+    u = lambda r: 1 + r * (2 * torch.rand(B, 1, 1, generator=gen) - 1)                        # (B, 1, 1)
+    ys = torch.linspace(-1, 1, H)[None, :, None] / u(warp)                                     # (B, H, 1)
+    xs = torch.linspace(-1, 1, W)[None, None, :] / u(stretch) - 2 * shift * (u(1) - 1)         # (B, 1, W)
+    grid = torch.stack(torch.broadcast_tensors(xs, ys), -1).to(mel.device)                     # (B, H, W, 2)
+    floor = mel.amin((1, 2), keepdim=True)                                                     # (B, 1, 1)
+    out = F.grid_sample((mel - floor)[:, None], grid, align_corners=True)[:, 0] + floor       # (B, H, W)
+    for size, n, axis in ((time_mask, W, 2), (band_mask, H, 1)):
+        start, width = torch.randint(n, (B, 1, 1), generator=gen), torch.randint(max(1, size), (B, 1, 1), generator=gen)
+        pos = torch.arange(n).view([1, n, 1] if axis == 1 else [1, 1, n])
+        out = torch.where(((pos >= start) & (pos < start + width)).to(mel.device), floor, out)
+    return out
 
 
 def save_checkpoint(path, state):
@@ -191,6 +213,8 @@ def train(cfg):
             if ddp:
                 model.require_backward_grad_sync = micro == cfg['grad_accum'] - 1
             batch = get_batch(data['train'], cfg['batch_size'], gen, dev)
+            if cfg['augment'] and 'mel' in batch:
+                batch['mel'] = augment_mel(batch['mel'], gen)
             with ctx:
                 loss = model(batch) / cfg['grad_accum']
             if not torch.isfinite(loss):

@@ -109,8 +109,9 @@ def level(wave):
 
 def perturbed(wave, sample_rate, n, rng, speed):
     """A speed-perturbed copy of a leveled recording (T,), delayed by up to MAX_DELAY and fitted to n samples."""
-    factor = rng.uniform(1 - speed, 1 + speed)
+    factor, rate = rng.uniform(1 - speed, 1 + speed, 2)
     fast = librosa.resample(wave, orig_sr=sample_rate, target_sr=round(sample_rate / factor), res_type='soxr_hq')
+    fast = librosa.effects.time_stretch(fast, rate=rate, n_fft=512)                   # tempo apart from pitch
     delay = int(rng.integers(0, max(0, min(int(MAX_DELAY * sample_rate), n - len(fast))) + 1))
     return fit_length(level(np.pad(fast, (delay, 0))).astype(np.float32), n)
 

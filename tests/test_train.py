@@ -153,3 +153,27 @@ def test_stale_feature_caches_are_refused(tiny, tmp_path):
         prepare.open_split(str(other), 'toyav', 'train', ['clip_image_emb'], out_dir=str(tiny / 'out'))
     with pytest.raises(SystemExit, match='mel settings'):
         prepare.main(['toyav', '--features', 'toy', '--data_dir', str(other), '--out_dir', str(tiny / 'out')])
+
+
+def test_mel_augmentation_keeps_each_clip_in_its_range_and_is_seeded():
+    mel = torch.randn(6, 64, 64) - 6                                                   # (B, n_mels, frames)
+    same = train.augment_mel(mel, torch.Generator().manual_seed(0), 0, 0, 0, 0, 0)
+    torch.testing.assert_close(same, mel, atol=1e-4, rtol=0)                          # no warp, shift or mask: the clip
+    out = train.augment_mel(mel, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out, train.augment_mel(mel, torch.Generator().manual_seed(1)))
+    assert not torch.allclose(out, train.augment_mel(mel, torch.Generator().manual_seed(2)))
+    floor, top = mel.amin((1, 2), keepdim=True), mel.amax((1, 2), keepdim=True)
+    assert (out >= floor - 1e-5).all() and (out <= top + 1e-5).all()
+    assert ((out - mel).abs().mean((1, 2)) > 0.1).all()                                # every clip is changed
+    masked = train.augment_mel(mel, torch.Generator().manual_seed(3), 0, 0, 0, 64, 0)  # one time mask only
+    cols = (masked == floor).all(1)                                                    # (B, frames) fully masked frames
+    assert (cols.sum(1) < 64).all() and cols.any()
+
+
+def test_augment_changes_what_an_audio_model_learns(tiny):
+    sums = []
+    for augment in (False, True):
+        cfg = tiny_config(tiny, 'judge_audio', augment=augment, out_dir=str(tiny / 'out' / f"aug_{augment}"))
+        ckpt = torch.load(train.train(cfg), weights_only=True)
+        sums.append(sum(v.double().sum() for v in ckpt['model'].values() if v.is_floating_point()))
+    assert sums[0] != sums[1]
