@@ -333,7 +333,10 @@ def main(argv=None):
                                                                   '(val: recordings 0-4 of the others)')
     parser.add_argument('--copies', type=int, default=0, help='avmnist: speed-perturbed copies of every training '
                                                                'recording (0 = none)')
-    parser.add_argument('--speed', type=float, default=0.15, help='avmnist: copies play at a speed uniform in 1 +- this')
+    parser.add_argument('--speed', type=float, default=0.15, help='avmnist: copies play at a speed, and a tempo, '
+                                                                'each uniform in 1 +- this')
+    parser.add_argument('--peak', type=float, default=0.0, help='avmnist: scale every recording to this peak amplitude '
+                                                                '(0 = as recorded)')
     parser.add_argument('--val_fraction', type=float, default=0.05,
                         help='vggsound: share of the csv\'s train rows that become val (a seeded hash of id and start)')
     parser.add_argument('--n_frames', type=int, default=10,

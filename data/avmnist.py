@@ -4,11 +4,11 @@
     python prepare.py avmnist                        # downloads both into <data_dir>/downloads/avmnist/ first
 
 Audio is split by speaker: --test_speaker's recordings are the test split, recordings 0-4 of every other
-speaker (FSDD's own held-out numbers) are val, the rest train. Every recording is scaled to one peak level
-(the speakers' levels differ ninefold). With --copies K, each training recording is joined by K speed-perturbed
-copies (factor uniform in 1 +- --speed: pitch, formants and tempo move together, as a shorter or longer vocal
-tract would) that also start up to 0.2 s later: with only four training speakers this is what lets a model
-hear a digit in a new voice. MNIST images are split by index into disjoint pools sized like the audio splits,
+speaker (FSDD's own held-out numbers) are val, the rest train. With --peak P every recording is scaled to
+peak amplitude P (the speakers' levels differ ninefold). With --copies K each training recording is joined by
+K perturbed copies: a speed factor uniform in 1 +- --speed (pitch, formants and tempo move together, as with a
+shorter or longer vocal tract), then a tempo factor of the same range, and a start up to 0.2 s later; they give a
+model more voices than the four training speakers. MNIST images are split by index into disjoint pools sized like the audio splits,
 and every recording gets an image of its digit from its split's pool (a seeded permutation per digit,
 repeated only when a pool runs out).
 References: Vielzeuf et al. 2018, CentralNet (the AV-MNIST pairing); Jackson et al., Free Spoken Digit Dataset;
@@ -33,7 +33,6 @@ FSDD_URL = 'https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs
 MNIST_URL = 'https://ossci-datasets.s3.amazonaws.com/mnist/'
 MNIST_FILES = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
 RECORDING = re.compile(r'(\d)_(\w+?)_(\d+)\.wav')   # <digit>_<speaker>_<n>.wav
-PEAK = 0.5                                        # every recording's peak amplitude
 MAX_DELAY = 0.2                                   # seconds a perturbed copy may start later
 
 
@@ -101,19 +100,19 @@ def read_idx(path):
     return body.reshape(dims)
 
 
-def level(wave):
-    """A recording scaled to peak amplitude PEAK (silence stays silence)."""
-    peak = np.abs(wave).max()
-    return wave * (PEAK / peak) if peak > 0 else wave
+def level(wave, peak):
+    """A recording scaled to peak amplitude `peak` (0: as it is; silence stays silence)."""
+    top = np.abs(wave).max()
+    return wave * (peak / top) if peak and top > 0 else wave
 
 
-def perturbed(wave, sample_rate, n, rng, speed):
-    """A speed-perturbed copy of a leveled recording (T,), delayed by up to MAX_DELAY and fitted to n samples."""
+def perturbed(wave, sample_rate, n, rng, speed, peak):
+    """A speed-perturbed copy of a recording (T,), delayed by up to MAX_DELAY, leveled and fitted to n samples."""
     factor, rate = rng.uniform(1 - speed, 1 + speed, 2)
     fast = librosa.resample(wave, orig_sr=sample_rate, target_sr=round(sample_rate / factor), res_type='soxr_hq')
     fast = librosa.effects.time_stretch(fast, rate=rate, n_fft=512)                   # tempo apart from pitch
     delay = int(rng.integers(0, max(0, min(int(MAX_DELAY * sample_rate), n - len(fast))) + 1))
-    return fit_length(level(np.pad(fast, (delay, 0))).astype(np.float32), n)
+    return fit_length(level(np.pad(fast, (delay, 0)), peak).astype(np.float32), n)
 
 
 def image_pools(n, counts):
@@ -145,12 +144,12 @@ def read(args):
     rng = np.random.default_rng(args.seed)
     for digit, speaker, take, name in tqdm(clips, desc='avmnist'):
         try:
-            wave = level(load_audio(os.path.join(folder, name), args.sample_rate))   # (T,)
+            wave = level(load_audio(os.path.join(folder, name), args.sample_rate), args.peak)   # (T,)
         except MediaError as e:
             skipped.append(str(e))
             continue
         split = 'test' if speaker == args.test_speaker else 'val' if take < VAL_TAKES else 'train'
-        copies = [fit_length(wave, n)] + [perturbed(wave, args.sample_rate, n, rng, args.speed)
+        copies = [fit_length(wave, n)] + [perturbed(wave, args.sample_rate, n, rng, args.speed, args.peak)
                                           for _ in range(args.copies if split == 'train' else 0)]
         splits[split] += [dict(wave=w, sources=np.eye(len(DIGITS), dtype=np.uint8)[digit], label=digit,
                                speaker=speakers.index(speaker), caption=caption(digit), perturbed=int(k > 0),
@@ -170,5 +169,5 @@ def read(args):
                   label=((), 'int64'), speaker=((), 'int64'), mnist_index=((), 'int64'), perturbed=((), 'uint8'))
     meta = dict(vocab=WordTokenizer.vocabulary(caption(d)['caption'] for d in range(len(DIGITS))),
                 classes=dict(sources=DIGITS, label=DIGITS, speaker=speakers), src=os.path.abspath(root),
-                test_speaker=args.test_speaker, copies=args.copies, speed=args.speed, peak=PEAK)
+                test_speaker=args.test_speaker, copies=args.copies, speed=args.speed, peak=args.peak)
     return dict(splits=splits, schema=schema, meta=meta, skipped=skipped)

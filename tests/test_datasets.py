@@ -105,7 +105,7 @@ def test_avmnist_labels_match_fsdd_names_and_mnist(avmnist_root, real_data):
     for i in range(5):                                                                # FSDD digits are under 1 s
         y = load_audio(real_data / files[i], 16000)
         assert len(y) < 16000 and not data['wave'][i, len(y):].any()
-        np.testing.assert_allclose(data['wave'][i, :len(y)], y * avmnist.PEAK / np.abs(y).max(), rtol=1e-5)
+        np.testing.assert_allclose(data['wave'][i, :len(y)], y)
 
 
 def test_avmnist_held_out_speaker_only_in_test_and_image_pools_disjoint(avmnist_root):
@@ -124,7 +124,7 @@ def test_avmnist_speed_perturbed_copies_only_in_train(real_data, tmp_path):
     for f in (real_data / 'fsdd' / 'recordings').glob('*.wav'):
         if fsdd_name(f.name)[2] in (0, 7):                                            # one val take, one train take
             (src / 'fsdd' / 'recordings' / f.name).symlink_to(f)
-    run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--copies', '2', '--speed', '0.2')
+    run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--copies', '2', '--speed', '0.2', '--peak', '0.5')
     root = tmp_path / 'data' / 'avmnist'
     assert json.loads((root / 'meta.json').read_text())['counts'] == dict(train=120, val=40, test=20)
     data, _, files, _ = read_split(root, 'train')
@@ -133,7 +133,7 @@ def test_avmnist_speed_perturbed_copies_only_in_train(real_data, tmp_path):
     for field in ('label', 'speaker'):
         np.testing.assert_array_equal(data[field][0::3], data[field][1::3])
     wave = data['wave']                                                               # (120, 16000)
-    np.testing.assert_allclose(np.abs(wave).max(1), avmnist.PEAK, rtol=1e-5)         # every clip at one peak
+    np.testing.assert_allclose(np.abs(wave).max(1), 0.5, rtol=1e-5)                  # every clip at one peak
     voiced = (np.abs(wave) > 1e-3).sum(1)
     assert not np.isclose(wave[0::3], wave[1::3]).all(1).any()
     assert (voiced[1::3] != voiced[0::3]).mean() > 0.9                                 # a new speed is a new length
