@@ -117,13 +117,19 @@ def test_avmnist_held_out_speaker_only_in_test_and_image_pools_disjoint(avmnist_
     assert not pools['train'] & pools['val'] and not pools['train'] & pools['test'] and not pools['val'] & pools['test']
 
 
-def test_avmnist_speed_perturbed_copies_only_in_train(real_data, tmp_path):
-    real_data, src = real_data.resolve(), tmp_path / 'src'
+def small_fsdd(real_data, src):
+    """A --src folder under src linking MNIST and takes 0 (val) and 7 (train) of every FSDD speaker and digit."""
     (src / 'fsdd' / 'recordings').mkdir(parents=True)
     (src / 'mnist').symlink_to(real_data / 'mnist')
     for f in (real_data / 'fsdd' / 'recordings').glob('*.wav'):
-        if fsdd_name(f.name)[2] in (0, 7):                                            # one val take, one train take
+        if fsdd_name(f.name)[2] in (0, 7):
             (src / 'fsdd' / 'recordings' / f.name).symlink_to(f)
+    return src
+
+
+def test_avmnist_speed_perturbed_copies_only_in_train(real_data, tmp_path):
+    real_data = real_data.resolve()
+    src = small_fsdd(real_data, tmp_path / 'src')
     run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--copies', '2', '--speed', '0.2', '--peak', '0.5')
     root = tmp_path / 'data' / 'avmnist'
     assert json.loads((root / 'meta.json').read_text())['counts'] == dict(train=120, val=40, test=20)
@@ -141,12 +147,8 @@ def test_avmnist_speed_perturbed_copies_only_in_train(real_data, tmp_path):
 
 
 def test_any_speaker_can_be_held_out_and_bad_recordings_are_reported(real_data, tmp_path, capsys):
-    real_data, src = real_data.resolve(), tmp_path / 'src'
-    (src / 'fsdd' / 'recordings').mkdir(parents=True)
-    (src / 'mnist').symlink_to(real_data / 'mnist')
-    for f in (real_data / 'fsdd' / 'recordings').glob('*.wav'):
-        if fsdd_name(f.name)[2] in (0, 7):                                            # one val take, one train take
-            (src / 'fsdd' / 'recordings' / f.name).symlink_to(f)
+    real_data = real_data.resolve()
+    src = small_fsdd(real_data, tmp_path / 'src')
     (src / 'fsdd' / 'recordings' / '3_lucas_9.wav').write_text('not audio\n' * 20)
     (src / 'fsdd' / 'recordings' / 'hello.wav').symlink_to(real_data / 'fsdd' / 'recordings' / '0_george_0.wav')
     for speaker in SPEAKERS:
