@@ -334,15 +334,18 @@ class Judge(MediaCodec):
     """Classifier of real media with one head per label field; multi-label heads use BCE."""
 
     def __init__(self, modality='image', heads=(('sources', 10),), multilabel=('sources',), width=96, n_layer=1,
-                 n_head=4, n_down=3, image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0):
+                 n_head=4, n_down=3, image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0, level=False):
         super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std)  # the grid of the media itself
-        self.heads, self.multilabel = dict(heads), tuple(multilabel)
+        self.heads, self.multilabel, self.level = dict(heads), tuple(multilabel), level
         self.tower = ConvTower(self.in_ch, self.grid, width, n_layer, n_head, n_down, width)
         self.out = nn.ModuleDict({k: nn.Linear(width, n) for k, n in self.heads.items()})
         self.fields += list(self.heads)
 
     def forward_logits(self, media):
-        """uint8 images or log-mels -> dict of logits (B, n_classes) per head."""
+        """uint8 images or log-mels -> dict of logits (B, n_classes) per head; level=True hears every clip at one
+        loudness (its log-mel moved so that its peak is at the dataset mean)."""
+        if self.level and self.modality == 'audio':
+            media = media - media.amax((1, 2), keepdim=True) + self.mel_norm.stats[0]     # (B, n_mels, frames)
         h = F.silu(self.tower(self.to_input(media))[0])
         return {k: head(h) for k, head in self.out.items()}
 
