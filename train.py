@@ -108,9 +108,8 @@ def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, ban
     grid = torch.stack(torch.broadcast_tensors(xs, ys), -1).to(mel.device)                     # (B, H, W, 2)
     floor = mel.amin((1, 2), keepdim=True)                                                     # (B, 1, 1)
     out = F.grid_sample((mel - floor)[:, None], grid, align_corners=True)[:, 0] + floor       # (B, H, W)
-    for size, n, axis in ((time_mask, W, 2), (band_mask, H, 1)):
-        start, width = torch.randint(n, (B, 1, 1), generator=gen), torch.randint(max(1, size), (B, 1, 1), generator=gen)
-        pos = torch.arange(n).view([1, n, 1] if axis == 1 else [1, 1, n])
+    for size, pos in ((time_mask, torch.arange(W).view(1, 1, W)), (band_mask, torch.arange(H).view(1, H, 1))):
+        start, width = torch.randint(pos.numel(), (B, 1, 1), generator=gen), torch.randint(max(1, size), (B, 1, 1), generator=gen)
         out = torch.where(((pos >= start) & (pos < start + width)).to(mel.device), floor, out)
     return out
 

@@ -9,8 +9,8 @@ peak amplitude P (the speakers' levels differ ninefold). With --copies K each tr
 K perturbed copies: a speed factor uniform in 1 +- --speed (pitch, formants and tempo move together, as with a
 shorter or longer vocal tract), then a tempo factor of the same range, and a start up to 0.2 s later; they give a
 model more voices than the four training speakers. MNIST images are split by index into disjoint pools
-sized like the audio splits, and every recording gets an image of its digit from its split's pool (a seeded permutation per digit,
-repeated only when a pool runs out).
+sized like the audio splits, and every recording gets an image of its digit from its split's pool (a seeded
+permutation per digit, repeated only when a pool runs out).
 References: Vielzeuf et al. 2018, CentralNet (the AV-MNIST pairing); Jackson et al., Free Spoken Digit Dataset;
 LeCun et al. 1998, MNIST; Ko et al. 2015, Audio augmentation for speech recognition (speed perturbation).
 """
