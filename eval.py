@@ -38,6 +38,7 @@ n_diverse = 16                  # inputs given several outputs each for the dive
 n_outputs = 4                   # outputs per input for the diversity metric
 steps = 16                      # masked-decoding iterations, or DDIM steps of a diffusion generator
 temperature = 4.5               # Gumbel temperature of the masked-decoding confidence (model.CHOICE_TEMPERATURE)
+sample_temperature = 1.0        # temperature of the masked-decoding token samples (below 1 sharper, 0 = argmax)
 cfg_scale = 3.0                 # classifier-free guidance scale (1 = off)
 span = '0.25,0.75'              # inpainting: the audio time span regenerated, as fractions of the clip
 generator = ''                  # V2A-Mapper (a v2a ckpt): the CLAP-conditioned audio generator (default out/<dataset>_t2a)
@@ -273,8 +274,8 @@ def echoes_generator(cfg, model, ckpt):
     """Visual Echoes as a generator: (task, test-split data of some rows, generator) -> {modality: media}."""
     from sample import Echoes
     echoes = Echoes(model, ckpt, cfg['ckpt_dir'], cfg['device'])
-    kw = dict(steps=cfg['steps'], temperature=cfg['temperature'], cfg=cfg['cfg_scale'],
-              span=tuple(float(x) for x in cfg['span'].split(',')))
+    kw = dict(steps=cfg['steps'], temperature=cfg['temperature'], sample_temperature=cfg['sample_temperature'],
+              cfg=cfg['cfg_scale'], span=tuple(float(x) for x in cfg['span'].split(',')))
 
     def generate(task, rows, generator):
         a, i = echoes.run(task, torch.from_numpy(rows['vq_audio_ids'].astype(np.int64)),

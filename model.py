@@ -456,12 +456,13 @@ def mask_schedule(progress):
     return math.cos(math.pi / 2 * progress)
 
 
-def decode(ids, known, logits_fn, steps=16, temperature=CHOICE_TEMPERATURE, generator=None):
+def decode(ids, known, logits_fn, steps=16, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0, generator=None):
     """MaskGIT iterative unmasking: ids (B, N) with known (B, N) True where given; logits_fn(ids, mask) -> (B, N, V).
 
-    Each step samples every unknown position, keeps the most confident samples (Gumbel noise of annealed
-    temperature on their log-probabilities) and re-masks the rest, following the cosine schedule; known
-    tokens have infinite confidence and never change, and every position is filled after the last step.
+    Each step samples every unknown position from softmax(logits / sample_temperature) (0: the argmax), keeps
+    the most confident samples (Gumbel noise of annealed temperature on their log-probabilities) and re-masks
+    the rest, following the cosine schedule; known tokens have infinite confidence and never change, and every
+    position is filled after the last step.
     """
     ids, known = ids.clone(), known.clone()
     unknown0 = (~known).sum(1)                                                    # (B,)
@@ -469,7 +470,8 @@ def decode(ids, known, logits_fn, steps=16, temperature=CHOICE_TEMPERATURE, gene
         mask = ~known
         logits = logits_fn(ids, mask).float()                                     # (B, N, V)
         gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-20, 1)))
-        sampled = (logits + gumbel.to(logits.device)).argmax(-1)                  # categorical sample (B, N)
+        sampled = (logits / sample_temperature + gumbel.to(logits.device)).argmax(-1) if sample_temperature > 0 \
+            else logits.argmax(-1)                                                # categorical sample (B, N)
         logp = torch.log_softmax(logits, -1).gather(-1, sampled[..., None])[..., 0]
         anneal = temperature * (1 - (step + 1) / steps)
         noise = -torch.log(-torch.log(torch.rand(logp.shape, generator=generator).clamp(1e-20, 1))).to(logp.device)

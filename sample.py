@@ -101,12 +101,13 @@ class Echoes:
         self.time_steps = self.audio_tok.net.grid[1]                               # audio tokens are (freq, time)
 
     @torch.no_grad()
-    def generate(self, audio_ids, image_ids, known, steps=16, temperature=CHOICE_TEMPERATURE, cfg=1.0, generator=None):
+    def generate(self, audio_ids, image_ids, known, steps=16, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0,
+                 cfg=1.0, generator=None):
         """Fill the unknown positions of [audio ids, image ids] (B, N) by iterative unmasking with CFG."""
         ids = torch.cat([audio_ids, image_ids], 1).long().to(self.device)          # (B, N)
         known = known.to(self.device)
         logits_fn = cfg_logits(lambda x, m: self.model.logits(x, m, generator), known, cfg)
-        out = decode(ids, known, logits_fn, steps, temperature, generator)
+        out = decode(ids, known, logits_fn, steps, temperature, sample_temperature, generator)
         return out[:, :self.n_audio], out[:, self.n_audio:]
 
     def known(self, B, audio=False, image=False, span=None):
@@ -151,8 +152,8 @@ def run_echoes(model, ckpt, inputs, stem, args):
     gen = torch.Generator().manual_seed(args.seed)
     written = []
     for task in tasks:
-        a, i = echoes.run(task, audio_ids, image_ids, steps=args.steps or 16, temperature=args.temperature, cfg=args.cfg,
-                          generator=gen, span=args.span)
+        a, i = echoes.run(task, audio_ids, image_ids, steps=args.steps or 16, temperature=args.temperature,
+                          sample_temperature=args.sample_temperature, cfg=args.cfg, generator=gen, span=args.span)
         if task != 'a2i':
             written += write_audio(f"{stem}.{task}", echoes.audio_tok.decode(a)[0].numpy(), mel_cfg)
         if task in ('a2i', 'joint'):
@@ -239,6 +240,8 @@ def main(argv=None):
     parser.add_argument('--steps', type=int, default=None, help='iterative-unmasking steps (default 16) or DDIM steps (default 25)')
     parser.add_argument('--temperature', type=float, default=CHOICE_TEMPERATURE, help='Gumbel temperature of the '
                         'unmasking confidence (MaskGIT\'s choice temperature; annealed to 0 over the steps)')
+    parser.add_argument('--sample_temperature', type=float, default=1.0, help='temperature of the token samples of '
+                        'masked decoding (1: MaskGIT\'s categorical sampling, below 1 sharper, 0: the argmax)')
     parser.add_argument('--cfg', type=float, default=3.0, help='classifier-free guidance scale (1 = off)')
     parser.add_argument('--span', type=lambda v: tuple(float(x) for x in v.split(',')), default=(0.25, 0.75),
                         help='inpainting: the audio time span to regenerate, as fractions "start,end"')

@@ -68,6 +68,17 @@ def test_decode_with_one_step_is_a_single_argmax_free_fill():
     assert out.tolist() == [[2] * 5]
 
 
+def test_sample_temperature_sharpens_the_token_samples_and_zero_is_the_argmax():
+    logits = torch.zeros(1, 4000, 2)
+    logits[..., 1] = 1.0                                        # p(id 1) = sigmoid(1 / T)
+    start, known = torch.zeros(1, 4000, dtype=torch.long), torch.zeros(1, 4000, dtype=torch.bool)
+    for T in (1.0, 0.5):
+        out = decode(start, known, lambda x, m: logits, steps=1, sample_temperature=T,
+                     generator=torch.Generator().manual_seed(0))
+        assert abs(out.float().mean().item() - torch.sigmoid(torch.tensor(1 / T)).item()) < 0.03
+    assert decode(start, known, lambda x, m: logits, steps=1, sample_temperature=0).min() == 1
+
+
 def test_cfg_scale_one_is_the_conditional_logits_and_other_scales_extrapolate():
     torch.manual_seed(0)
     model = MaskedAVTransformer(**SMALL, drop_ratio=0.0).eval()
