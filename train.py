@@ -48,7 +48,7 @@ weight_decay = 0.05                # AdamW weight decay on matrices
 beta1 = 0.9                        # AdamW beta1
 beta2 = 0.99                       # AdamW beta2
 grad_clip = 1.0                    # clip the gradient norm at this value (0 = off)
-augment = False                    # training log-mels: random frequency warp, time stretch and shift, one time and one band mask
+augment = False                    # training log-mels: random band warp, time stretch and shift, a time and a band mask
 ema_decay = 0.0                    # EMA of the weights (0 = off); the EMA is what gets sampled
 eval_interval = 250                # evaluate and checkpoint every this many steps
 eval_iters = 10                    # batches per split in an evaluation
@@ -102,14 +102,15 @@ def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, ban
     length), time by up to 1 +- stretch and moved by up to +-shift of its length (empty places at the clip's floor),
     then one run of < time_mask frames and one of < band_mask bands set to the floor."""
     B, H, W = mel.shape
-    u = lambda r: 1 + r * (2 * torch.rand(B, 1, 1, generator=gen) - 1)                        # (B, 1, 1)
-    ys = torch.linspace(-1, 1, H)[None, :, None] / u(warp)                                     # (B, H, 1)
-    xs = torch.linspace(-1, 1, W)[None, None, :] / u(stretch) - 2 * shift * (u(1) - 1)         # (B, 1, W)
+    sym = lambda: 2 * torch.rand(B, 1, 1, generator=gen) - 1                                   # (B, 1, 1) in [-1, 1]
+    ys = torch.linspace(-1, 1, H)[None, :, None] / (1 + warp * sym())                          # (B, H, 1)
+    xs = torch.linspace(-1, 1, W)[None, None, :] / (1 + stretch * sym()) - 2 * shift * sym()   # (B, 1, W)
     grid = torch.stack(torch.broadcast_tensors(xs, ys), -1).to(mel.device)                     # (B, H, W, 2)
     floor = mel.amin((1, 2), keepdim=True)                                                     # (B, 1, 1)
     out = F.grid_sample((mel - floor)[:, None], grid, align_corners=True)[:, 0] + floor       # (B, H, W)
     for size, pos in ((time_mask, torch.arange(W).view(1, 1, W)), (band_mask, torch.arange(H).view(1, H, 1))):
-        start, width = torch.randint(pos.numel(), (B, 1, 1), generator=gen), torch.randint(max(1, size), (B, 1, 1), generator=gen)
+        start = torch.randint(pos.numel(), (B, 1, 1), generator=gen)
+        width = torch.randint(max(1, size), (B, 1, 1), generator=gen)
         out = torch.where(((pos >= start) & (pos < start + width)).to(mel.device), floor, out)
     return out
 

@@ -107,7 +107,7 @@ def level(wave, peak):
 
 
 def perturbed(wave, sample_rate, n, rng, speed, peak):
-    """A speed-perturbed copy of a recording (T,), delayed by up to MAX_DELAY, leveled and fitted to n samples."""
+    """A recording (T,) at another speed and tempo, delayed by up to MAX_DELAY, leveled and fitted to n samples."""
     factor, rate = rng.uniform(1 - speed, 1 + speed, 2)
     fast = librosa.resample(wave, orig_sr=sample_rate, target_sr=round(sample_rate / factor), res_type='soxr_hq')
     fast = librosa.effects.time_stretch(fast, rate=rate, n_fft=512)                   # tempo apart from pitch

@@ -119,6 +119,7 @@ def test_avmnist_held_out_speaker_only_in_test_and_image_pools_disjoint(avmnist_
 
 def small_fsdd(real_data, src):
     """A --src folder under src linking MNIST and takes 0 (val) and 7 (train) of every FSDD speaker and digit."""
+    real_data = real_data.resolve()
     (src / 'fsdd' / 'recordings').mkdir(parents=True)
     (src / 'mnist').symlink_to(real_data / 'mnist')
     for f in (real_data / 'fsdd' / 'recordings').glob('*.wav'):
@@ -128,7 +129,6 @@ def small_fsdd(real_data, src):
 
 
 def test_avmnist_speed_perturbed_copies_only_in_train(real_data, tmp_path):
-    real_data = real_data.resolve()
     src = small_fsdd(real_data, tmp_path / 'src')
     run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--copies', '2', '--speed', '0.2', '--peak', '0.5')
     root = tmp_path / 'data' / 'avmnist'

@@ -183,7 +183,8 @@ def test_a_leveling_judge_hears_every_gain_alike():
     mel = torch.randn(4, 64, 64) - 6                                                   # (B, n_mels, frames)
     for level in (False, True):
         torch.manual_seed(0)
-        judge = train.MODELS['judge'](modality='audio', width=32, n_head=2, mel_mean=-6.0, mel_std=2.0, level=level).eval()
+        judge = train.MODELS['judge'](modality='audio', width=32, n_head=2, mel_mean=-6.0, mel_std=2.0, level=level)
+        judge.eval()
         with torch.no_grad():
             a, b = (judge.forward_logits(m)['sources'] for m in (mel, mel + 3.0))     # +3 nats: about 13 dB louder
         assert torch.allclose(a, b, atol=1e-5) == level
