@@ -39,7 +39,7 @@ n_outputs = 4                   # outputs per input for the diversity metric
 steps = 16                      # masked-decoding iterations, or DDIM steps of a diffusion generator
 temperature = 4.5               # Gumbel temperature of the masked-decoding confidence (model.CHOICE_TEMPERATURE)
 sample_temperature = 1.0        # temperature of the masked-decoding token samples (below 1 sharper, 0 = argmax)
-cfg_scale = 3.0                 # classifier-free guidance scale (1 = off)
+cfg_scale = 3.0                 # classifier-free guidance scale (1 = off; Echoes joint: each modality by the other)
 span = '0.25,0.75'              # inpainting: the audio time span regenerated, as fractions of the clip
 generator = ''                  # V2A-Mapper (a v2a ckpt): the CLAP-conditioned audio generator (default out/<dataset>_t2a)
 mapper_steps = 25               # DDIM steps of a diffusion-prior mapper

@@ -276,13 +276,18 @@ class VectorQuantizer(nn.Module):
 class MediaCodec(nn.Module):
     """Base of one-modality networks (autoencoders, judges): media <-> network floats, grid after n_down halvings."""
 
-    def __init__(self, modality, n_down, image_size, n_mels, frames, mel_mean, mel_std):
+    def __init__(self, modality, n_down, image_size, n_mels, frames, mel_mean, mel_std, level=False):
         super().__init__()
         self.modality, self.fields, self.mel_norm = modality, [FIELDS[modality]], MelNorm(mel_mean, mel_std)
+        self.level = level and modality == 'audio'
         self.in_ch = 3 if modality == 'image' else 1
         self.grid = (image_size >> n_down, image_size >> n_down) if modality == 'image' else (n_mels >> n_down, frames >> n_down)
 
     def to_input(self, media):
+        """Media -> network floats; level=True hears every clip at one loudness: its log-mel moved so that its
+        peak is at 0, where a full-scale sound's is (what a tokenizer decodes stays above the mel floor)."""
+        if self.level:
+            media = media - media.amax((1, 2), keepdim=True)                                # (B, n_mels, frames)
         return self.mel_norm.media_to_float(self.modality, media)
 
     def from_output(self, x):
@@ -293,8 +298,8 @@ class VQVAE(MediaCodec):
     """Convolutional VQ-VAE tokenizer for images (3 channels) or normalised log-mels (1 channel)."""
 
     def __init__(self, modality='image', width=64, n_down=2, n_res=1, codebook_size=256, code_dim=32, beta=0.25,
-                 image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0):
-        super().__init__(modality, n_down, image_size, n_mels, frames, mel_mean, mel_std)
+                 image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0, level=False):
+        super().__init__(modality, n_down, image_size, n_mels, frames, mel_mean, mel_std, level)
         self.beta, in_ch = beta, self.in_ch
         ch = [width >> (n_down - i) for i in range(n_down + 1)]          # channels double as resolution halves
         res = lambda c: ResBlock(c, c, groups=math.gcd(8, c))
@@ -335,17 +340,14 @@ class Judge(MediaCodec):
 
     def __init__(self, modality='image', heads=(('sources', 10),), multilabel=('sources',), width=96, n_layer=1,
                  n_head=4, n_down=3, image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0, level=False):
-        super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std)  # the grid of the media itself
-        self.heads, self.multilabel, self.level = dict(heads), tuple(multilabel), level
+        super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std, level)  # the media's own grid
+        self.heads, self.multilabel = dict(heads), tuple(multilabel)
         self.tower = ConvTower(self.in_ch, self.grid, width, n_layer, n_head, n_down, width)
         self.out = nn.ModuleDict({k: nn.Linear(width, n) for k, n in self.heads.items()})
         self.fields += list(self.heads)
 
     def forward_logits(self, media):
-        """uint8 images or log-mels -> dict of logits (B, n_classes) per head; level=True hears every clip at one
-        loudness (its log-mel moved so that its peak is at the dataset mean)."""
-        if self.level and self.modality == 'audio':
-            media = media - media.amax((1, 2), keepdim=True) + self.mel_norm.stats[0]     # (B, n_mels, frames)
+        """uint8 images or log-mels -> dict of logits (B, n_classes) per head."""
         h = F.silu(self.tower(self.to_input(media))[0])
         return {k: head(h) for k, head in self.out.items()}
 
@@ -380,9 +382,9 @@ class MaskedAVTransformer(nn.Module):
 
     def __init__(self, n_audio=256, n_image=64, audio_codes=256, image_codes=256, width=256, n_layer=4,
                  n_dec_layer=2, n_head=8, drop_ratio=0.5, mask_mean=0.55, mask_std=0.25, mask_min=0.2,
-                 p_cond=0.5, p_uncond=0.1):
+                 p_cond=0.5, p_uncond=0.1, code_init=False):
         super().__init__()
-        self.sizes, self.codes = (n_audio, n_image), (audio_codes, image_codes)
+        self.sizes, self.codes, self.code_init = (n_audio, n_image), (audio_codes, image_codes), code_init
         self.drop_ratio, self.mask_mean, self.mask_std, self.mask_min = drop_ratio, mask_mean, mask_std, mask_min
         self.p_cond, self.p_uncond = p_cond, p_uncond
         self.wte = nn.ModuleList([nn.Embedding(k + 1, width) for k in self.codes])  # the last id is [MASK]
@@ -397,6 +399,15 @@ class MaskedAVTransformer(nn.Module):
         for table in self.wte:
             nn.init.normal_(table.weight, std=0.02)   # small, as in GPT: the logits are dot products with this table
         self.fields = ['vq_audio_ids', 'vq_image_ids']
+
+    @torch.no_grad()
+    def init_tokens(self, codebooks, generator=None):
+        """Start each token table as a random projection of its tokenizer's centred code vectors (K, D), at the
+        table's std, so that codes which decode alike start alike (train.py calls it when code_init=True)."""
+        for table, book in zip(self.wte, codebooks):
+            proj = torch.randn(book.shape[1], table.weight.shape[1], generator=generator)   # (D, C)
+            emb = (book.float() - book.float().mean(0)) @ proj                             # (K, C)
+            table.weight[:len(book)] = emb * (table.weight.std() / emb.std())
 
     def embed(self, ids, mask):
         """ids (B, N) over [audio, image], mask (B, N) True where hidden -> embeddings (B, N, C)."""
@@ -492,6 +503,13 @@ def cfg_logits(logits_fn, cond, scale):
         c, u = both.chunk(2)
         return torch.where(torch.isinf(c), c, scale * c + (1 - scale) * u)
     return guided
+
+
+def joint_cfg_logits(logits_fn, first, scale):
+    """CFG for joint generation, where nothing is given: positions in `first` (N,) True (the audio) are guided by the
+    other modality's tokens decoded so far and the others by those of `first`, each through cfg_logits."""
+    by_rest, by_first = cfg_logits(logits_fn, ~first, scale), cfg_logits(logits_fn, first, scale)
+    return lambda ids, mask: torch.where(first[:, None], by_rest(ids, mask), by_first(ids, mask))   # (B, N, V)
 
 
 #################################################################################

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, is_pipeline, load_audio, load_checkpoint, load_encoder,
                       load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
-from model import CHOICE_TEMPERATURE, cfg_logits, decode
+from model import CHOICE_TEMPERATURE, cfg_logits, decode, joint_cfg_logits
 from prepare import open_split
 
 VIDEO_FRAMES = 10   # frames taken uniformly from a --video, as prepare.py vggsound does
@@ -103,10 +103,13 @@ class Echoes:
     @torch.no_grad()
     def generate(self, audio_ids, image_ids, known, steps=16, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0,
                  cfg=1.0, generator=None):
-        """Fill the unknown positions of [audio ids, image ids] (B, N) by iterative unmasking with CFG."""
+        """Fill the unknown positions of [audio ids, image ids] (B, N) by iterative unmasking with CFG (by the known
+        tokens, or with nothing known by each modality's tokens decoded so far)."""
         ids = torch.cat([audio_ids, image_ids], 1).long().to(self.device)          # (B, N)
         known = known.to(self.device)
-        logits_fn = cfg_logits(lambda x, m: self.model.logits(x, m, generator), known, cfg)
+        net = lambda x, m: self.model.logits(x, m, generator)
+        first = torch.arange(ids.shape[1], device=self.device) < self.n_audio   # (N,) the audio positions
+        logits_fn = cfg_logits(net, known, cfg) if known.any() else joint_cfg_logits(net, first, cfg)
         out = decode(ids, known, logits_fn, steps, temperature, sample_temperature, generator)
         return out[:, :self.n_audio], out[:, self.n_audio:]
 
@@ -128,8 +131,6 @@ class Echoes:
         span = kw.pop('span', (0.25, 0.75))
         known = {'i2a': self.known(B, image=True), 'a2i': self.known(B, audio=True), 'joint': self.known(B),
                  'inpaint': self.known(B, image=True, span=span)}[task]
-        if task == 'joint':
-            kw['cfg'] = 1.0                                                        # nothing to guide by
         return self.generate(audio_ids, image_ids, known, **kw)
 
 
@@ -242,7 +243,8 @@ def main(argv=None):
                         'unmasking confidence (MaskGIT\'s choice temperature; annealed to 0 over the steps)')
     parser.add_argument('--sample_temperature', type=float, default=1.0, help='temperature of the token samples of '
                         'masked decoding (1: MaskGIT\'s categorical sampling, below 1 sharper, 0: the argmax)')
-    parser.add_argument('--cfg', type=float, default=3.0, help='classifier-free guidance scale (1 = off)')
+    parser.add_argument('--cfg', type=float, default=3.0, help='classifier-free guidance scale (1 = off); in Echoes '
+                        'joint generation each modality is guided by the other\'s tokens decoded so far')
     parser.add_argument('--span', type=lambda v: tuple(float(x) for x in v.split(',')), default=(0.25, 0.75),
                         help='inpainting: the audio time span to regenerate, as fractions "start,end"')
     parser.add_argument('--ckpt_dir', default='out', help='where the frozen toy tokenizers live (out/<dataset>_vq_*)')

@@ -5,7 +5,8 @@
     torchrun --standalone --nproc_per_node=2 train.py config/toyav_clip.py     # DDP
 
 Iterations, not epochs; warmup + cosine LR; AdamW; gradient accumulation; EMA when ema_decay > 0;
-bf16 autocast when dtype='bfloat16'; augment=True warps, shifts and masks training log-mels; eval every
+bf16 autocast when dtype='bfloat16'; augment=True warps, shifts and masks training log-mels (networks on audio
+token ids get the augmented log-mels re-tokenized by the frozen tokenizer of the cache); eval every
 eval_interval iterations on a fixed RNG state;
 atomic checkpoints of the uncompiled module with model_args and config; init_from='resume'
 continues at the exact iteration with the optimizer, EMA and data-sampler state.
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
+from encoders import load_toy
 from model import MODELS, ema_update
 from prepare import open_split
 
@@ -48,7 +50,7 @@ weight_decay = 0.05                # AdamW weight decay on matrices
 beta1 = 0.9                        # AdamW beta1
 beta2 = 0.99                       # AdamW beta2
 grad_clip = 1.0                    # clip the gradient norm at this value (0 = off)
-augment = False                    # training log-mels: random band warp, time stretch and shift, a time and a band mask
+augment = False                    # training log-mels: band warp, time stretch and shift, time and band masks (audio ids re-made)
 ema_decay = 0.0                    # EMA of the weights (0 = off); the EMA is what gets sampled
 eval_interval = 250                # evaluate and checkpoint every this many steps
 eval_iters = 10                    # batches per split in an evaluation
@@ -115,6 +117,17 @@ def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, ban
     return out
 
 
+def audio_retokenizer(model, cfg, meta, dev):
+    """With augment=True, a network that reads cached audio token ids sees its augmented log-mels through the
+    frozen toy tokenizer that made the cache (None when the network reads no audio ids or augment is off)."""
+    if not cfg['augment'] or 'vq_audio_ids' not in model.fields:
+        return None
+    if meta.get('features', {}).get('suite') != 'toy':
+        raise SystemExit(f"augment=True re-tokenizes log-mels with a toy tokenizer; data/{cfg['dataset']} holds "
+                         f"{meta.get('features', {}).get('suite')} features")
+    return load_toy('vq_audio', cfg['dataset'], cfg['ckpt_dir'], dev)
+
+
 def save_checkpoint(path, state):
     """torch.save to a temporary file, then rename."""
     torch.save(state, path + '.tmp')
@@ -142,7 +155,14 @@ def train(cfg):
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], 'train', [])
     args = {**data_args(cls, meta), **cfg['model_args']}
     model = cls(**args)
+    if getattr(model, 'code_init', False) and cfg['init_from'] == 'scratch':
+        model.init_tokens([load_toy(name, cfg['dataset'], cfg['ckpt_dir']).net.quantizer.codebook
+                           for name in ('vq_audio', 'vq_image')], torch.Generator().manual_seed(cfg['seed']))
     data = {s: open_split(cfg['data_dir'], cfg['dataset'], s, model.fields, cfg['ckpt_dir'])[0] for s in ('train', 'val')}
+    tokenizer = audio_retokenizer(model, cfg, meta, dev)
+    if tokenizer is not None:
+        for s in data:
+            data[s]['mel'] = open_split(cfg['data_dir'], cfg['dataset'], s, ['mel'])[0]['mel']
     empty = [s for s, d in data.items() if not len(d[model.fields[0]])]
     if empty:
         raise SystemExit(f"data/{cfg['dataset']}: the {' and '.join(empty)} split has no samples; "
@@ -215,6 +235,8 @@ def train(cfg):
             batch = get_batch(data['train'], cfg['batch_size'], gen, dev)
             if cfg['augment'] and 'mel' in batch:
                 batch['mel'] = augment_mel(batch['mel'], gen)
+                if tokenizer is not None:
+                    batch['vq_audio_ids'] = tokenizer.encode(batch['mel'])                   # (B, n_audio)
             with ctx:
                 loss = model(batch) / cfg['grad_accum']
             if not torch.isfinite(loss):

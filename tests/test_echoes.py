@@ -1,13 +1,16 @@
 """Visual Echoes: masking, the decoder as a pure function, off-the-shelf CFG, and the model end to end."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import prepare
 import sample
 import train
 from conftest import tiny_config
-from model import MaskedAVTransformer, cfg_logits, decode, mask_schedule, random_mask, truncated_normal
+from model import (MaskedAVTransformer, cfg_logits, decode, joint_cfg_logits, mask_schedule, random_mask,
+                   truncated_normal)
 
 SMALL = dict(n_audio=12, n_image=6, audio_codes=20, image_codes=10, width=32, n_layer=1, n_dec_layer=1, n_head=2)
 
@@ -96,6 +99,23 @@ def test_cfg_scale_one_is_the_conditional_logits_and_other_scales_extrapolate():
     assert torch.isinf(g[:, 12:, 10:]).all()                  # image positions never predict beyond their codebook
 
 
+def test_joint_cfg_guides_each_modality_by_the_other_decoded_so_far():
+    torch.manual_seed(0)
+    model = MaskedAVTransformer(**SMALL, drop_ratio=0.0).eval()
+    ids = torch.cat([torch.randint(0, 20, (2, 12)), torch.randint(0, 10, (2, 6))], 1)
+    mask = torch.rand(2, 18) < 0.5                                               # part of each modality decoded
+    audio = torch.arange(18) < 12                                                # (N,)
+    fn = lambda x, m: model.logits(x, m)
+    with torch.no_grad():
+        torch.testing.assert_close(joint_cfg_logits(fn, audio, 1.0)(ids, mask), fn(ids, mask))
+        g = joint_cfg_logits(fn, audio, 3.0)(ids, mask)
+        c, no_image, no_audio = fn(ids, mask), fn(ids, mask | ~audio), fn(ids, mask | audio)
+    expect = torch.where(audio[:, None], 3 * c - 2 * no_image, 3 * c - 2 * no_audio)
+    finite = torch.isfinite(c)
+    torch.testing.assert_close(g[finite], expect[finite])
+    assert not torch.allclose(g[:, :12][finite[:, :12]], (3 * c - 2 * no_audio)[:, :12][finite[:, :12]])
+
+
 def test_logits_are_dot_products_with_the_embedding_table():
     model = MaskedAVTransformer(**SMALL)
     assert model.out[0][0].weight.shape == (32, 32) and not hasattr(model, 'head')
@@ -104,6 +124,19 @@ def test_logits_are_dot_products_with_the_embedding_table():
         model.bias[0].fill_(0.5)
         logits = model.logits(torch.zeros(1, 18, dtype=torch.long), torch.ones(1, 18, dtype=torch.bool))
     assert torch.all(logits[0, :12, :20] == 0.5)
+
+
+def test_code_init_starts_codes_that_decode_alike_alike():
+    net = MaskedAVTransformer(**SMALL, code_init=True)
+    mask_rows = [table.weight[-1].clone() for table in net.wte]
+    books = [torch.randn(20, 4), torch.randn(10, 4)]
+    books[0][1] = books[0][0] + 1e-3                                             # two near-identical audio codes
+    net.init_tokens(books, torch.Generator().manual_seed(0))
+    audio = net.wte[0].weight                                                    # (21, C)
+    dist = torch.cdist(audio[:20], audio[:20])                                   # (20, 20)
+    assert dist[0, 1] < 0.01 * dist[0, 2:].min()
+    assert all(torch.equal(table.weight[-1], row) for table, row in zip(net.wte, mask_rows))   # [MASK] as it was
+    assert abs(audio[:20].std().item() - 0.02) < 0.005
 
 
 def test_loss_only_counts_masked_positions():
@@ -121,7 +154,7 @@ def test_loss_only_counts_masked_positions():
 
 def test_echoes_trains_and_samples_every_task(tiny, tmp_path):
     cfg = tiny_config(tiny, 'clip', method='echoes', out_dir=str(tiny / 'out' / 'toyav_echoes'), max_iters=3, eval_interval=3,
-                      model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2))
+                      model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2, code_init=True))
     path = train.train(cfg)
     ckpt = torch.load(path, weights_only=True)
     assert ckpt['model_args']['n_audio'] == 256 and ckpt['model_args']['audio_codes'] == 32
@@ -132,6 +165,25 @@ def test_echoes_trains_and_samples_every_task(tiny, tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ['j.joint.png', 'j.joint.spec.png', 'j.joint.wav', 'p.inpaint.spec.png', 'p.inpaint.wav',
                      'x.a2i.png', 'x.i2a.spec.png', 'x.i2a.wav']
+
+
+def test_augment_reaches_echoes_through_the_frozen_tokenizer(tiny, monkeypatch):
+    """augment=True: the audio ids Echoes trains on are the frozen tokenizer's ids of the augmented log-mels."""
+    from encoders import file_hash, load_toy
+    seen = []
+    monkeypatch.setattr(MaskedAVTransformer, 'forward', lambda self, batch: seen.append(batch) or
+                        sum(p.sum() for p in self.parameters()) * 0)
+    tok_path = tiny / 'out' / 'toyav_vq_audio' / 'ckpt.pt'
+    before = file_hash(str(tok_path))
+    cfg = tiny_config(tiny, 'clip', method='echoes', augment=True, out_dir=str(tiny / 'out' / 'echoes_aug'), max_iters=2,
+                      eval_interval=2, model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2))
+    train.train(cfg)
+    tokenizer = load_toy('vq_audio', out_dir=str(tiny / 'out'))
+    batch = seen[0]                                                            # the first training batch
+    assert torch.equal(batch['vq_audio_ids'], tokenizer.encode(batch['mel']))
+    cached = prepare.open_split(str(tiny / 'data'), 'toyav', 'train', ['vq_audio_ids'], str(tiny / 'out'))[0]['vq_audio_ids']
+    assert not (torch.from_numpy(np.array(cached)).long() == batch['vq_audio_ids'][0]).all(1).any()   # not a cached row
+    assert file_hash(str(tok_path)) == before
 
 
 def test_eval_judges_every_echoes_task(tiny, tmp_path):

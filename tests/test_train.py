@@ -179,12 +179,13 @@ def test_augment_changes_what_an_audio_model_learns(tiny):
     assert sums[0] != sums[1]
 
 
-def test_a_leveling_judge_hears_every_gain_alike():
+@pytest.mark.parametrize('method, args, read', [('judge', dict(n_head=2), lambda net, m: net.forward_logits(m)['sources']),
+                                                ('vq', dict(codebook_size=16, code_dim=8), lambda net, m: net.encode(m))])
+def test_a_leveling_judge_or_tokenizer_hears_every_gain_alike(method, args, read):
     mel = torch.randn(4, 64, 64) - 6                                                   # (B, n_mels, frames)
     for level in (False, True):
         torch.manual_seed(0)
-        judge = train.MODELS['judge'](modality='audio', width=32, n_head=2, mel_mean=-6.0, mel_std=2.0, level=level)
-        judge.eval()
+        net = train.MODELS[method](modality='audio', width=32, mel_mean=-6.0, mel_std=2.0, level=level, **args).eval()
         with torch.no_grad():
-            a, b = (judge.forward_logits(m)['sources'] for m in (mel, mel + 3.0))     # +3 nats: about 13 dB louder
+            a, b = (read(net, m).float() for m in (mel, mel + 3.0))                     # +3 nats: about 13 dB louder
         assert torch.allclose(a, b, atol=1e-5) == level
