@@ -260,6 +260,7 @@ def train(cfg):
                 print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
             checkpoint()
     if ddp:
+        dist.barrier()                    # no rank tears gloo down while another still talks to it
         dist.destroy_process_group()
     return path
 
