@@ -160,9 +160,8 @@ def train(cfg):
                            for name in ('vq_audio', 'vq_image')], torch.Generator().manual_seed(cfg['seed']))
     data = {s: open_split(cfg['data_dir'], cfg['dataset'], s, model.fields, cfg['ckpt_dir'])[0] for s in ('train', 'val')}
     tokenizer = audio_retokenizer(model, cfg, meta, dev)
-    if tokenizer is not None:
-        for s in data:
-            data[s]['mel'] = open_split(cfg['data_dir'], cfg['dataset'], s, ['mel'])[0]['mel']
+    if tokenizer is not None:                                  # only training batches are augmented
+        data['train']['mel'] = open_split(cfg['data_dir'], cfg['dataset'], 'train', ['mel'])[0]['mel']
     empty = [s for s, d in data.items() if not len(d[model.fields[0]])]
     if empty:
         raise SystemExit(f"data/{cfg['dataset']}: the {' and '.join(empty)} split has no samples; "
