@@ -4,14 +4,15 @@
     python train.py config/toyav_clip.py --max_iters=100 --batch_size=32
     torchrun --standalone --nproc_per_node=2 train.py config/toyav_clip.py     # DDP
 
-Iterations, not epochs; warmup + cosine LR; AdamW; gradient accumulation; EMA when ema_decay > 0;
-bf16 autocast when dtype='bfloat16'; augment=True warps, shifts and masks training log-mels (networks on audio
-token ids get the augmented log-mels re-tokenized by the frozen tokenizer of the cache); eval every
-eval_interval iterations on a fixed RNG state;
-atomic checkpoints of the uncompiled module with model_args and config; init_from='resume'
-continues at the exact iteration with the optimizer, EMA and data-sampler state.
+Iterations, not epochs; warmup + cosine LR; AdamW, or Muon for the linear layers' weights; gradient accumulation;
+EMA when ema_decay > 0; bf16 autocast when dtype='bfloat16'; augment=True warps, shifts and masks training
+log-mels (networks on audio token ids get the augmented log-mels re-tokenized by the frozen tokenizer of the
+cache); eval every eval_interval iterations on a fixed RNG state; atomic checkpoints of the uncompiled module
+with model_args and config; init_from='resume' continues at the exact iteration with the optimizer, EMA and
+data-sampler state.
 References: nanoGPT (Karpathy) for the loop; MMAudio (Cheng et al. 2025) for the fixed eval RNG; VTLP (Jaitly &
-Hinton 2013) and SpecAugment (Park et al. 2019) for the log-mel augmentation.
+Hinton 2013) and SpecAugment (Park et al. 2019) for the log-mel augmentation; Muon (Jordan et al. 2024) as
+torch.optim.Muon.
 """
 import copy
 import inspect
@@ -49,6 +50,7 @@ decay_lr = True                    # cosine decay to min_lr at max_iters
 weight_decay = 0.05                # AdamW weight decay on matrices
 beta1 = 0.9                        # AdamW beta1
 beta2 = 0.99                       # AdamW beta2
+optimizer = 'adamw'                # 'adamw', or 'muon': Muon for the weights of linear layers, AdamW for the rest
 grad_clip = 1.0                    # clip the gradient norm at this value (0 = off)
 augment = False                    # training log-mels: band warp, time stretch and shift, time and band masks (audio ids re-made)
 ema_decay = 0.0                    # EMA of the weights (0 = off); the EMA is what gets sampled
@@ -167,11 +169,18 @@ def train(cfg):
         raise SystemExit(f"data/{cfg['dataset']}: the {' and '.join(empty)} split has no samples; "
                          "prepare it with more data")
     model.to(dev)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
+    if cfg['optimizer'] not in ('adamw', 'muon'):
+        raise SystemExit(f"optimizer={cfg['optimizer']!r}: expected 'adamw' or 'muon'")
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear) and cfg['optimizer'] == 'muon'}
+    muon = [p for p in model.parameters() if id(p) in matrices]
+    decay = [p for p in model.parameters() if p.dim() >= 2 and id(p) not in matrices]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{'params': decay, 'weight_decay': cfg['weight_decay']},
-                                   {'params': no_decay, 'weight_decay': 0.0}],
-                                  lr=cfg['learning_rate'], betas=(cfg['beta1'], cfg['beta2']))
+    optimizers = [torch.optim.AdamW([{'params': decay, 'weight_decay': cfg['weight_decay']},
+                                     {'params': no_decay, 'weight_decay': 0.0}],
+                                    lr=cfg['learning_rate'], betas=(cfg['beta1'], cfg['beta2']))]
+    if muon:
+        optimizers.append(torch.optim.Muon(muon, lr=cfg['learning_rate'], weight_decay=cfg['weight_decay'],
+                                           adjust_lr_fn='match_rms_adamw'))
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg['ema_decay'] > 0 else None
     gen = torch.Generator().manual_seed(cfg['seed'] + rank)
     it, best_val = 0, float('inf')
@@ -180,7 +189,8 @@ def train(cfg):
         if ckpt['model_args'] != args or ckpt['method'] != cfg['method']:
             raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does not match this config")
         model.load_state_dict(ckpt['model'])
-        optimizer.load_state_dict(ckpt['optimizer'])
+        for opt, state in zip(optimizers, ckpt['optimizer']):
+            opt.load_state_dict(state)
         if ema is not None:
             ema.load_state_dict(ckpt['ema'])
         gen.set_state(ckpt['rng'][rank] if rank < len(ckpt['rng']) else ckpt['rng'][0])
@@ -214,8 +224,8 @@ def train(cfg):
             dist.all_gather_object(rng, gen.get_state())
         if master:
             os.makedirs(cfg['out_dir'], exist_ok=True)
-            save_checkpoint(path, dict(model=raw.state_dict(), optimizer=optimizer.state_dict(), model_args=args,
-                                       method=cfg['method'], iter_num=it, best_val_loss=best_val, config=cfg,
+            save_checkpoint(path, dict(model=raw.state_dict(), optimizer=[opt.state_dict() for opt in optimizers],
+                                       model_args=args, method=cfg['method'], iter_num=it, best_val_loss=best_val, config=cfg,
                                        ema=ema.state_dict() if ema is not None else None, rng=rng,
                                        data=dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'], image_size=meta['image_size'],
                                                  dataset=meta['dataset'], classes=meta.get('classes'),
@@ -226,7 +236,7 @@ def train(cfg):
     t0 = time.time()
     while it < cfg['max_iters']:
         lr = get_lr(it, cfg)
-        for group in optimizer.param_groups:
+        for group in (g for opt in optimizers for g in opt.param_groups):
             group['lr'] = lr
         for micro in range(cfg['grad_accum']):
             if ddp:
@@ -243,8 +253,9 @@ def train(cfg):
             loss.backward()
         if cfg['grad_clip']:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         if ema is not None:
             ema_update(ema, raw, min(cfg['ema_decay'], (1 + it) / (10 + it)))   # warmup: early weights fade fast
         it += 1

@@ -64,9 +64,11 @@ def test_loss_falls_when_overfitting_one_batch(tiny):
     assert loss.item() < 0.3 * first
 
 
-def test_resume_after_a_crash_continues_exactly(tiny, monkeypatch):
-    straight = train.train(tiny_config(tiny, 'clip', out_dir=str(tiny / 'straight'), max_iters=12, eval_interval=6))
-    cfg = tiny_config(tiny, 'clip', out_dir=str(tiny / 'crashed'), max_iters=12, eval_interval=6)
+@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
+def test_resume_after_a_crash_continues_exactly(tiny, monkeypatch, optimizer):
+    kw = dict(max_iters=12, eval_interval=6, optimizer=optimizer)
+    straight = train.train(tiny_config(tiny, 'clip', out_dir=str(tiny / f'straight_{optimizer}'), **kw))
+    cfg = tiny_config(tiny, 'clip', out_dir=str(tiny / f'crashed_{optimizer}'), **kw)
     calls, real_get_batch = [], train.get_batch
 
     def crash_at_iter_9(*args):
@@ -86,8 +88,16 @@ def test_resume_after_a_crash_continues_exactly(tiny, monkeypatch):
     assert b['iter_num'] == 12
     for k in a['model']:
         torch.testing.assert_close(a['model'][k], b['model'][k], rtol=0, atol=1e-6)
-    for sa, sb in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
-        torch.testing.assert_close(sa['exp_avg_sq'], sb['exp_avg_sq'], rtol=0, atol=1e-9)
+    assert len(a['optimizer']) == (2 if optimizer == 'muon' else 1)
+    for oa, ob in zip(a['optimizer'], b['optimizer']):
+        for sa, sb in zip(oa['state'].values(), ob['state'].values()):
+            for k in sa:
+                torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6)
+
+
+def test_an_unknown_optimizer_is_refused(tiny):
+    with pytest.raises(SystemExit, match="optimizer='sgd'"):
+        train.train(tiny_config(tiny, 'clip', out_dir=str(tiny / 'sgd'), optimizer='sgd'))
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tiny):
