@@ -188,6 +188,8 @@ def train(cfg):
         ckpt = torch.load(path, map_location=dev, weights_only=True)
         if ckpt['model_args'] != args or ckpt['method'] != cfg['method']:
             raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does not match this config")
+        if not isinstance(ckpt['optimizer'], list) or len(ckpt['optimizer']) != len(optimizers):
+            raise SystemExit(f"{path}: its optimizer state is not that of optimizer={cfg['optimizer']!r}")
         model.load_state_dict(ckpt['model'])
         for opt, state in zip(optimizers, ckpt['optimizer']):
             opt.load_state_dict(state)

@@ -105,6 +105,8 @@ def test_resume_refuses_a_checkpoint_of_another_model(tiny):
     cfg['model_args'] = dict(cfg['model_args'], width=64)
     with pytest.raises(SystemExit, match='does not match'):
         train.train(cfg)
+    with pytest.raises(SystemExit, match="optimizer state is not that of optimizer='muon'"):
+        train.train(tiny_config(tiny, 'clip', init_from='resume', optimizer='muon'))
 
 
 def test_two_process_ddp_trains(tiny):
