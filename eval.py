@@ -37,6 +37,7 @@ n_eval = 500                    # test samples judged per generation task (at mo
 n_diverse = 16                  # inputs given several outputs each for the diversity metric
 n_outputs = 4                   # outputs per input for the diversity metric
 steps = 16                      # masked-decoding iterations, or DDIM steps of a diffusion generator
+joint_steps = 30                # masked-decoding iterations of Echoes joint generation, both unknown (model.JOINT_STEPS)
 temperature = 4.5               # Gumbel temperature of the masked-decoding confidence (model.CHOICE_TEMPERATURE)
 sample_temperature = 1.0        # temperature of the masked-decoding token samples (below 1 sharper, 0 = argmax)
 cfg_scale = 3.0                 # classifier-free guidance scale (1 = off; Echoes joint: each modality by the other)
@@ -274,12 +275,14 @@ def echoes_generator(cfg, model, ckpt):
     """Visual Echoes as a generator: (task, test-split data of some rows, generator) -> {modality: media}."""
     from sample import Echoes
     echoes = Echoes(model, ckpt, cfg['ckpt_dir'], cfg['device'])
-    kw = dict(steps=cfg['steps'], temperature=cfg['temperature'], sample_temperature=cfg['sample_temperature'],
+    kw = dict(temperature=cfg['temperature'], sample_temperature=cfg['sample_temperature'],
               cfg=cfg['cfg_scale'], span=tuple(float(x) for x in cfg['span'].split(',')))
 
     def generate(task, rows, generator):
+        steps = cfg['joint_steps'] if task == 'joint' else cfg['steps']
         a, i = echoes.run(task, torch.from_numpy(rows['vq_audio_ids'].astype(np.int64)),
-                          torch.from_numpy(rows['vq_image_ids'].astype(np.int64)), generator=generator, **kw)
+                          torch.from_numpy(rows['vq_image_ids'].astype(np.int64)), generator=generator,
+                          steps=steps, **kw)
         return {'audio': echoes.audio_tok.decode(a), 'image': echoes.image_tok.decode(i)}
     return generate, ['vq_audio_ids', 'vq_image_ids']
 

@@ -460,6 +460,7 @@ class MaskedAVTransformer(nn.Module):
 
 
 CHOICE_TEMPERATURE = 4.5   # MaskGIT's Gumbel temperature on the unmasking confidence, annealed to 0 over the steps
+JOINT_STEPS = 30           # unmasking steps of joint generation, which fills both modalities (16 fill one)
 
 
 def mask_schedule(progress):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, is_pipeline, load_audio, load_checkpoint, load_encoder,
                       load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
-from model import CHOICE_TEMPERATURE, cfg_logits, decode, joint_cfg_logits
+from model import CHOICE_TEMPERATURE, JOINT_STEPS, cfg_logits, decode, joint_cfg_logits
 from prepare import open_split
 
 VIDEO_FRAMES = 10   # frames taken uniformly from a --video, as prepare.py vggsound does
@@ -153,8 +153,8 @@ def run_echoes(model, ckpt, inputs, stem, args):
     gen = torch.Generator().manual_seed(args.seed)
     written = []
     for task in tasks:
-        a, i = echoes.run(task, audio_ids, image_ids, steps=args.steps or 16, temperature=args.temperature,
-                          sample_temperature=args.sample_temperature, cfg=args.cfg, generator=gen, span=args.span)
+        a, i = echoes.run(task, audio_ids, image_ids, steps=args.steps or (JOINT_STEPS if task == 'joint' else 16),
+                          temperature=args.temperature, sample_temperature=args.sample_temperature, cfg=args.cfg, generator=gen, span=args.span)
         if task != 'a2i':
             written += write_audio(f"{stem}.{task}", echoes.audio_tok.decode(a)[0].numpy(), mel_cfg)
         if task in ('a2i', 'joint'):
@@ -238,7 +238,7 @@ def main(argv=None):
     parser.add_argument('--mapper_cfg', type=float, default=1.0, help='V2A-Mapper: guidance scale of a diffusion prior')
     parser.add_argument('--task', choices=['i2a', 'a2i', 'joint', 'inpaint'], help='what to generate (default: from the inputs; '
                         'image -> i2a, audio -> a2i, both -> inpaint, none -> joint, --index -> i2a and a2i)')
-    parser.add_argument('--steps', type=int, default=None, help='iterative-unmasking steps (default 16) or DDIM steps (default 25)')
+    parser.add_argument('--steps', type=int, default=None, help='iterative-unmasking steps (default 16, joint 30) or DDIM steps (default 25)')
     parser.add_argument('--temperature', type=float, default=CHOICE_TEMPERATURE, help='Gumbel temperature of the '
                         'unmasking confidence (MaskGIT\'s choice temperature; annealed to 0 over the steps)')
     parser.add_argument('--sample_temperature', type=float, default=1.0, help='temperature of the token samples of '

@@ -186,11 +186,14 @@ def test_augment_reaches_echoes_through_the_frozen_tokenizer(tiny, monkeypatch):
     assert file_hash(str(tok_path)) == before
 
 
-def test_eval_judges_every_echoes_task(tiny, tmp_path):
+def test_eval_judges_every_echoes_task(tiny, tmp_path, monkeypatch):
     import eval as evaluation
     cfg = dict(evaluation.default_config(), out_dir=str(tmp_path), data_dir=str(tiny / 'data'), ckpt_dir=str(tiny / 'out'),
                ckpt=str(tiny / 'out' / 'toyav_echoes'), tasks='i2a,a2i,joint,inpaint', n_eval=8, n_diverse=2,
-               n_outputs=2, steps=2, batch_size=4)
+               n_outputs=2, steps=2, joint_steps=3, batch_size=4)
+    steps = {}                                                  # decode's steps, by whether both modalities are unknown
+    monkeypatch.setattr(sample, 'decode', lambda ids, known, fn, n, *a: steps.setdefault(bool((~known).all()), set())
+                        .add(n) or decode(ids, known, fn, n, *a))
     if not (tiny / 'out' / 'toyav_echoes' / 'ckpt.pt').exists():
         train.train(tiny_config(tiny, 'clip', method='echoes', out_dir=cfg['ckpt'], max_iters=2, eval_interval=2,
                                 model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2)))
@@ -201,6 +204,7 @@ def test_eval_judges_every_echoes_task(tiny, tmp_path):
         assert key in m, key
     assert all(0 <= m[k] <= 1 for k in m if k.endswith('_acc') or k.endswith('recall'))
     assert m['i2a.fd'] >= 0 and m['i2a.diversity'] >= 0 and m['i2a.sec_per_sample'] > 0
+    assert steps == {True: {3}, False: {2}}                     # joint_steps for joint, steps for every other task
 
 
 def test_span_tiled_repeats_the_span_over_the_clip():
