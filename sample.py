@@ -122,8 +122,9 @@ class Echoes:
             audio_known = ~inside.expand(B, -1)
         return torch.cat([audio_known, torch.full((B, self.n_image), image)], 1)
 
-    def run(self, task, audio_ids=None, image_ids=None, **kw):
-        """task in i2a, a2i, joint, inpaint -> (audio ids, image ids) with the task's unknown part generated."""
+    def run(self, task, audio_ids=None, image_ids=None, steps=None, **kw):
+        """task in i2a, a2i, joint, inpaint -> (audio ids, image ids) with the task's unknown part generated in `steps`
+        iterations (default 16, joint JOINT_STEPS: it fills both modalities)."""
         given = [x for x in (audio_ids, image_ids) if x is not None]
         B = len(given[0]) if given else 1
         audio_ids = torch.zeros(B, self.n_audio, dtype=torch.long) if audio_ids is None else torch.as_tensor(audio_ids).long()
@@ -131,7 +132,7 @@ class Echoes:
         span = kw.pop('span', (0.25, 0.75))
         known = {'i2a': self.known(B, image=True), 'a2i': self.known(B, audio=True), 'joint': self.known(B),
                  'inpaint': self.known(B, image=True, span=span)}[task]
-        return self.generate(audio_ids, image_ids, known, **kw)
+        return self.generate(audio_ids, image_ids, known, steps or (JOINT_STEPS if task == 'joint' else 16), **kw)
 
 
 def default_tasks(inputs, from_dataset):
@@ -153,8 +154,8 @@ def run_echoes(model, ckpt, inputs, stem, args):
     gen = torch.Generator().manual_seed(args.seed)
     written = []
     for task in tasks:
-        a, i = echoes.run(task, audio_ids, image_ids, steps=args.steps or (JOINT_STEPS if task == 'joint' else 16),
-                          temperature=args.temperature, sample_temperature=args.sample_temperature, cfg=args.cfg, generator=gen, span=args.span)
+        a, i = echoes.run(task, audio_ids, image_ids, steps=args.steps, temperature=args.temperature,
+                          sample_temperature=args.sample_temperature, cfg=args.cfg, generator=gen, span=args.span)
         if task != 'a2i':
             written += write_audio(f"{stem}.{task}", echoes.audio_tok.decode(a)[0].numpy(), mel_cfg)
         if task in ('a2i', 'joint'):

@@ -9,7 +9,7 @@ import prepare
 import sample
 import train
 from conftest import tiny_config
-from model import (MaskedAVTransformer, cfg_logits, decode, joint_cfg_logits, mask_schedule, random_mask,
+from model import (JOINT_STEPS, MaskedAVTransformer, cfg_logits, decode, joint_cfg_logits, mask_schedule, random_mask,
                    truncated_normal)
 
 SMALL = dict(n_audio=12, n_image=6, audio_codes=20, image_codes=10, width=32, n_layer=1, n_dec_layer=1, n_head=2)
@@ -152,7 +152,7 @@ def test_loss_only_counts_masked_positions():
     assert not math.isclose(expected.item(), torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten()).item())
 
 
-def test_echoes_trains_and_samples_every_task(tiny, tmp_path):
+def test_echoes_trains_and_samples_every_task(tiny, tmp_path, monkeypatch):
     cfg = tiny_config(tiny, 'clip', method='echoes', out_dir=str(tiny / 'out' / 'toyav_echoes'), max_iters=3, eval_interval=3,
                       model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2, code_init=True))
     path = train.train(cfg)
@@ -165,6 +165,11 @@ def test_echoes_trains_and_samples_every_task(tiny, tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ['j.joint.png', 'j.joint.spec.png', 'j.joint.wav', 'p.inpaint.spec.png', 'p.inpaint.wav',
                      'x.a2i.png', 'x.i2a.spec.png', 'x.i2a.wav']
+    steps = []                                                  # without --steps: 16 for one modality, 30 for joint
+    monkeypatch.setattr(sample, 'decode', lambda ids, known, fn, n, *a: steps.append(n) or decode(ids, known, fn, n, *a))
+    sample.main(base[:-2] + ['--index', '0', '--out', str(tmp_path / 'd' / 'x')])
+    sample.main(base[:-2] + ['--task', 'joint', '--out', str(tmp_path / 'd' / 'j')])
+    assert steps == [16, 16, JOINT_STEPS]
 
 
 def test_augment_reaches_echoes_through_the_frozen_tokenizer(tiny, monkeypatch):
