@@ -264,6 +264,21 @@ def test_dit_zero_init_output_is_zero():
         assert out.shape == (2, 4, 8, 8) and torch.equal(out, torch.zeros_like(out))
 
 
+def test_attention_cpu_product_matches_sdpa():
+    """On a CPU Attention takes the plain product; it gives what SDPA gives, self and cross, with a padding mask."""
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(2, 7, 32, generator=g), torch.randn(2, 5, 24, generator=g)
+    pad = torch.tensor([[True, True, True, False, False], [True] * 5])
+    for att, c, mask in [(M.Attention(32, 4), None, None), (M.Attention(32, 4, ctx_dim=24), ctx, None),
+                         (M.Attention(32, 4, ctx_dim=24), ctx, pad)]:
+        att, src = randomize(att), x if c is None else c
+        q, k, v = [y.view(2, -1, 4, 8).transpose(1, 2) for y in (att.to_q(x), att.to_k(src), att.to_v(src))]
+        bias = None if mask is None else (~mask)[:, None, None, :].float() * -1e4
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)   # (2, 4, 7, 8)
+        _close(att(x, c, mask), att.to_out(y.transpose(1, 2).reshape(2, 7, 32)))
+    assert not torch.allclose(att(x, ctx, pad), att(x, ctx))
+
+
 def test_guidance():
     net = randomize(_tiny_dit(num_classes=5, ctx_dim=7, vec_dim=3))
     x, t, y = torch.randn(2, 2, 8, 8), torch.tensor([1, 500]), torch.tensor([0, 4])
