@@ -36,7 +36,7 @@ ckpt = ''                       # the generator to evaluate (a training run dire
 n_eval = 500                    # test samples judged per generation task (at most the split's size)
 n_diverse = 16                  # inputs given several outputs each for the diversity metric
 n_outputs = 4                   # outputs per input for the diversity metric
-steps = 16                      # masked-decoding iterations, or DDIM steps of a diffusion generator
+steps = 16                      # masked-decoding iterations (model.STEPS), or DDIM steps of a diffusion generator
 joint_steps = 30                # masked-decoding iterations of Echoes joint generation, both unknown (model.JOINT_STEPS)
 temperature = 4.5               # Gumbel temperature of the masked-decoding confidence (model.CHOICE_TEMPERATURE)
 sample_temperature = 1.0        # temperature of the masked-decoding token samples (below 1 sharper, 0 = argmax)

@@ -463,7 +463,8 @@ class MaskedAVTransformer(nn.Module):
 
 
 CHOICE_TEMPERATURE = 4.5   # MaskGIT's Gumbel temperature on the unmasking confidence, annealed to 0 over the steps
-JOINT_STEPS = 30           # unmasking steps of joint generation, which fills both modalities (16 fill one)
+STEPS = 16                 # unmasking steps that fill one modality (image->audio, audio->image, inpainting)
+JOINT_STEPS = 30           # unmasking steps of joint generation, which fills both modalities
 
 
 def mask_schedule(progress):
@@ -471,7 +472,7 @@ def mask_schedule(progress):
     return math.cos(math.pi / 2 * progress)
 
 
-def decode(ids, known, logits_fn, steps=16, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0, generator=None):
+def decode(ids, known, logits_fn, steps=STEPS, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0, generator=None):
     """MaskGIT iterative unmasking: ids (B, N) with known (B, N) True where given; logits_fn(ids, mask) -> (B, N, V).
 
     Each step samples every unknown position from softmax(logits / sample_temperature) (0: the argmax), keeps

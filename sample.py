@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, is_pipeline, load_audio, load_checkpoint, load_encoder,
                       load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
-from model import CHOICE_TEMPERATURE, JOINT_STEPS, cfg_logits, decode, joint_cfg_logits
+from model import CHOICE_TEMPERATURE, JOINT_STEPS, STEPS, cfg_logits, decode, joint_cfg_logits
 from prepare import open_split
 
 VIDEO_FRAMES = 10   # frames taken uniformly from a --video, as prepare.py vggsound does
@@ -101,7 +101,7 @@ class Echoes:
         self.time_steps = self.audio_tok.net.grid[1]                               # audio tokens are (freq, time)
 
     @torch.no_grad()
-    def generate(self, audio_ids, image_ids, known, steps=16, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0,
+    def generate(self, audio_ids, image_ids, known, steps=STEPS, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0,
                  cfg=1.0, generator=None):
         """Fill the unknown positions of [audio ids, image ids] (B, N) by iterative unmasking with CFG (by the known
         tokens, or with nothing known by each modality's tokens decoded so far)."""
@@ -124,7 +124,7 @@ class Echoes:
 
     def run(self, task, audio_ids=None, image_ids=None, steps=None, **kw):
         """task in i2a, a2i, joint, inpaint -> (audio ids, image ids) with the task's unknown part generated in `steps`
-        iterations (default 16, joint JOINT_STEPS: it fills both modalities)."""
+        iterations (default STEPS, joint JOINT_STEPS: it fills both modalities)."""
         given = [x for x in (audio_ids, image_ids) if x is not None]
         B = len(given[0]) if given else 1
         audio_ids = torch.zeros(B, self.n_audio, dtype=torch.long) if audio_ids is None else torch.as_tensor(audio_ids).long()
@@ -132,7 +132,7 @@ class Echoes:
         span = kw.pop('span', (0.25, 0.75))
         known = {'i2a': self.known(B, image=True), 'a2i': self.known(B, audio=True), 'joint': self.known(B),
                  'inpaint': self.known(B, image=True, span=span)}[task]
-        return self.generate(audio_ids, image_ids, known, steps or (JOINT_STEPS if task == 'joint' else 16), **kw)
+        return self.generate(audio_ids, image_ids, known, steps or (JOINT_STEPS if task == 'joint' else STEPS), **kw)
 
 
 def default_tasks(inputs, from_dataset):
