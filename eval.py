@@ -1,4 +1,4 @@
-"""Evaluation: judges, metrics and the task table (see DESIGN.md's evaluation contract).
+"""Evaluation: judges, metrics and the task table (the README's Results say what each number is).
 
     python eval.py config/toyav_eval.py            # writes out/<exp>/metrics.json and table.md
     python eval.py --tasks=enc --split=val
@@ -9,6 +9,10 @@ frozen encoders. Task `enc` measures the frozen parts themselves: the judges on 
 source accuracy and retrieval of the toy encoders, the tokenizers' reconstructions, and the
 real-vs-real Fréchet floor in each embedding space. Generated sound is judged and embedded as the
 log-mel a generator outputs; the vocoder is measured on its own (`enc.vocoder.*`), as a ceiling.
+
+References: Fréchet distance of embeddings: Heusel et al. 2017 (FID), Kilgour et al. 2019 (FAD), as audioldm_eval
+computes it; Inception score: Salimans et al. 2016, torch-fidelity's splits; CLIP score: Hessel et al. 2021;
+V2A-Mapper's and Visual Echoes' evaluation protocols (Wang et al. 2024, Yang et al. 2024).
 """
 import copy
 import importlib
@@ -24,7 +28,7 @@ from scipy.spatial.distance import pdist
 from configurator import configure
 from encoders import GriffinLim, MelConfig, load_checkpoint, load_latent_decoder, load_toy, log_mel, to_tensor
 from model import FIELDS
-from prepare import open_split, read_json, write_json
+from prepare import StaleCache, open_split, read_json, write_json
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/toyav_eval'      # where metrics.json and table.md are written
@@ -150,12 +154,30 @@ def cosine_score(a, b):
 # judges
 # ---------------------------------------------------------------------------------------------
 
-class Judges:
-    """The dataset's audio and image judges: media -> logits per head."""
+def trained_on(path, mel, meta):
+    """Refuse (StaleCache) a frozen network trained with other mel settings than data/<dataset>'s."""
+    if mel != meta['mel']:
+        raise StaleCache(f"{path}: trained with mel settings {mel}, but data/{meta['dataset']} has {meta['mel']}; "
+                         f"retrain it on this dataset")
 
-    def __init__(self, dataset, ckpt_dir, device='cpu'):
-        self.nets = {m: load_checkpoint(os.path.join(ckpt_dir, f"{dataset}_judge_{m}", 'ckpt.pt'), device)[0]
-                     for m in ('audio', 'image')}
+
+def toy(name, cfg, meta):
+    """A frozen toy model of the dataset (encoders.load_toy), refused if it was trained with other mel settings."""
+    frozen = load_toy(name, cfg['dataset'], cfg['ckpt_dir'], cfg['device'])
+    trained_on(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}"), frozen.mel_config.dict(), meta)
+    return frozen
+
+
+class Judges:
+    """The dataset's audio and image judges (frozen): media -> logits per head."""
+
+    def __init__(self, meta, ckpt_dir, device='cpu'):
+        self.nets = {}
+        for m in ('audio', 'image'):
+            path = os.path.join(ckpt_dir, f"{meta['dataset']}_judge_{m}", 'ckpt.pt')
+            net, ckpt = load_checkpoint(path, device)
+            trained_on(path, ckpt['data']['mel'], meta)
+            self.nets[m] = net.requires_grad_(False)
         self.device = device
 
     @torch.no_grad()
@@ -193,9 +215,8 @@ def task_enc(cfg, judges):
     for m, field in (('audio', 'mel'), ('image', 'image')):
         out.update(judged(judges, m, data[field], labels, f"judge_{m}."))
     prompts = importlib.import_module(f"data.{cfg['dataset']}").prompts()
-    kwargs = dict(dataset=cfg['dataset'], out_dir=cfg['ckpt_dir'], device=cfg['device'])
     for name in ('clip', 'clap', 'imagebind'):
-        enc = load_toy(name, **kwargs)
+        enc = toy(name, cfg, meta)
         classes = F.normalize(torch.stack([F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in prompts]), dim=-1)  # (K, D)
         texts = F.normalize(enc.encode_text([c['caption'] for c in captions]).emb, dim=-1)             # (N, D)
         for m, field in (('image', 'image'), ('audio', 'mel')):
@@ -217,7 +238,7 @@ def task_enc(cfg, judges):
     for name in ('vq_image', 'vq_audio', 'ae_image', 'ae_audio'):                       # tokenizers, autoencoders
         if not os.path.exists(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}", 'ckpt.pt')):
             continue
-        tok = load_toy(name, **kwargs)
+        tok = toy(name, cfg, meta)
         recon = batched(lambda x: tok.decode(tok.encode(x)), data[FIELDS[tok.modality]], cfg['batch_size'])
         media = batched(vocoded, recon, cfg['batch_size']) if tok.modality == 'audio' else recon
         out.update(judged(judges, tok.modality, media, labels, f"{name}."))
@@ -256,8 +277,8 @@ class Spaces:
     """The named embedding spaces of generated media: toy CLAP (audio), toy CLIP (images), toy ImageBind (both)."""
 
     def __init__(self, cfg):
-        kw = dict(dataset=cfg['dataset'], out_dir=cfg['ckpt_dir'], device=cfg['device'])
-        self.clap, self.clip, self.bind = (load_toy(n, **kw) for n in ('clap', 'clip', 'imagebind'))
+        _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
+        self.clap, self.clip, self.bind = (toy(n, cfg, meta) for n in ('clap', 'clip', 'imagebind'))
         self.n = cfg['batch_size']
 
     def fd_space(self, modality, media):
@@ -426,7 +447,8 @@ def write_table(path, metrics):
 def evaluate(cfg):
     """Run the configured tasks; write metrics.json and table.md into out_dir; return the metrics."""
     torch.manual_seed(cfg['seed'])
-    judges = Judges(cfg['dataset'], cfg['ckpt_dir'], cfg['device'])
+    _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
+    judges = Judges(meta, cfg['ckpt_dir'], cfg['device'])
     metrics, generator = {}, None
     for task in cfg['tasks'].split(','):
         t0 = time.time()

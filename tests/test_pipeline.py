@@ -1,5 +1,6 @@
 """Log-mels, the Griffin-Lim vocoder, the toy suite's interfaces, sample.py and eval.py on tiny models."""
 import json
+import shutil
 
 import librosa
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 import eval as evaluation
 import sample
 from encoders import GriffinLim, MelConfig, WordTokenizer, load_toy, log_mel
+from prepare import StaleCache
 
 
 def test_log_mel_has_the_configured_shape_and_finds_a_tone():
@@ -96,3 +98,17 @@ def test_eval_enc_writes_the_contract(tiny, tmp_path):
     assert all(0 <= v <= 1 for k, v in saved.items() if k.endswith('_acc'))
     assert all(isinstance(v, float) for v in saved.values())
     assert '| enc.clip.source_acc |' in (tmp_path / 'eval' / 'table.md').read_text()
+
+
+def test_eval_refuses_judges_of_other_mel_settings(tiny, tmp_path):
+    data = tmp_path / 'data'
+    shutil.copytree(tiny / 'data' / 'toyav', data / 'toyav')
+    cfg = dict(evaluation.default_config(), out_dir=str(tmp_path / 'eval'), data_dir=str(data), ckpt_dir=str(tiny / 'out'))
+    meta = json.loads((data / 'toyav' / 'meta.json').read_text())
+    judges = evaluation.Judges(meta, cfg['ckpt_dir'])
+    assert not any(p.requires_grad for net in judges.nets.values() for p in net.parameters())
+    meta['mel']['hop'] += 1
+    (data / 'toyav' / 'meta.json').write_text(json.dumps(meta))
+    with pytest.raises(StaleCache, match='toyav_judge_audio.*mel settings'):
+        evaluation.evaluate(cfg)
+    assert not (tmp_path / 'eval').exists()
