@@ -156,6 +156,9 @@ def train(cfg):
     cls = MODELS[cfg['method']]
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], 'train', [])
     args = {**data_args(cls, meta), **cfg['model_args']}
+    stamp = dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'], image_size=meta['image_size'],
+                 dataset=meta['dataset'], classes=meta.get('classes'),
+                 features={k: meta['features'][k] for k in ('suite', 'encoders')} if 'features' in meta else None)
     model = cls(**args)
     if getattr(model, 'code_init', False) and cfg['init_from'] == 'scratch':
         model.init_tokens([load_toy(name, cfg['dataset'], cfg['ckpt_dir']).net.quantizer.codebook
@@ -185,9 +188,18 @@ def train(cfg):
     gen = torch.Generator().manual_seed(cfg['seed'] + rank)
     it, best_val = 0, float('inf')
     if cfg['init_from'] == 'resume':
-        ckpt = torch.load(path, map_location=dev, weights_only=True)
+        if not os.path.exists(path):
+            raise SystemExit(f"{path}: no checkpoint to resume; train with --init_from=scratch first")
+        try:
+            ckpt = torch.load(path, map_location=dev, weights_only=True)
+        except Exception as e:                                  # truncated, empty or not a checkpoint at all
+            raise SystemExit(f"{path}: not a readable checkpoint ({type(e).__name__})") from e
         if ckpt['model_args'] != args or ckpt['method'] != cfg['method']:
             raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does not match this config")
+        compared = [k for k in stamp if k != 'features' or any(f not in meta['fields'] for f in model.fields)]
+        if any(ckpt['data'].get(k) != stamp[k] for k in compared):                 # features: if the model reads them
+            raise SystemExit(f"{path}: trained on another version of data/{cfg['dataset']} (mel settings, vocabulary, "
+                             f"classes or feature encoders differ); train from scratch")
         if not isinstance(ckpt['optimizer'], list) or len(ckpt['optimizer']) != len(optimizers):
             raise SystemExit(f"{path}: its optimizer state is not that of optimizer={cfg['optimizer']!r}")
         model.load_state_dict(ckpt['model'])
@@ -228,11 +240,7 @@ def train(cfg):
             os.makedirs(cfg['out_dir'], exist_ok=True)
             save_checkpoint(path, dict(model=raw.state_dict(), optimizer=[opt.state_dict() for opt in optimizers],
                                        model_args=args, method=cfg['method'], iter_num=it, best_val_loss=best_val, config=cfg,
-                                       ema=ema.state_dict() if ema is not None else None, rng=rng,
-                                       data=dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'], image_size=meta['image_size'],
-                                                 dataset=meta['dataset'], classes=meta.get('classes'),
-                                                 features={k: meta['features'][k] for k in ('suite', 'encoders')}
-                                                 if 'features' in meta else None)))
+                                       ema=ema.state_dict() if ema is not None else None, rng=rng, data=stamp))
 
     model.train()
     t0 = time.time()

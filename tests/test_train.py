@@ -201,3 +201,19 @@ def test_a_leveling_judge_or_tokenizer_hears_every_gain_alike(method, args, read
         with torch.no_grad():
             a, b = (read(net, m).float() for m in (mel, mel + 3.0))                     # +3 nats: about 13 dB louder
         assert torch.allclose(a, b, atol=1e-5) == level
+
+
+def test_resume_refuses_a_missing_a_corrupt_or_a_stale_checkpoint(tiny, tmp_path):
+    cfg = tiny_config(tiny, 'clip', init_from='resume', out_dir=str(tmp_path / 'none'))
+    with pytest.raises(SystemExit, match='no checkpoint to resume'):
+        train.train(cfg)
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'empty' / 'ckpt.pt').write_bytes(b'')
+    with pytest.raises(SystemExit, match='not a readable checkpoint'):
+        train.train(dict(cfg, out_dir=str(tmp_path / 'empty')))
+    ckpt = torch.load(tiny / 'out' / 'toyav_clip' / 'ckpt.pt', weights_only=True)
+    ckpt['data']['vocab'] = ckpt['data']['vocab'][:-1]                   # a dataset prepared with other captions
+    (tmp_path / 'stale').mkdir()
+    torch.save(ckpt, tmp_path / 'stale' / 'ckpt.pt')
+    with pytest.raises(SystemExit, match='another version of data/toyav'):
+        train.train(dict(cfg, out_dir=str(tmp_path / 'stale')))
