@@ -145,9 +145,12 @@ def prepare(args):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)   # nothing half-written stays behind
         raise
+    old = final + '.old'                         # the previous dataset stays whole until the new one is in place
+    shutil.rmtree(old, ignore_errors=True)
     if os.path.exists(final):
-        shutil.rmtree(final)
+        os.replace(final, old)
     os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
     skipped = f" ({meta['skipped']} skipped)" if meta.get('skipped') else ''
     print(f"wrote {final}: " + ', '.join(f"{k} {v}" for k, v in meta['counts'].items()) + skipped)
 
