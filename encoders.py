@@ -51,11 +51,13 @@ class Frozen(nn.Module):
     """Base of every frozen model: eval mode and requires_grad=False, whatever train() is called with."""
 
     def freeze(self):
+        """Eval mode and requires_grad=False on every parameter."""
         for p in self.parameters():
             p.requires_grad_(False)
         return super().train(False)
 
     def train(self, mode=True):
+        """Stay in eval mode whatever is asked (a training loop's model.train() does not reach frozen parts)."""
         return super().train(False)
 
 
@@ -206,6 +208,7 @@ class MelConfig:
     floor: float = 1e-5    # log(max(mel, floor))
 
     def dict(self):
+        """The settings as a plain dict (what caches and checkpoints record)."""
         return asdict(self)
 
 
@@ -236,6 +239,7 @@ class GriffinLim(Frozen):
 
     @torch.no_grad()
     def forward(self, logmel):
+        """Log-mels (B, n_mels, frames) -> waves (B, hop * (frames - 1))."""
         cfg = self.cfg
         mel = torch.exp(logmel.float())                                       # (B, n_mels, frames)
         mag = (self.inverse.to(mel.device) @ mel).clamp(min=0)                # (B, F, frames)
@@ -325,6 +329,7 @@ class ToyEncoder(Frozen):
         self.freeze()
 
     def _run(self, modality, x):
+        """One tower of the toy model, no gradients -> Features."""
         if modality not in self.roles:
             raise ValueError(f"this encoder has no {modality} tower (it has {sorted(self.roles)})")
         with torch.no_grad():
@@ -332,15 +337,19 @@ class ToyEncoder(Frozen):
         return Features(out[0], out[1], out[2] if len(out) > 2 else None)
 
     def encode_image(self, images):
+        """uint8 images (B, H, W, 3) -> Features."""
         return self._run('image', to_tensor(images))
 
     def encode_mel(self, mels):
+        """Log-mels (B, n_mels, frames) -> Features."""
         return self._run('audio', to_tensor(mels).float())
 
     def encode_audio(self, waves):
+        """Waves (B, T) at the encoder's rate -> Features (through its own log-mel)."""
         return self.encode_mel(log_mel(waves, self.mel_config))
 
     def encode_text(self, texts):
+        """Captions -> Features with the word-padding mask."""
         return self._run('text', self.tokenizer(texts))
 
 
@@ -358,10 +367,12 @@ class ToyTokenizer(Frozen):
 
     @torch.no_grad()
     def encode(self, media):
+        """Media of the modality -> ids (B, N) or latents (B, C, h, w)."""
         return self.net.encode(to_tensor(media))
 
     @torch.no_grad()
     def decode(self, codes):
+        """Ids or latents -> media of the modality."""
         codes = torch.as_tensor(codes)
         return self.net.decode(codes.long() if hasattr(self, 'codebook_size') else codes.float())
 
@@ -431,6 +442,7 @@ class HFTextTower(HFFrozen):
 
     @torch.no_grad()
     def encode_text(self, texts):
+        """Captions -> pooled projected embedding (B, D) and the last hidden states as tokens."""
         batch = self.tokenize(texts)
         out = self.model.get_text_features(**batch)
         mask = batch['attention_mask'].bool()                              # (B, L)
@@ -446,12 +458,14 @@ class HFClip(HFTextTower):
 
     @classmethod
     def from_pretrained(cls, name='openai/clip-vit-base-patch32', **kw):
+        """The published CLIP (transformers CLIPModel) with its image processor and tokenizer."""
         from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
         return cls(CLIPModel.from_pretrained(name, **kw), CLIPImageProcessorPil.from_pretrained(name),
                    AutoTokenizer.from_pretrained(name))
 
     @torch.no_grad()
     def encode_image(self, images):
+        """uint8 images (B, H, W, 3) of any size -> CLIP image Features (pooled projection, patch tokens)."""
         from PIL import Image
         images = torch.as_tensor(images).cpu().numpy()                      # (B, H, W, 3) uint8
         batch = self.processor(images=[Image.fromarray(im) for im in images], return_tensors='pt')
@@ -468,12 +482,14 @@ class HFClap(HFTextTower):
 
     @classmethod
     def from_pretrained(cls, name='laion/clap-htsat-unfused', **kw):
+        """The published LAION-CLAP (transformers ClapModel) with its feature extractor and tokenizer."""
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
         return cls(ClapModel.from_pretrained(name, **kw), ClapFeatureExtractor.from_pretrained(name),
                    AutoTokenizer.from_pretrained(name))
 
     @torch.no_grad()
     def encode_audio(self, waves, sample_rate=HF_DEFAULT_SR):
+        """Mono waves (B, T) at sample_rate -> CLAP audio Features (first 10 s, no random crop)."""
         fe = self.feature_extractor
         waves = resample_waves(waves, sample_rate, fe.sampling_rate)[:, :fe.nb_max_samples]  # (B, <=10 s), no random crop
         # rand_trunc: one mel channel for the unfused patch embed (the fused default stacks 4)
@@ -492,11 +508,13 @@ class HFAst(HFFrozen):
 
     @classmethod
     def from_pretrained(cls, name='MIT/ast-finetuned-audioset-10-10-0.4593', **kw):
+        """The published AST (transformers ASTModel) with its feature extractor."""
         from transformers import ASTFeatureExtractor, ASTModel
         return cls(ASTModel.from_pretrained(name, **kw), ASTFeatureExtractor.from_pretrained(name))
 
     @torch.no_grad()
     def encode_audio(self, waves, sample_rate=HF_DEFAULT_SR):
+        """Mono waves (B, T) at sample_rate -> AST Features (pooled output, patch tokens)."""
         sr = self.feature_extractor.sampling_rate
         waves = resample_waves(waves, sample_rate, sr)                     # (B, T') at 16 kHz
         batch = self.feature_extractor(list(waves), sampling_rate=sr, return_tensors='pt')
@@ -512,11 +530,13 @@ class HFT5(HFFrozen):
 
     @classmethod
     def from_pretrained(cls, name='google/flan-t5-base', **kw):
+        """The published FLAN-T5 encoder (transformers T5EncoderModel) with its tokenizer."""
         from transformers import AutoTokenizer, T5EncoderModel
         return cls(T5EncoderModel.from_pretrained(name, **kw), AutoTokenizer.from_pretrained(name))
 
     @torch.no_grad()
     def encode_text(self, texts):
+        """Captions -> T5 token Features (masked-mean pooled emb, hidden states, padding mask)."""
         batch = self.tokenize(texts)
         tokens = self.model(**batch).last_hidden_state                     # (B, L, d)
         mask = batch['attention_mask'].bool()                              # (B, L)
@@ -541,11 +561,13 @@ class HFHifiGan(HFFrozen):
 
     @classmethod
     def from_pretrained(cls, name='cvssp/audioldm-s-full-v2', **kw):
+        """AudioLDM's published HiFi-GAN vocoder (transformers SpeechT5HifiGan, the pipeline's vocoder/ folder)."""
         from transformers import SpeechT5HifiGan
         return cls(SpeechT5HifiGan.from_pretrained(name, subfolder='vocoder', **kw))
 
     @torch.no_grad()
     def forward(self, logmel):
+        """AudioLDM log-mels (B, n_mels, frames) -> waves (B, T) at the vocoder's rate."""
         p = next(self.model.parameters())
         spec = logmel.to(p.device, p.dtype).transpose(1, 2)               # (B, frames, n_mels), the published layout
         return self.model(spec)                                            # (B, hop * frames)
@@ -563,17 +585,20 @@ class HFEncodec(HFFrozen):
 
     @classmethod
     def from_pretrained(cls, name='facebook/encodec_24khz', bandwidth=None, **kw):
+        """The published EnCodec (transformers EncodecModel) at a target bandwidth."""
         from transformers import EncodecModel
         return cls(EncodecModel.from_pretrained(name, **kw), bandwidth)
 
     @torch.no_grad()
     def encode(self, waves, sample_rate=HF_DEFAULT_SR):
+        """Mono waves (B, T) at sample_rate -> code ids (B, n_q, frames)."""
         p = next(self.model.parameters())
         x = torch.from_numpy(resample_waves(waves, sample_rate, self.sample_rate)).to(p.device, p.dtype)  # (B, T')
         return self.model.encode(x.unsqueeze(1), bandwidth=self.bandwidth).audio_codes[0]  # (B, n_q, frames)
 
     @torch.no_grad()
     def decode(self, ids):
+        """Code ids (B, n_q, frames) -> waves (B, T) at the codec's rate."""
         ids = ids.to(next(self.model.parameters()).device).unsqueeze(0)   # (1 chunk, B, n_q, frames)
         return self.model.decode(ids, [None]).audio_values[:, 0]           # (B, hop * frames) at self.sample_rate
 
@@ -586,12 +611,14 @@ class HFClapText(HFFrozen):
 
     @classmethod
     def from_pretrained(cls, name='cvssp/audioldm-s-full-v2', **kw):
+        """AudioLDM's CLAP text tower (transformers ClapTextModelWithProjection, the pipeline's text_encoder/ folder)."""
         from transformers import AutoTokenizer, ClapTextModelWithProjection
         return cls(ClapTextModelWithProjection.from_pretrained(name, subfolder='text_encoder', **kw),
                    AutoTokenizer.from_pretrained(name, subfolder='tokenizer'))
 
     @torch.no_grad()
     def encode_text(self, texts):
+        """Captions -> CLAP text Features (projected pooled emb, hidden states, padding mask)."""
         batch = self.tokenize(texts)
         out = self.model(**batch)
         return Features(F.normalize(out.text_embeds, dim=-1), out.last_hidden_state, batch['attention_mask'].bool())

@@ -87,6 +87,7 @@ class ResBlock(nn.Module):
         self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
     def forward(self, x, temb=None):
+        """x (B, cin, H, W), temb (B, temb) -> (B, cout, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))  # (B, cout, H, W)
         if self.time_emb_proj is not None:
             h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
@@ -118,6 +119,7 @@ class Block(nn.Module):
         self.ln2, self.mlp = nn.LayerNorm(dim), mlp(dim, 4 * dim, dim, nn.GELU())
 
     def forward(self, x, mask=None, context=None, context_mask=None):
+        """x (B, N, dim); mask (B, N) real tokens; context (B, L, context_dim) for cross-attention -> (B, N, dim)."""
         x = x + self.attn(self.ln1(x), mask=mask)
         if self.cross is not None:
             x = x + self.cross(self.ln_c(x), context, context_mask)
@@ -133,6 +135,7 @@ class Transformer(nn.Module):
         self.ln = nn.LayerNorm(dim)
 
     def forward(self, x, mask=None, context=None, context_mask=None):
+        """x (B, N, dim) through every block, then LayerNorm."""
         for block in self.blocks:
             x = block(x, mask, context, context_mask)
         return self.ln(x)
@@ -193,9 +196,11 @@ class MelNorm(nn.Module):
         self.register_buffer('stats', torch.tensor([mel_mean, mel_std]))
 
     def forward(self, mel):
+        """Log-mels (B, n_mels, frames) -> normalised (B, 1, n_mels, frames)."""
         return ((mel - self.stats[0]) / self.stats[1])[:, None]           # (B, 1, n_mels, frames)
 
     def inverse(self, x):
+        """Normalised (B, 1, n_mels, frames) -> log-mels (B, n_mels, frames)."""
         return x[:, 0] * self.stats[1] + self.stats[0]                     # (B, n_mels, frames)
 
     def media_to_float(self, modality, media):
@@ -294,6 +299,7 @@ class MediaCodec(nn.Module):
         return self.mel_norm.media_to_float(self.modality, media)
 
     def from_output(self, x):
+        """Network floats -> media: uint8 images, or log-mels."""
         return float_to_image(x) if self.modality == 'image' else self.mel_norm.inverse(x)
 
 
@@ -327,6 +333,7 @@ class VQVAE(MediaCodec):
         return self.from_output(self.decoder(q))
 
     def forward(self, batch):
+        """Training loss: reconstruction MSE + beta x commitment (the codebook follows by EMA)."""
         x = self.to_input(batch[self.fields[0]])
         z = self.encoder(x)                                                 # (B, D, h, w)
         q, _, commit = self.quantizer(z.flatten(2).transpose(1, 2))
@@ -355,6 +362,7 @@ class Judge(MediaCodec):
         return {k: head(h) for k, head in self.out.items()}
 
     def forward(self, batch):
+        """Training loss: BCE on multi-label heads, cross-entropy on the others, summed."""
         logits = self.forward_logits(batch[self.fields[0]])
         return sum(F.binary_cross_entropy_with_logits(v, batch[k].float()) if k in self.multilabel
                    else F.cross_entropy(v, batch[k].long()) for k, v in logits.items())
@@ -456,6 +464,7 @@ class MaskedAVTransformer(nn.Module):
         return torch.cat([random_mask(n, ratios[:, m], generator) for m, n in enumerate(self.sizes)], 1)
 
     def forward(self, batch, generator=None):
+        """Training loss: cross-entropy on the masked positions of [audio ids, image ids] under sampled masks."""
         ids = torch.cat([batch['vq_audio_ids'], batch['vq_image_ids']], 1).long()  # (B, N)
         mask = self.sample_masks(len(ids), generator).to(ids.device)
         logits = self.logits(ids, mask, generator)
@@ -720,6 +729,7 @@ class TransformerBlock(nn.Module):
         self.norm3, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, 8 * dim), nn.Linear(4 * dim, dim)
 
     def forward(self, x, ctx=None, mask=None):
+        """x (B, N, dim), ctx (B, L, ctx_dim) or None (attend to x), mask (B, L) -> (B, N, dim)."""
         x = x + self.attn1(self.norm1(x))
         x = x + self.attn2(self.norm2(x), ctx, mask if ctx is not None else None)
         h, gate = self.fc1(self.norm3(x)).chunk(2, dim=-1)  # (B, N, 4*dim) each
@@ -736,6 +746,7 @@ class SpatialTransformer(nn.Module):
         self.proj_out = nn.Conv2d(c, c, 1)
 
     def forward(self, x, ctx=None, mask=None):
+        """x (B, C, H, W), ctx (B, L, ctx_dim) -> (B, C, H, W)."""
         B, C, H, W = x.shape
         h = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (B, H*W, C)
         for block in self.transformer_blocks:
@@ -751,6 +762,7 @@ class PixelAttention(Attention):
         self.group_norm = nn.GroupNorm(groups, c, eps=1e-6)
 
     def forward(self, x, ctx=None, mask=None):
+        """x (B, C, H, W) -> x + attention over its H*W pixels."""
         B, C, H, W = x.shape
         h = super().forward(self.group_norm(x).flatten(2).transpose(1, 2))  # (B, H*W, C)
         return x + h.transpose(1, 2).reshape(B, C, H, W)
@@ -791,6 +803,7 @@ class Mid(nn.Module):
         self.attentions = nn.ModuleList([attn()])
 
     def forward(self, h, temb=None, ctx=None, mask=None):
+        """h (B, C, H, W) -> (B, C, H, W)."""
         return self.resnets[1](self.attentions[0](self.resnets[0](h, temb), ctx, mask), temb)
 
 
@@ -1013,6 +1026,7 @@ class MediaAutoencoder(MediaCodec):
         return self.from_output(self.vae.decode(z * self.latent_std))
 
     def forward(self, batch):
+        """Training loss: reconstruction MSE of a posterior sample + kl_weight x KL; tracks the latent std."""
         x = self.to_input(batch[self.fields[0]])
         mean, logvar = self.vae.encode(x)                                  # (B, latent, h, w) each
         if self.training:
@@ -1050,6 +1064,7 @@ class LatentDiffusion(nn.Module):
         return {k: v * ~drop.view(-1, *[1] * (v.dim() - 1)) for k, v in cond.items()}
 
     def forward(self, batch):
+        """Training loss: the diffusion loss on the target with conditions dropped at rate p_uncond."""
         x0 = self.mel_norm.media_to_float(self.modality, batch[self.target]).float()  # (B, C, H, W)
         drop = torch.rand(len(x0), device=x0.device) < self.p_uncond                    # (B,)
         return self.diffusion.loss(self.net, x0, self.conditions({k: batch[f] for k, f in self.roles.items()}, drop))

@@ -46,11 +46,13 @@ def write_json(path, obj):
 
 
 def read_json(path):
+    """The JSON object in a file."""
     with open(path) as f:
         return json.load(f)
 
 
 def json_hash(obj):
+    """Short sha256 of an object as canonical JSON (sorted keys): the identity of a config in cache metadata."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -312,6 +314,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def main(argv=None):
+    """Command line: prepare a dataset, or with --features its feature cache; one-line errors for bad input."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('dataset', choices=sorted(DATASETS), help='which dataset to prepare')
     parser.add_argument('--features', choices=['toy', 'hf'], help='instead of media, cache an encoder suite\'s features: '

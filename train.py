@@ -232,6 +232,7 @@ def train(cfg):
         return out
 
     def checkpoint():
+        """Save model, optimizers, EMA, every rank's generator state and the data stamp (master only, atomically)."""
         rng = [gen.get_state()]
         if ddp:
             rng = [None] * world

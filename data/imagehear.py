@@ -18,6 +18,7 @@ IMAGE_EXTS = ('.jpg', '.jpeg', '.png')
 
 
 def caption(name):
+    """An ImageHear class folder name -> its caption ('a photo of a ...')."""
     return f"a photo of a {name.replace('_', ' ')}"
 
 

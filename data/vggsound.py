@@ -60,6 +60,7 @@ def read_csv(path, skipped):
 
 
 def caption(label):
+    """A VGGSound label -> its caption ('the sound of ...')."""
     return f"the sound of {label}"
 
 
