@@ -33,7 +33,7 @@ def timestep_embedding(t, dim, shift=0.0, max_period=10000):
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - shift))
     args = t.float()[:, None] * freqs[None]  # (B, half)
-    return torch.cat([args.cos(), args.sin()], dim=-1)
+    return torch.cat([args.cos(), args.sin()], dim=-1)  # (B, dim)
 
 
 def pos_embed_2d(dim, h, w, base=None, scale=1.0):
@@ -73,7 +73,7 @@ class Attention(nn.Module):
             y = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5 + (0 if bias is None else bias)).softmax(-1) @ v
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, N, C/heads)
-        return self.to_out(y.transpose(1, 2).reshape(B, N, C))
+        return self.to_out(y.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
 
 
 class ResBlock(nn.Module):
@@ -268,7 +268,8 @@ class VectorQuantizer(nn.Module):
         q = self.codebook[ids]                                             # (B, N, D)
         if self.training:
             with torch.no_grad():
-                flat, onehot = z.detach().float().flatten(0, 1), F.one_hot(ids.flatten(), len(self.codebook)).float()
+                flat = z.detach().float().flatten(0, 1)                                      # (B*N, D)
+                onehot = F.one_hot(ids.flatten(), len(self.codebook)).float()               # (B*N, K)
                 self.ema_count.lerp_(onehot.sum(0), 1 - self.decay)
                 self.ema_sum.lerp_(onehot.T @ flat, 1 - self.decay)
                 self.codebook.copy_(self.ema_sum / self.ema_count.clamp(min=1e-5)[:, None])
@@ -336,8 +337,8 @@ class VQVAE(MediaCodec):
         """Training loss: reconstruction MSE + beta x commitment (the codebook follows by EMA)."""
         x = self.to_input(batch[self.fields[0]])
         z = self.encoder(x)                                                 # (B, D, h, w)
-        q, _, commit = self.quantizer(z.flatten(2).transpose(1, 2))
-        recon = self.decoder(q.transpose(1, 2).reshape(z.shape))
+        q, _, commit = self.quantizer(z.flatten(2).transpose(1, 2))  # (B, h*w, D)
+        recon = self.decoder(q.transpose(1, 2).reshape(z.shape))  # (B, C, H, W)
         return F.mse_loss(recon, x) + self.beta * commit
 
 
@@ -445,7 +446,7 @@ class MaskedAVTransformer(nn.Module):
         for m, (hm, k) in enumerate(zip(h.split(self.sizes, 1), self.codes)):
             logit = self.out[m](hm) @ self.wte[m].weight[:k].T + self.bias[m]     # (B, n, k)
             out.append(F.pad(logit, (0, V - k), value=float('-inf')))
-        return torch.cat(out, 1)
+        return torch.cat(out, 1)  # (B, N, V)
 
     def sample_masks(self, B, generator=None):
         """Training masks (B, N): per-modality truncated-Gaussian ratios (co-training rows); with p_cond one
@@ -461,7 +462,7 @@ class MaskedAVTransformer(nn.Module):
         ratios[rows[cond], side[cond]] = 0.0
         ratios[rows[cond], 1 - side[cond]] = scheduled[cond]
         ratios[rows[uncond], side[uncond]] = 1.0
-        return torch.cat([random_mask(n, ratios[:, m], generator) for m, n in enumerate(self.sizes)], 1)
+        return torch.cat([random_mask(n, ratios[:, m], generator) for m, n in enumerate(self.sizes)], 1)  # (B, N)
 
     def forward(self, batch, generator=None):
         """Training loss: cross-entropy on the masked positions of [audio ids, image ids] under sampled masks."""
@@ -514,7 +515,7 @@ def cfg_logits(logits_fn, cond, scale):
         if scale == 1:
             return logits_fn(ids, mask)
         both = logits_fn(torch.cat([ids, ids]), torch.cat([mask, mask | cond]))
-        c, u = both.chunk(2)
+        c, u = both.chunk(2)  # (B, N, V) each
         return torch.where(torch.isinf(c), c, scale * c + (1 - scale) * u)
     return guided
 
@@ -601,7 +602,7 @@ def guided(net, scale, null_cond):
     def net_cfg(x, t, **cond):
         assert set(null_cond) <= set(cond), f'null_cond keys {sorted(null_cond)} must be among {sorted(cond)}'
         both = {k: torch.cat([v, null_cond.get(k, v)]) for k, v in cond.items()}
-        c, u = net(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)
+        c, u = net(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)  # (B, ...) each
         return u + scale * (c - u)
     return net_cfg
 
@@ -751,7 +752,7 @@ class SpatialTransformer(nn.Module):
         h = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (B, H*W, C)
         for block in self.transformer_blocks:
             h = block(h, ctx, mask)
-        return x + self.proj_out(h.transpose(1, 2).reshape(B, C, H, W))
+        return x + self.proj_out(h.transpose(1, 2).reshape(B, C, H, W))  # (B, C, H, W)
 
 
 class PixelAttention(Attention):
@@ -765,7 +766,7 @@ class PixelAttention(Attention):
         """x (B, C, H, W) -> x + attention over its H*W pixels."""
         B, C, H, W = x.shape
         h = super().forward(self.group_norm(x).flatten(2).transpose(1, 2))  # (B, H*W, C)
-        return x + h.transpose(1, 2).reshape(B, C, H, W)
+        return x + h.transpose(1, 2).reshape(B, C, H, W)  # (B, C, H, W)
 
 
 class Level(nn.Module):
@@ -838,7 +839,7 @@ class UNet(nn.Module):
         emb = self.time_embedding(timestep_embedding(t, self.conv_in.out_channels).to(x.dtype))  # (B, temb)
         if self.class_embedding is not None:
             v = self.class_embedding(vec)  # (B, temb)
-            emb = torch.cat([emb, v], 1) if self.vec_concat else emb + v
+            emb = torch.cat([emb, v], 1) if self.vec_concat else emb + v  # (B, 2 temb) or (B, temb)
         h = self.conv_in(x)  # (B, c0, H, W)
         skips = [h]
         for block in self.down_blocks:
@@ -879,7 +880,7 @@ class KLAutoencoder(nn.Module):
         for block in e['down_blocks']:
             h, _ = block(h)
         h = e['conv_out'](F.silu(e['conv_norm_out'](e['mid_block'](h))))
-        mean, logvar = self.quant_conv(h).chunk(2, dim=1)
+        mean, logvar = self.quant_conv(h).chunk(2, dim=1)  # (B, latent, h, w) each
         return mean, logvar.clamp(-30.0, 20.0)
 
     @staticmethod
@@ -916,7 +917,7 @@ class DiTBlock(nn.Module):
         """x (B, N, d); c (B, d) for adaLN-Zero, (B, 6d) from the shared t_block for adaLN-single; ctx (B, L, d)."""
         B, _, d = x.shape
         m = (self.adaLN_modulation(c).view(B, 6, d) if self.scale_shift_table is None
-             else self.scale_shift_table[None] + c.view(B, 6, d))
+             else self.scale_shift_table[None] + c.view(B, 6, d))  # (B, 6, d)
         shift1, scale1, gate1, shift2, scale2, gate2 = m.unsqueeze(2).unbind(1)  # each (B, 1, d)
         x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1)
         if self.cross is not None:
@@ -995,11 +996,11 @@ class DiT(nn.Module):
         m = c if self.t_block is None else self.t_block(c)  # (B, d) or (B, 6d)
         for block in self.blocks:
             x = block(x, m, ctx, ctx_mask)
-        mod = self.final_mod(c).view(B, 2, -1) if self.adaln == 'zero' else self.final_mod[None] + c[:, None]
+        mod = self.final_mod(c).view(B, 2, -1) if self.adaln == 'zero' else self.final_mod[None] + c[:, None]  # (B, 2, d)
         shift, scale = mod.unsqueeze(2).unbind(1)  # (B, 1, d) each
         x = self.final_linear(self.final_norm(x) * (1 + scale) + shift)  # (B, N, p*p*out)
         x = x.view(B, h, w, self.p, self.p, self.out_channels).permute(0, 5, 1, 3, 2, 4)  # (B, out, h, p, w, p)
-        return x.reshape(B, self.out_channels, H, W)
+        return x.reshape(B, self.out_channels, H, W)  # (B, out, H, W)
 
 
 
