@@ -310,7 +310,12 @@ def load_checkpoint(path, device='cpu'):
     """Rebuild a trained network from its checkpoint alone (EMA weights when present); returns (model, ckpt)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no checkpoint; train it first (python train.py config/<name>.py)")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:   # empty, cut short or not a torch.save file: torch raises many kinds
+        what = str(e).split('. ')[0]
+        raise _media_error(path, 'not a readable checkpoint', 'empty file (0 bytes)' if os.path.getsize(path) == 0
+                           else f"{type(e).__name__}: {what}" if what else type(e).__name__) from e
     model = MODELS[ckpt['method']](**ckpt['model_args'])
     model.load_state_dict(ckpt.get('ema') or ckpt['model'])
     return model.to(device).eval(), ckpt

@@ -276,13 +276,13 @@ def main(argv=None):
             frames = load_video_frames(args.video, VIDEO_FRAMES)                    # (F, H, W, 3)
             inputs['image'] = np.stack([resize_image(f, data['image_size']) for f in frames])
             names.append(os.path.basename(args.video))
+        name = os.path.splitext(names[0])[0] if names else '_'.join(args.text.split()[:6]) if args.text else 'joint'
+        stem = args.out or os.path.join('out', 'samples', f"{name}.{os.path.basename(os.path.dirname(path))}")
+        os.makedirs(os.path.dirname(stem) or '.', exist_ok=True)
+        for f in RUNNERS[ckpt['method']](model, ckpt, inputs, stem, args):   # may load more checkpoints
+            print(f"wrote {f}")
     except (MediaError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    name = os.path.splitext(names[0])[0] if names else '_'.join(args.text.split()[:6]) if args.text else 'joint'
-    stem = args.out or os.path.join('out', 'samples', f"{name}.{os.path.basename(os.path.dirname(path))}")
-    os.makedirs(os.path.dirname(stem) or '.', exist_ok=True)
-    for f in RUNNERS[ckpt['method']](model, ckpt, inputs, stem, args):
-        print(f"wrote {f}")
 
 
 if __name__ == '__main__':
