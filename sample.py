@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, is_pipeline, load_audio, load_checkpoint, load_encoder,
-                      load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
+from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, fit_length, is_pipeline, load_audio, load_checkpoint,
+                      load_encoder, load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
 from model import CHOICE_TEMPERATURE, JOINT_STEPS, STEPS, cfg_logits, decode, joint_cfg_logits
 from prepare import open_split
 
@@ -81,6 +81,9 @@ def run_audioldm(pipe, vec, stem, args):
 def run_tokenizer(model, ckpt, inputs, stem, args):
     """A VQ tokenizer: media -> ids -> media; the round trip shows what the tokens keep."""
     mel_cfg = MelConfig(**ckpt['data']['mel'])
+    field, flag = ('image', '--image') if model.modality == 'image' else ('mel', '--audio')
+    if field not in inputs:
+        sys.exit(f"error: {args.ckpt} is an {model.modality} tokenizer: it takes {flag} or --index")
     with torch.no_grad():
         if model.modality == 'image':
             save_png(stem + '.png', model.decode(model.encode(torch.as_tensor(inputs['image'])[None]))[0].numpy())
@@ -261,12 +264,20 @@ def main(argv=None):
     try:
         model, ckpt = load_checkpoint(path, args.device)
         data, mel_cfg = ckpt['data'], MelConfig(**ckpt['data']['mel'])
+        if args.video and ckpt['method'] != 'v2a':
+            sys.exit(f"error: --video: {path} is a {ckpt['method']} checkpoint; only a V2A-Mapper (v2a) takes a video "
+                     "(--audio takes a video's sound)")
         inputs, names = {}, []
         if args.index is not None:
             split, _ = open_split(args.data_dir, data['dataset'], 'test', ['image', 'mel'])
+            n = len(split['mel'])
+            if not 0 <= args.index < n:
+                sys.exit(f"error: --index {args.index}: the test split of {os.path.join(args.data_dir, data['dataset'])} "
+                         f"has {n} samples")
             inputs, names = {k: np.array(v[args.index]) for k, v in split.items()}, [f"{data['dataset']}_test{args.index}"]
         if args.audio:
             wave = load_audio(args.audio, mel_cfg.sample_rate)
+            wave = fit_length(wave, mel_cfg.hop * mel_cfg.frames)      # (T,) one clip, cut or padded as prepare.py does
             inputs['mel'] = log_mel(torch.from_numpy(wave)[None], mel_cfg)[0].numpy()
             names.append(os.path.basename(args.audio))
         if args.image:
