@@ -11,6 +11,8 @@
 
 What a checkpoint does with its input depends on its method; outputs go next to --out as
 <name>.wav + <name>.spec.png for sound and <name>.png for pictures, each written atomically.
+A toy encoder, tokenizer or latent decoder (under --ckpt_dir) whose checkpoint is not the one whose
+features the model was trained on is refused.
 """
 import argparse
 import os
@@ -26,7 +28,7 @@ from tqdm import tqdm
 from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, fit_length, is_pipeline, load_audio, load_checkpoint,
                       load_encoder, load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
 from model import CHOICE_TEMPERATURE, JOINT_STEPS, STEPS, cfg_logits, decode, joint_cfg_logits
-from prepare import open_split
+from prepare import StaleCache, open_split
 
 VIDEO_FRAMES = 10   # frames taken uniformly from a --video, as prepare.py vggsound does
 
@@ -60,6 +62,19 @@ def write_audio(stem, mel, mel_cfg, wave=None):
     save_wav(stem + '.wav', wave, mel_cfg.sample_rate)
     save_png(stem + '.spec.png', spectrogram_picture(np.asarray(mel)))
     return [stem + '.wav', stem + '.spec.png']
+
+
+def checked(frozen, name, ckpt, ckpt_dir):
+    """frozen, the toy model `name` loaded from ckpt_dir for ckpt (None passes); StaleCache when its checkpoint file is
+    not the one whose cached features ckpt was trained on (the hash ckpt['data']['features'] records for it)."""
+    features, now = ckpt['data'].get('features') or {}, getattr(frozen, 'checkpoint_hash', None)
+    want = features['encoders'].get(name) if features.get('suite') == 'toy' else None
+    if want and now and now != want:
+        dataset = ckpt['data']['dataset']
+        raise StaleCache(f"{os.path.join(ckpt_dir, f'{dataset}_{name}', 'ckpt.pt')}: {name} checkpoint {now}, not the {want} "
+                         f"this {ckpt['method']} model was trained with; retrain the model (python prepare.py {dataset} "
+                         f"--features toy, then train.py) or restore that {name} checkpoint")
+    return frozen
 
 
 def in_batches(sample_fn, cond, generator, args):
@@ -98,8 +113,8 @@ class Echoes:
     def __init__(self, model, ckpt, ckpt_dir='out', device='cpu'):
         data = ckpt['data']
         self.model, self.device = model, device
-        self.audio_tok = load_toy('vq_audio', data['dataset'], ckpt_dir, device)
-        self.image_tok = load_toy('vq_image', data['dataset'], ckpt_dir, device)
+        self.audio_tok = checked(load_toy('vq_audio', data['dataset'], ckpt_dir, device), 'vq_audio', ckpt, ckpt_dir)
+        self.image_tok = checked(load_toy('vq_image', data['dataset'], ckpt_dir, device), 'vq_image', ckpt, ckpt_dir)
         self.n_audio, self.n_image = model.sizes
         self.time_steps = self.audio_tok.net.grid[1]                               # audio tokens are (freq, time)
 
@@ -169,7 +184,8 @@ def run_echoes(model, ckpt, inputs, stem, args):
 
 def run_diffusion(model, ckpt, cond, stem, args):
     """Sample a diffusion generator on conditions {role: (n, ...)} in batches; decode latents; write every output."""
-    ae = load_latent_decoder(model, ckpt['data']['dataset'], args.ckpt_dir, args.device)
+    ae = checked(load_latent_decoder(model, ckpt['data']['dataset'], args.ckpt_dir, args.device),
+                 model.target.rsplit('_', 1)[0], ckpt, args.ckpt_dir)
 
     def sample(c, g):
         out = model.generate(c, args.steps or 25, args.cfg, generator=g)
@@ -191,7 +207,8 @@ def run_ldm(model, ckpt, inputs, stem, args):
     A model trained on audio embeddings (AudioLDM's recipe) is given the same encoder's text embedding."""
     if not args.text:
         sys.exit(f"error: {args.ckpt} generates from text; give --text \"...\"")
-    encoder = load_encoder(next(iter(model.roles.values())).split('_')[0], ckpt['data'], args.ckpt_dir, args.device)
+    name = next(iter(model.roles.values())).split('_')[0]
+    encoder = checked(load_encoder(name, ckpt['data'], args.ckpt_dir, args.device), name, ckpt, args.ckpt_dir)
     feats = encoder.encode_text([args.text] * args.n)
     cond = {role: feats.emb if field.endswith('_emb') else feats.tokens for role, field in model.roles.items()}
     return run_diffusion(model, ckpt, cond, stem, args)
@@ -206,13 +223,15 @@ def run_v2a(mapper, ckpt, inputs, stem, args):
         sys.exit(f"error: {args.ckpt} turns a picture into sound; give --image, --video or --index")
     path = args.generator or os.path.join(args.ckpt_dir, f"{data['dataset']}_t2a")
     frames = torch.as_tensor(inputs['image'])
-    emb = load_encoder('clip', data, args.ckpt_dir, args.device).encode_image(frames.reshape(-1, *frames.shape[-3:])).emb
+    clip = checked(load_encoder('clip', data, args.ckpt_dir, args.device), 'clip', ckpt, args.ckpt_dir)
+    emb = clip.encode_image(frames.reshape(-1, *frames.shape[-3:])).emb
     emb = emb[None] if frames.dim() == 4 else emb                              # (1, F, D) for a video, (1, D) for a picture
     emb = emb.expand(args.n, *emb.shape[1:])                                   # (n, [F,] D)
     mapper.frames = args.frames or mapper.frames
     vec = F.normalize(mapper.generate(emb, args.steps or 25, args.mapper_cfg, generator=torch.Generator().manual_seed(args.seed)), dim=-1)
     if args.interp:
-        text = F.normalize(load_encoder('clap', data, args.ckpt_dir, args.device).encode_text([args.interp]).emb, dim=-1)  # (1, D)
+        clap = checked(load_encoder('clap', data, args.ckpt_dir, args.device), 'clap', ckpt, args.ckpt_dir)
+        text = F.normalize(clap.encode_text([args.interp]).emb, dim=-1)                               # (1, D)
         vec = (1 - args.alpha) * vec + args.alpha * text
     if is_pipeline(path):
         return run_audioldm(AudioLDM.from_pretrained(path).to(args.device), vec, stem, args)
@@ -292,7 +311,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(stem) or '.', exist_ok=True)
         for f in RUNNERS[ckpt['method']](model, ckpt, inputs, stem, args):   # may load more checkpoints
             print(f"wrote {f}")
-    except (MediaError, FileNotFoundError) as e:
+    except (MediaError, FileNotFoundError, StaleCache) as e:
         sys.exit(f"error: {e}")
 
 

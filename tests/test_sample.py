@@ -9,6 +9,13 @@ from PIL import Image
 import sample
 import train
 from conftest import tiny_config
+from encoders import load_checkpoint
+from prepare import StaleCache
+
+UNET = dict(in_ch=2, out_ch=2, channels=(8, 16), layers=1, attn=(False, True), heads=2, groups=4, vec_dim=32)
+T2A = dict(method='ldm', model_args=dict(net='unet', shape=(2, 32, 32), target='ae_audio_latent', vec='clap_audio_emb',
+                                         net_args=UNET))
+V2A = dict(method='v2a', model_args=dict(kind='mlp', prior=False, in_dim=32, out_dim=32, width=16, n_layer=1))
 
 
 def refusal(argv):
@@ -34,6 +41,51 @@ def echoes(tiny, tmp_path_factory):
     train.train(tiny_config(tiny, 'clip', method='echoes', out_dir=str(out), max_iters=2, eval_interval=2,
                             model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2)))
     return out
+
+
+@pytest.fixture(scope='module')
+def generators(tiny, tmp_path_factory):
+    """A tiny text-to-audio latent diffusion run and a tiny V2A-Mapper run on tiny's features: their directory."""
+    root = tmp_path_factory.mktemp('generators')
+    for name, spec in (('t2a', T2A), ('v2a', V2A)):
+        train.train(tiny_config(tiny, 'clip', out_dir=str(root / name), **spec))
+    return root
+
+
+def retrained(tiny, out, name):
+    """Retrain the copy out/toyav_<name> of one of tiny's toy models with another seed: its checkpoint path."""
+    train.train(tiny_config(tiny, name, out_dir=str(out / f"toyav_{name}"), seed=7))
+    return out / f"toyav_{name}" / 'ckpt.pt'
+
+
+@pytest.mark.parametrize('tokenizer', ['vq_audio', 'vq_image'])
+def test_echoes_refuses_a_tokenizer_it_was_not_trained_with(tiny, echoes, tmp_path, tokenizer):
+    out = copy_models(tiny, tmp_path / 'out', ['vq_audio', 'vq_image'])
+    model, ckpt = load_checkpoint(str(echoes / 'ckpt.pt'))
+    argv = ['--ckpt', str(echoes), '--ckpt_dir', str(out), '--index', '0', '--data_dir', str(tiny / 'data'), '--steps', '1']
+    sample.Echoes(model, ckpt, str(out))                               # the tokenizers it was trained with
+    sample.main(argv + ['--out', str(tmp_path / 'ok')])
+    assert (tmp_path / 'ok.i2a.wav').exists() and (tmp_path / 'ok.a2i.png').exists()
+    path = retrained(tiny, out, tokenizer)
+    with pytest.raises(StaleCache, match=f"^{path}: {tokenizer} checkpoint .* retrain the model"):
+        sample.Echoes(model, ckpt, str(out))
+    message = refusal(argv + ['--out', str(tmp_path / 'stale')])
+    assert message.startswith(f"error: {path}: ") and 'this echoes model was trained with' in message
+    assert not list(tmp_path.glob('stale*'))
+
+
+@pytest.mark.parametrize('run,encoder', [('t2a', 'clap'), ('t2a', 'ae_audio'), ('v2a', 'clip'), ('v2a', 'ae_audio')])
+def test_generators_refuse_an_encoder_or_latent_decoder_they_were_not_trained_with(tiny, generators, tmp_path, run,
+                                                                                    encoder):
+    out = copy_models(tiny, tmp_path / 'out', ['clip', 'clap', 'ae_audio'])
+    Image.new('RGB', (40, 30), (0, 200, 0)).save(tmp_path / 'cat.png')
+    given = ['--text', 'a dog'] if run == 't2a' else ['--image', str(tmp_path / 'cat.png'), '--generator', str(generators / 't2a')]
+    argv = ['--ckpt', str(generators / run), '--ckpt_dir', str(out), '--steps', '1'] + given
+    sample.main(argv + ['--out', str(tmp_path / 'ok')])
+    assert (tmp_path / 'ok.wav').exists()
+    path = retrained(tiny, out, encoder)
+    message = refusal(argv + ['--out', str(tmp_path / 'stale')])
+    assert message.startswith(f"error: {path}: {encoder} checkpoint ") and 'retrain the model' in message
 
 
 @pytest.mark.parametrize('kind', ['empty', 'text', 'junk', 'truncated', 'missing'])
