@@ -28,7 +28,7 @@ from tqdm import tqdm
 from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, fit_length, is_pipeline, load_audio, load_checkpoint,
                       load_encoder, load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
 from model import CHOICE_TEMPERATURE, JOINT_STEPS, STEPS, cfg_logits, decode, joint_cfg_logits
-from prepare import StaleCache, open_split
+from prepare import HelpFormatter, StaleCache, open_split
 
 VIDEO_FRAMES = 10   # frames taken uniformly from a --video, as prepare.py vggsound does
 
@@ -243,7 +243,7 @@ RUNNERS = {'vq': run_tokenizer, 'echoes': run_echoes, 'ldm': run_ldm, 'v2a': run
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument('--ckpt', required=True, help='a training run directory (out/<exp>) or its ckpt.pt')
     parser.add_argument('--audio', help='input sound: any audio file, or a video whose sound is used')
     parser.add_argument('--image', help='input picture: any image file')
@@ -253,26 +253,29 @@ def main(argv=None):
     parser.add_argument('--batch_size', type=int, default=32, help='samples generated per batch')
     parser.add_argument('--video', help='input video: V2A-Mapper embeds its frames and aggregates them (--frames)')
     parser.add_argument('--frames', choices=['random', 'middle', 'mean'], help='V2A-Mapper video frame aggregation '
-                        '(default: the checkpoint\'s)')
+                        '(default %(default)s: the checkpoint\'s)')
     parser.add_argument('--interp', help='V2A-Mapper: a caption whose CLAP vector the image\'s is moved towards')
     parser.add_argument('--alpha', type=float, default=0.5, help='V2A-Mapper: weight of the --interp caption (0: image only)')
     parser.add_argument('--generator', help='V2A-Mapper: the CLAP-conditioned generator, a run directory (default '
-                        'out/<dataset>_t2a) or a diffusers AudioLDM pipeline folder (e.g. a download of cvssp/audioldm-s-full-v2)')
+                        '%(default)s: out/<dataset>_t2a) or a diffusers AudioLDM pipeline folder (e.g. a download of '
+                        'cvssp/audioldm-s-full-v2)')
     parser.add_argument('--mapper_cfg', type=float, default=1.0, help='V2A-Mapper: guidance scale of a diffusion prior')
-    parser.add_argument('--task', choices=['i2a', 'a2i', 'joint', 'inpaint'], help='what to generate (default: from the inputs; '
-                        'image -> i2a, audio -> a2i, both -> inpaint, none -> joint, --index -> i2a and a2i)')
-    parser.add_argument('--steps', type=int, default=None, help='iterative-unmasking steps (default 16, joint 30) or DDIM steps (default 25)')
+    parser.add_argument('--task', choices=['i2a', 'a2i', 'joint', 'inpaint'], help='what to generate (default '
+                        '%(default)s: from the inputs; image -> i2a, audio -> a2i, both -> inpaint, none -> joint, '
+                        '--index -> i2a and a2i)')
+    parser.add_argument('--steps', type=int, default=None, help='iterative-unmasking steps (default '
+                        f'%(default)s: {STEPS}, joint {JOINT_STEPS}) or DDIM steps (25)')
     parser.add_argument('--temperature', type=float, default=CHOICE_TEMPERATURE, help='Gumbel temperature of the '
                         'unmasking confidence (MaskGIT\'s choice temperature; annealed to 0 over the steps)')
     parser.add_argument('--sample_temperature', type=float, default=1.0, help='temperature of the token samples of '
                         'masked decoding (1: MaskGIT\'s categorical sampling, below 1 sharper, 0: the argmax)')
     parser.add_argument('--cfg', type=float, default=3.0, help='classifier-free guidance scale (1 = off); in Echoes '
                         'joint generation each modality is guided by the other\'s tokens decoded so far')
-    parser.add_argument('--span', type=lambda v: tuple(float(x) for x in v.split(',')), default=(0.25, 0.75),
+    parser.add_argument('--span', type=lambda v: tuple(float(x) for x in v.split(',')), default='0.25,0.75',
                         help='inpainting: the audio time span to regenerate, as fractions "start,end"')
     parser.add_argument('--ckpt_dir', default='out', help='where the frozen toy tokenizers live (out/<dataset>_vq_*)')
     parser.add_argument('--data_dir', default='data', help='where datasets live (for --index)')
-    parser.add_argument('--out', default=None, help='output stem (default: out/samples/<input name>)')
+    parser.add_argument('--out', default=None, help='output stem (default %(default)s: out/samples/<input name>)')
     parser.add_argument('--seed', type=int, default=1337, help='seed of any sampling')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     args = parser.parse_args(argv)

@@ -151,3 +151,18 @@ def test_a_tokenizer_given_the_other_modality_says_what_it_takes(tiny, tmp_path,
 def test_an_index_outside_the_test_split_names_it_and_its_size(tiny, index):
     message = refusal(['--ckpt', str(tiny / 'out' / 'toyav_vq_audio'), '--index', str(index), '--data_dir', str(tiny / 'data')])
     assert f"--index {index}: the test split of {tiny / 'data' / 'toyav'} has 16 samples" in message
+
+
+def test_help_keeps_the_docstring_layout_and_shows_every_default(capsys, monkeypatch):
+    monkeypatch.setenv('COLUMNS', '200')
+    with pytest.raises(SystemExit) as e:
+        sample.main(['--help'])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert sample.__doc__.splitlines()[2] in out                             # an example line, unwrapped
+    for flag, default in (('--seed SEED', '1337'), ('--cfg CFG', '3.0'), ('--span SPAN', '0.25,0.75'),
+                          ('--ckpt_dir CKPT_DIR', 'out'), ('--alpha ALPHA', '0.5')):
+        line = next(x for x in out.splitlines() if x.strip().startswith(flag))
+        assert line.endswith(f"(default: {default})"), line
+    assert '(default None: out/samples/<input name>)' in out
+    assert all(x.count('default') <= 1 for x in out.splitlines()[out.splitlines().index('options:'):])   # none said twice
