@@ -17,6 +17,7 @@ V2A-Mapper's and Visual Echoes' evaluation protocols (Wang et al. 2024, Yang et 
 import copy
 import importlib
 import os
+import sys
 import time
 
 import numpy as np
@@ -26,7 +27,7 @@ from scipy import linalg, special, stats
 from scipy.spatial.distance import pdist
 
 from configurator import configure
-from encoders import GriffinLim, MelConfig, load_checkpoint, load_latent_decoder, load_toy, log_mel, to_tensor
+from encoders import GriffinLim, MediaError, MelConfig, load_checkpoint, load_latent_decoder, load_toy, log_mel, to_tensor
 from model import FIELDS
 from prepare import StaleCache, open_split, read_json, write_json
 
@@ -339,7 +340,9 @@ def ldm_generator(cfg, model, ckpt, route=None):
     (a model trained on audio embeddings, AudioLDM's recipe, gets the same encoder's text embeddings); task i2a
     through an image route (see image_route)."""
     fields = {role: text_field(f) for role, f in model.roles.items()}
-    ae = load_latent_decoder(model, ckpt['data']['dataset'], cfg['ckpt_dir'], cfg['device'])
+    from sample import checked
+    ae = checked(load_latent_decoder(model, ckpt['data']['dataset'], cfg['ckpt_dir'], cfg['device']),
+                 model.target.rsplit('_', 1)[0], ckpt, cfg['ckpt_dir'])
     route = route or cfg['i2a_route']
     image_field = route.fields[0] if hasattr(route, 'fields') else 'clip_image_emb'
     route = image_route(cfg, route, model.roles) if 'i2a' in cfg['tasks'].split(',') else None
@@ -467,4 +470,7 @@ def evaluate(cfg):
 
 
 if __name__ == '__main__':
-    evaluate(configure(default_config(), script=__file__))
+    try:
+        evaluate(configure(default_config(), script=__file__))
+    except (StaleCache, MediaError, FileNotFoundError) as e:   # one line naming the file, no traceback
+        sys.exit(f"error: {e}")

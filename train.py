@@ -18,6 +18,7 @@ import copy
 import inspect
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 
@@ -28,9 +29,9 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
-from encoders import load_toy
+from encoders import MediaError, load_toy
 from model import MODELS, ema_update
-from prepare import open_split
+from prepare import StaleCache, open_split
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/toyav_clip'         # checkpoint directory
@@ -287,4 +288,7 @@ def train(cfg):
 
 
 if __name__ == '__main__':
-    train(configure(default_config(), script=__file__))
+    try:
+        train(configure(default_config(), script=__file__))
+    except (StaleCache, MediaError, FileNotFoundError) as e:   # one line naming the file, no traceback
+        sys.exit(f"error: {e}")
