@@ -12,7 +12,6 @@ import prepare
 import train
 from configurator import configure
 from conftest import tiny_config
-from encoders import Features, load_toy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,23 +123,31 @@ def test_two_process_ddp_trains(tiny):
     assert not torch.equal(ckpt['rng'][0], ckpt['rng'][1])   # each rank draws its own batches
 
 
-def test_training_on_frozen_features_leaves_the_encoder_unchanged(tiny):
-    """A trainable head on a frozen toy encoder: one optimizer step moves the head and nothing else."""
-    enc = load_toy('clap', out_dir=str(tiny / 'out'))
-    before = {k: v.clone() for k, v in enc.state_dict().items()}
-    head = torch.nn.Linear(enc.net.towers['text'].head.out_features, 10)
-    params = list(enc.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=1.0, weight_decay=0.1)
-    enc.train()
-    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
-    feats = enc.encode_audio(torch.randn(4, 16000) * 0.1)
-    assert isinstance(feats, Features) and feats.emb.shape == (4, 32)
-    head_before = head.weight.clone()
-    head(feats.emb).pow(2).mean().backward()
-    opt.step()
-    assert not torch.equal(head.weight, head_before)
-    for k, v in enc.state_dict().items():
-        assert torch.equal(v, before[k]), k
+def test_training_leaves_the_frozen_tokenizers_unchanged(tiny, monkeypatch):
+    """train.py's frozen parts (the tokenizers code_init reads, the one augment=True re-tokenizes training log-mels
+    with) stay in eval mode without gradients, their parameters and buffers (the VQ codebook's EMA) as loaded."""
+    loaded = []
+
+    def recording_load_toy(name, *args):
+        frozen = real_load_toy(name, *args)
+        loaded.append((name, frozen, {k: v.clone() for k, v in frozen.state_dict().items()}))
+        return frozen
+
+    real_load_toy = train.load_toy
+    monkeypatch.setattr(train, 'load_toy', recording_load_toy)
+    cfg = tiny_config(tiny, 'clip', method='echoes', augment=True, out_dir=str(tiny / 'out' / 'echoes_frozen'), max_iters=2,
+                      eval_interval=2, model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2, code_init=True))
+    assert torch.load(train.train(cfg), weights_only=True)['iter_num'] == 2
+    assert sorted(name for name, _, _ in loaded) == ['vq_audio', 'vq_audio', 'vq_image']   # code_init's two, augment's one
+    for name, frozen, before in loaded:
+        assert not any(m.training for m in frozen.modules()), name
+        assert not any(p.requires_grad for p in frozen.parameters()), name
+        after = frozen.state_dict()
+        assert after.keys() == before.keys() and 'net.quantizer.ema_count' in after
+        for k, v in after.items():
+            assert torch.equal(v, before[k]), (name, k)
+        frozen.train()                                                  # nor can a caller's train() unfreeze it
+        assert not any(m.training for m in frozen.modules()), name
 
 
 def test_stale_feature_caches_are_refused(tiny, tmp_path):
