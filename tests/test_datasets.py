@@ -391,4 +391,5 @@ def test_help_explains_every_option(script, monkeypatch, capsys):
         text = ' '.join(out.split())
         for action in parser._actions:
             assert action.help and action.help != argparse.SUPPRESS, action.dest
-            assert ' '.join(action.help.split()) in text and all(opt in text for opt in action.option_strings), action.dest
+            helped = action.help % dict(vars(action), prog=parser.prog)             # %(default)s as argparse fills it
+            assert ' '.join(helped.split()) in text and all(opt in text for opt in action.option_strings), action.dest
