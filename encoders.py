@@ -306,16 +306,25 @@ def file_hash(path):
     return h.hexdigest()[:16]
 
 
-def load_checkpoint(path, device='cpu'):
-    """Rebuild a trained network from its checkpoint alone (EMA weights when present); returns (model, ckpt)."""
+class StaleCache(RuntimeError):
+    """A cache or frozen model that does not match the settings or checkpoints it is used with."""
+
+
+def read_checkpoint(path, device='cpu'):
+    """torch.load(path) with weights_only; a missing file is a FileNotFoundError, an unreadable one a MediaError."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no checkpoint; train it first (python train.py config/<name>.py)")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:   # empty, cut short or not a torch.save file: torch raises many kinds
         what = str(e).split('. ')[0]
         raise _media_error(path, 'not a readable checkpoint', 'empty file (0 bytes)' if os.path.getsize(path) == 0
                            else f"{type(e).__name__}: {what}" if what else type(e).__name__) from e
+
+
+def load_checkpoint(path, device='cpu'):
+    """Rebuild a trained network from its checkpoint alone (EMA weights when present); returns (model, ckpt)."""
+    ckpt = read_checkpoint(path, device)
     model = MODELS[ckpt['method']](**ckpt['model_args'])
     model.load_state_dict(ckpt.get('ema') or ckpt['model'])
     return model.to(device).eval(), ckpt
@@ -382,20 +391,29 @@ class ToyTokenizer(Frozen):
         return self.net.decode(codes.long() if hasattr(self, 'codebook_size') else codes.float())
 
 
-def load_toy(name, dataset='toyav', out_dir='out', device='cpu'):
-    """A frozen toy model trained here: out/<dataset>_<name>/ckpt.pt (or the Griffin-Lim vocoder)."""
+def load_toy(name, dataset='toyav', out_dir='out', device='cpu', user=None):
+    """A frozen toy model trained here: out/<dataset>_<name>/ckpt.pt (or the Griffin-Lim vocoder). With user, the
+    checkpoint of a model trained on this one's cached features: StaleCache unless this is the checkpoint file whose
+    hash user['data']['features'] records."""
     path = os.path.join(out_dir, f"{dataset}_{name}", 'ckpt.pt')
     model, ckpt = load_checkpoint(path, device)
     wrapper = ToyTokenizer if ckpt['method'] in ('vq', 'autoencoder') else ToyEncoder
     frozen = wrapper(model, ckpt)
-    frozen.checkpoint_hash = file_hash(path)
+    frozen.checkpoint_hash = now = file_hash(path)
+    features = (user or {}).get('data', {}).get('features') or {}
+    want = features['encoders'].get(name) if features.get('suite') == 'toy' else None
+    if want and now != want:
+        raise StaleCache(f"{path}: {name} checkpoint {now}, not the {want} this {user['method']} model was trained "
+                         f"with; retrain the model (python prepare.py {dataset} --features toy, then train.py) or "
+                         f"restore that {name} checkpoint")
     return frozen
 
 
-def load_latent_decoder(generator, dataset='toyav', out_dir='out', device='cpu'):
-    """The frozen toy autoencoder whose latents a generator's target holds (ae_audio_latent -> ae_audio);
-    None when the generator works on media directly."""
-    return None if generator.modality else load_toy(generator.target.rsplit('_', 1)[0], dataset, out_dir, device)
+def load_latent_decoder(generator, ckpt, out_dir='out', device='cpu'):
+    """The frozen toy autoencoder whose latents a generator (its checkpoint ckpt) targets (ae_audio_latent ->
+    ae_audio), checked to be the one it was trained on; None when the generator works on media directly."""
+    return None if generator.modality else load_toy(generator.target.rsplit('_', 1)[0], ckpt['data']['dataset'],
+                                                     out_dir, device, ckpt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,13 +658,13 @@ def load_hf(role_name, name=None, **kw):
     return cls.from_pretrained(name, **kw) if name else cls.from_pretrained(**kw)
 
 
-def load_encoder(name, data, out_dir='out', device='cpu'):
+def load_encoder(name, ckpt, out_dir='out', device='cpu'):
     """The frozen encoder behind a checkpoint's cached features (its ckpt['data']['features']): the published model
-    it names for the hf suite, else the toy one trained on its dataset."""
-    features = data.get('features') or {}
+    it names for the hf suite, else the toy one trained on its dataset (checked by load_toy)."""
+    features = ckpt['data'].get('features') or {}
     if features.get('suite') == 'hf':
         return load_hf(name, features['encoders'][name]).to(device)
-    return load_toy(name, data['dataset'], out_dir, device)
+    return load_toy(name, ckpt['data']['dataset'], out_dir, device, ckpt)
 
 
 # ---------------------------------------------------------------------------------------------

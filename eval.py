@@ -29,7 +29,7 @@ from scipy.spatial.distance import pdist
 from configurator import configure
 from encoders import GriffinLim, MediaError, MelConfig, load_checkpoint, load_latent_decoder, load_toy, log_mel, to_tensor
 from model import FIELDS
-from prepare import StaleCache, open_split, read_json, write_json
+from prepare import StaleCache, check_mel, open_split, read_json, write_json
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/toyav_eval'      # where metrics.json and table.md are written
@@ -155,17 +155,10 @@ def cosine_score(a, b):
 # judges
 # ---------------------------------------------------------------------------------------------
 
-def trained_on(path, mel, meta):
-    """Refuse (StaleCache) a frozen network trained with other mel settings than data/<dataset>'s."""
-    if mel != meta['mel']:
-        raise StaleCache(f"{path}: trained with mel settings {mel}, but data/{meta['dataset']} has {meta['mel']}; "
-                         f"retrain it on this dataset")
-
-
 def toy(name, cfg, meta):
     """A frozen toy model of the dataset (encoders.load_toy), refused if it was trained with other mel settings."""
     frozen = load_toy(name, cfg['dataset'], cfg['ckpt_dir'], cfg['device'])
-    trained_on(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}"), frozen.mel_config.dict(), meta)
+    check_mel(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}"), frozen.mel_config.dict(), meta)
     return frozen
 
 
@@ -177,7 +170,7 @@ class Judges:
         for m in ('audio', 'image'):
             path = os.path.join(ckpt_dir, f"{meta['dataset']}_judge_{m}", 'ckpt.pt')
             net, ckpt = load_checkpoint(path, device)
-            trained_on(path, ckpt['data']['mel'], meta)
+            check_mel(path, ckpt['data']['mel'], meta)
             self.nets[m] = net.requires_grad_(False)
         self.device = device
 
@@ -277,8 +270,7 @@ def judged(judges, modality, media, labels, prefix=''):
 class Spaces:
     """The named embedding spaces of generated media: toy CLAP (audio), toy CLIP (images), toy ImageBind (both)."""
 
-    def __init__(self, cfg):
-        _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
+    def __init__(self, cfg, meta):
         self.clap, self.clip, self.bind = (toy(n, cfg, meta) for n in ('clap', 'clip', 'imagebind'))
         self.n = cfg['batch_size']
 
@@ -340,9 +332,7 @@ def ldm_generator(cfg, model, ckpt, route=None):
     (a model trained on audio embeddings, AudioLDM's recipe, gets the same encoder's text embeddings); task i2a
     through an image route (see image_route)."""
     fields = {role: text_field(f) for role, f in model.roles.items()}
-    from sample import checked
-    ae = checked(load_latent_decoder(model, ckpt['data']['dataset'], cfg['ckpt_dir'], cfg['device']),
-                 model.target.rsplit('_', 1)[0], ckpt, cfg['ckpt_dir'])
+    ae = load_latent_decoder(model, ckpt, cfg['ckpt_dir'], cfg['device'])
     route = route or cfg['i2a_route']
     image_field = route.fields[0] if hasattr(route, 'fields') else 'clip_image_emb'
     route = image_route(cfg, route, model.roles) if 'i2a' in cfg['tasks'].split(',') else None
@@ -370,12 +360,12 @@ OUTPUTS = {'t2a': ('audio',), 't2i': ('image',), 'i2a': ('audio',), 'a2i': ('ima
            'inpaint': ('audio',)}
 
 
-def load_generator(cfg):
+def load_generator(cfg, meta):
     """The configured checkpoint as (generate function, the cached fields it reads, embedding spaces)."""
     if not cfg['ckpt']:
         raise SystemExit("generation tasks need --ckpt=out/<experiment>")
     model, ckpt = load_checkpoint(os.path.join(cfg['ckpt'], 'ckpt.pt'), cfg['device'])
-    return (*GENERATORS[ckpt['method']](cfg, model, ckpt), Spaces(cfg))
+    return (*GENERATORS[ckpt['method']](cfg, model, ckpt), Spaces(cfg, meta))
 
 
 def task_generate(cfg, judges, generator, task):
@@ -458,7 +448,7 @@ def evaluate(cfg):
         if task == 'enc':
             metrics.update(task_enc(cfg, judges))
         elif task in OUTPUTS:
-            generator = generator or load_generator(cfg)
+            generator = generator or load_generator(cfg, meta)
             metrics.update(task_generate(cfg, judges, generator, task))
         else:
             raise SystemExit(f"unknown task {task!r} (tasks: enc, {', '.join(OUTPUTS)})")

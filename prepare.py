@@ -29,13 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from encoders import MelConfig, WordTokenizer, load_toy, log_mel, TOY_ENCODERS
+from encoders import MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, TOY_ENCODERS
 
 SPLITS = ('train', 'val', 'test')
-
-
-class StaleCache(RuntimeError):
-    """A cache that does not match the settings or checkpoints it is used with."""
 
 
 def write_json(path, obj):
@@ -231,10 +227,15 @@ def toy_encoders(args, meta, media):
         print(f"not trained yet, no features: {', '.join(untrained)}")
     encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in names if name not in untrained}
     for name, enc in encoders.items():
-        if enc.mel_config.dict() != meta['mel']:
-            raise StaleCache(f"{name}: trained with mel settings {enc.mel_config.dict()} but data/{args.dataset} "
-                             f"has {meta['mel']}; retrain it (python train.py config/{args.dataset}_{name}.py)")
+        check_mel(name, enc.mel_config.dict(), meta)
     return encoders
+
+
+def check_mel(name, mel, meta):
+    """Refuse (StaleCache) a frozen network `name` trained with other mel settings than data/<dataset>'s."""
+    if mel != meta['mel']:
+        raise StaleCache(f"{name}: trained with mel settings {mel} but data/{meta['dataset']} has {meta['mel']}; "
+                         f"retrain it on this dataset")
 
 
 def write_features(args, root, encoders, captions, media, sample_rate):

@@ -64,19 +64,6 @@ def write_audio(stem, mel, mel_cfg, wave=None):
     return [stem + '.wav', stem + '.spec.png']
 
 
-def checked(frozen, name, ckpt, ckpt_dir):
-    """frozen, the toy model `name` loaded from ckpt_dir for ckpt (None passes); StaleCache when its checkpoint file is
-    not the one whose cached features ckpt was trained on (the hash ckpt['data']['features'] records for it)."""
-    features, now = ckpt['data'].get('features') or {}, getattr(frozen, 'checkpoint_hash', None)
-    want = features['encoders'].get(name) if features.get('suite') == 'toy' else None
-    if want and now and now != want:
-        dataset = ckpt['data']['dataset']
-        raise StaleCache(f"{os.path.join(ckpt_dir, f'{dataset}_{name}', 'ckpt.pt')}: {name} checkpoint {now}, not the {want} "
-                         f"this {ckpt['method']} model was trained with; retrain the model (python prepare.py {dataset} "
-                         f"--features toy, then train.py) or restore that {name} checkpoint")
-    return frozen
-
-
 def in_batches(sample_fn, cond, generator, args):
     """sample_fn(a batch of conditions, generator) over conditions {role: (n, ...)} in --batch_size batches -> (n, ...)."""
     n = len(next(iter(cond.values())))
@@ -113,8 +100,8 @@ class Echoes:
     def __init__(self, model, ckpt, ckpt_dir='out', device='cpu'):
         data = ckpt['data']
         self.model, self.device = model, device
-        self.audio_tok = checked(load_toy('vq_audio', data['dataset'], ckpt_dir, device), 'vq_audio', ckpt, ckpt_dir)
-        self.image_tok = checked(load_toy('vq_image', data['dataset'], ckpt_dir, device), 'vq_image', ckpt, ckpt_dir)
+        self.audio_tok = load_toy('vq_audio', data['dataset'], ckpt_dir, device, ckpt)
+        self.image_tok = load_toy('vq_image', data['dataset'], ckpt_dir, device, ckpt)
         self.n_audio, self.n_image = model.sizes
         self.time_steps = self.audio_tok.net.grid[1]                               # audio tokens are (freq, time)
 
@@ -184,8 +171,7 @@ def run_echoes(model, ckpt, inputs, stem, args):
 
 def run_diffusion(model, ckpt, cond, stem, args):
     """Sample a diffusion generator on conditions {role: (n, ...)} in batches; decode latents; write every output."""
-    ae = checked(load_latent_decoder(model, ckpt['data']['dataset'], args.ckpt_dir, args.device),
-                 model.target.rsplit('_', 1)[0], ckpt, args.ckpt_dir)
+    ae = load_latent_decoder(model, ckpt, args.ckpt_dir, args.device)
 
     def sample(c, g):
         out = model.generate(c, args.steps or 25, args.cfg, generator=g)
@@ -207,8 +193,7 @@ def run_ldm(model, ckpt, inputs, stem, args):
     A model trained on audio embeddings (AudioLDM's recipe) is given the same encoder's text embedding."""
     if not args.text:
         sys.exit(f"error: {args.ckpt} generates from text; give --text \"...\"")
-    name = next(iter(model.roles.values())).split('_')[0]
-    encoder = checked(load_encoder(name, ckpt['data'], args.ckpt_dir, args.device), name, ckpt, args.ckpt_dir)
+    encoder = load_encoder(next(iter(model.roles.values())).split('_')[0], ckpt, args.ckpt_dir, args.device)
     feats = encoder.encode_text([args.text] * args.n)
     cond = {role: feats.emb if field.endswith('_emb') else feats.tokens for role, field in model.roles.items()}
     return run_diffusion(model, ckpt, cond, stem, args)
@@ -223,14 +208,14 @@ def run_v2a(mapper, ckpt, inputs, stem, args):
         sys.exit(f"error: {args.ckpt} turns a picture into sound; give --image, --video or --index")
     path = args.generator or os.path.join(args.ckpt_dir, f"{data['dataset']}_t2a")
     frames = torch.as_tensor(inputs['image'])
-    clip = checked(load_encoder('clip', data, args.ckpt_dir, args.device), 'clip', ckpt, args.ckpt_dir)
+    clip = load_encoder('clip', ckpt, args.ckpt_dir, args.device)
     emb = clip.encode_image(frames.reshape(-1, *frames.shape[-3:])).emb
     emb = emb[None] if frames.dim() == 4 else emb                              # (1, F, D) for a video, (1, D) for a picture
     emb = emb.expand(args.n, *emb.shape[1:])                                   # (n, [F,] D)
     mapper.frames = args.frames or mapper.frames
     vec = F.normalize(mapper.generate(emb, args.steps or 25, args.mapper_cfg, generator=torch.Generator().manual_seed(args.seed)), dim=-1)
     if args.interp:
-        clap = checked(load_encoder('clap', data, args.ckpt_dir, args.device), 'clap', ckpt, args.ckpt_dir)
+        clap = load_encoder('clap', ckpt, args.ckpt_dir, args.device)
         text = F.normalize(clap.encode_text([args.interp]).emb, dim=-1)                               # (1, D)
         vec = (1 - args.alpha) * vec + args.alpha * text
     if is_pipeline(path):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
-from encoders import MediaError, load_toy
+from encoders import MediaError, load_toy, read_checkpoint
 from model import MODELS, ema_update
 from prepare import StaleCache, open_split
 
@@ -192,9 +192,9 @@ def train(cfg):
         if not os.path.exists(path):
             raise SystemExit(f"{path}: no checkpoint to resume; train with --init_from=scratch first")
         try:
-            ckpt = torch.load(path, map_location=dev, weights_only=True)
-        except Exception as e:                                  # truncated, empty or not a checkpoint at all
-            raise SystemExit(f"{path}: not a readable checkpoint ({type(e).__name__})") from e
+            ckpt = read_checkpoint(path, dev)
+        except MediaError as e:                                 # truncated, empty or not a checkpoint at all
+            raise SystemExit(str(e)) from e
         if ckpt['model_args'] != args or ckpt['method'] != cfg['method']:
             raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does not match this config")
         compared = [k for k in stamp if k != 'features' or any(f not in meta['fields'] for f in model.fields)]
