@@ -7,6 +7,7 @@ Usage from a script that has its defaults as module-level globals:
 A positional argument is a config file of plain assignments, executed over the defaults;
 `--key=value` overrides a default, type-checked against it; an unknown key is an error.
 """
+import argparse
 import ast
 import re
 import sys
@@ -68,3 +69,7 @@ def configure(config, argv=None, script=None):
             else:
                 config[key] = _parse(key, raw, config[key])
     return config
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help of an argparse script keeps the docstring's layout and shows every default."""

@@ -29,7 +29,8 @@ from scipy.spatial.distance import pdist
 from configurator import configure
 from encoders import GriffinLim, MediaError, MelConfig, load_checkpoint, load_latent_decoder, load_toy, log_mel, to_tensor
 from model import FIELDS
-from prepare import StaleCache, check_mel, open_split, read_json, write_json
+from data import check_mel, open_split, read_json, write_json
+from encoders import StaleCache
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/toyav_eval'      # where metrics.json and table.md are written

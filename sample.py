@@ -28,7 +28,9 @@ from tqdm import tqdm
 from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, fit_length, is_pipeline, load_audio, load_checkpoint,
                       load_encoder, load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
 from model import CHOICE_TEMPERATURE, JOINT_STEPS, STEPS, cfg_logits, decode, joint_cfg_logits
-from prepare import HelpFormatter, StaleCache, open_split
+from configurator import HelpFormatter
+from data import open_split
+from encoders import StaleCache
 
 VIDEO_FRAMES = 10   # frames taken uniformly from a --video, as prepare.py vggsound does
 

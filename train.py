@@ -31,7 +31,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import configure
 from encoders import MediaError, load_toy, read_checkpoint
 from model import MODELS, ema_update
-from prepare import StaleCache, open_split
+from data import open_split
+from encoders import StaleCache
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/toyav_clip'         # checkpoint directory

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import prepare
+from data import open_split
 import train
 from conftest import tiny_config
 from data import avmnist
@@ -33,7 +34,7 @@ def run(*argv):
 def read_split(root, split):
     """Every media and label field of a prepared split (through open_split), its captions, files and meta."""
     meta = json.loads((root / 'meta.json').read_text())
-    data, _ = prepare.open_split(str(root.parent), root.name, split, list(meta['fields']))
+    data, _ = open_split(str(root.parent), root.name, split, list(meta['fields']))
     captions = json.loads((root / 'captions.json').read_text())[split]
     files = json.loads((root / 'files.json').read_text())[split]
     assert len(captions) == len(files) == meta['counts'][split]
@@ -298,10 +299,10 @@ def test_feature_cache_of_an_audio_only_dataset(esc50_src, tmp_path, capsys):
     assert sorted(feats['encoders']) == ['clap', 'vq_audio']
     for split, n in (('train', 2), ('val', 1), ('test', 37)):
         fields = ['clap_audio_emb', 'clap_text_emb', 'vq_audio_ids']
-        data, _ = prepare.open_split(str(tmp_path / 'data'), 'esc50', split, fields, str(tmp_path / 'out'))
+        data, _ = open_split(str(tmp_path / 'data'), 'esc50', split, fields, str(tmp_path / 'out'))
         assert data['clap_audio_emb'].shape == (n, 32) and len(data['vq_audio_ids']) == n
     with pytest.raises(FileNotFoundError, match='no field image'):
-        prepare.open_split(str(tmp_path / 'data'), 'esc50', 'train', ['image'])
+        open_split(str(tmp_path / 'data'), 'esc50', 'train', ['image'])
 
 
 # ---- imagehear ----
@@ -352,7 +353,7 @@ def test_feature_cache_of_an_image_only_dataset(imagehear_src, tmp_path, capsys)
     assert 'no clap, imagebind, vq_audio, ae_audio features' in capsys.readouterr().out
     fields = ['clip_image_emb', 'clip_text_emb', 'vq_image_ids']
     for split, n in (('train', 0), ('val', 0), ('test', 3)):
-        data, _ = prepare.open_split(str(tmp_path / 'data'), 'imagehear', split, fields, str(tmp_path / 'out'))
+        data, _ = open_split(str(tmp_path / 'data'), 'imagehear', split, fields, str(tmp_path / 'out'))
         assert data['clip_image_emb'].shape == (n, 32) and data['vq_image_ids'].shape[0] == n
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import prepare
+from data import open_split
 import sample
 import train
 from conftest import tiny_config
@@ -190,7 +191,7 @@ def test_augment_reaches_echoes_through_the_frozen_tokenizer(tiny, monkeypatch):
     tokenizer = load_toy('vq_audio', out_dir=str(tiny / 'out'))
     batch = seen[0]                                                            # the first training batch
     assert torch.equal(batch['vq_audio_ids'], tokenizer.encode(batch['mel']))
-    cached = prepare.open_split(str(tiny / 'data'), 'toyav', 'train', ['vq_audio_ids'], str(tiny / 'out'))[0]['vq_audio_ids']
+    cached = open_split(str(tiny / 'data'), 'toyav', 'train', ['vq_audio_ids'], str(tiny / 'out'))[0]['vq_audio_ids']
     assert not (torch.from_numpy(np.array(cached)).long() == batch['vq_audio_ids'][0]).all(1).any()   # not a cached row
     (used, before), = loaded                                                   # the tokenizer train.py re-tokenized with
     for k, v in used.state_dict().items():                                     # its parameters and buffers as loaded

@@ -12,7 +12,7 @@ from PIL import Image
 import eval as evaluation
 import sample
 from encoders import GriffinLim, MelConfig, WordTokenizer, load_toy, log_mel
-from prepare import StaleCache
+from encoders import StaleCache
 
 
 def test_log_mel_has_the_configured_shape_and_finds_a_tone():

@@ -10,7 +10,7 @@ import sample
 import train
 from conftest import tiny_config
 from encoders import load_checkpoint
-from prepare import StaleCache
+from encoders import StaleCache
 
 UNET = dict(in_ch=2, out_ch=2, channels=(8, 16), layers=1, attn=(False, True), heads=2, groups=4, vec_dim=32)
 T2A = dict(method='ldm', model_args=dict(net='unet', shape=(2, 32, 32), target='ae_audio_latent', vec='clap_audio_emb',

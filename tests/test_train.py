@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import prepare
+from data import open_split
+from encoders import StaleCache
 import train
 from configurator import configure
 from conftest import tiny_config
@@ -50,8 +52,8 @@ def test_prepare_writes_everything_atomically(tiny):
 
 def test_loss_falls_when_overfitting_one_batch(tiny):
     cfg = tiny_config(tiny, 'clip', max_iters=1)
-    model = train.MODELS['contrastive'](**{**train.data_args(train.MODELS['contrastive'], prepare.open_split(cfg['data_dir'], 'toyav', 'train', [])[1]), **cfg['model_args']})
-    data, _ = prepare.open_split(cfg['data_dir'], 'toyav', 'train', model.fields)
+    model = train.MODELS['contrastive'](**{**train.data_args(train.MODELS['contrastive'], open_split(cfg['data_dir'], 'toyav', 'train', [])[1]), **cfg['model_args']})
+    data, _ = open_split(cfg['data_dir'], 'toyav', 'train', model.fields)
     batch = train.get_batch(data, 16, torch.Generator().manual_seed(0), 'cpu')
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = model(batch).item()
@@ -152,15 +154,15 @@ def test_training_leaves_the_frozen_tokenizers_unchanged(tiny, monkeypatch):
 
 def test_stale_feature_caches_are_refused(tiny, tmp_path):
     data = tiny / 'data'
-    fields, _ = prepare.open_split(str(data), 'toyav', 'train', ['clip_image_emb', 'vq_audio_ids'], out_dir=str(tiny / 'out'))
+    fields, _ = open_split(str(data), 'toyav', 'train', ['clip_image_emb', 'vq_audio_ids'], out_dir=str(tiny / 'out'))
     assert fields['clip_image_emb'].shape == (48, 32) and fields['vq_audio_ids'].shape == (48, 256)
     ckpt = tiny / 'out' / 'toyav_clip' / 'ckpt.pt'
     original = ckpt.read_bytes()
     try:
         train.train(tiny_config(tiny, 'clip', max_iters=5, eval_interval=5))   # new weights, cache not redone
-        with pytest.raises(prepare.StaleCache, match='clip checkpoint'):
-            prepare.open_split(str(data), 'toyav', 'train', ['clip_image_emb'], out_dir=str(tiny / 'out'))
-        prepare.open_split(str(data), 'toyav', 'train', ['vq_audio_ids'], out_dir=str(tiny / 'out'))  # others still fine
+        with pytest.raises(StaleCache, match='clip checkpoint'):
+            open_split(str(data), 'toyav', 'train', ['clip_image_emb'], out_dir=str(tiny / 'out'))
+        open_split(str(data), 'toyav', 'train', ['vq_audio_ids'], out_dir=str(tiny / 'out'))  # others still fine
     finally:
         ckpt.write_bytes(original)
     other = tmp_path / 'data'
@@ -168,8 +170,8 @@ def test_stale_feature_caches_are_refused(tiny, tmp_path):
     for f in (tiny / 'data' / 'toyav').glob('*_clip_*.npy'):
         (other / 'toyav' / f.name).symlink_to(f)
     (other / 'toyav' / 'features.json').write_text((data / 'toyav' / 'features.json').read_text())
-    with pytest.raises(prepare.StaleCache, match="'hop': 250"):
-        prepare.open_split(str(other), 'toyav', 'train', ['clip_image_emb'], out_dir=str(tiny / 'out'))
+    with pytest.raises(StaleCache, match="'hop': 250"):
+        open_split(str(other), 'toyav', 'train', ['clip_image_emb'], out_dir=str(tiny / 'out'))
     with pytest.raises(SystemExit, match='mel settings'):
         prepare.main(['toyav', '--features', 'toy', '--data_dir', str(other), '--out_dir', str(tiny / 'out')])
 

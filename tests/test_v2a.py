@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import prepare
+from data import open_split
 import train
 from configurator import configure
 from conftest import tiny_config
@@ -170,7 +171,7 @@ def test_train_py_trains_a_mapper_on_cached_features(tiny, kind, prior):
     start = V2AMapper(**ckpt['model_args'])                                     # train.py seeds, then builds
     model = V2AMapper(**ckpt['model_args'])
     model.load_state_dict(ckpt['ema'])
-    data, _ = prepare.open_split(cfg['data_dir'], 'toyav', 'test', model.fields, cfg['ckpt_dir'])
+    data, _ = open_split(cfg['data_dir'], 'toyav', 'test', model.fields, cfg['ckpt_dir'])
     batch = {k: torch.from_numpy(np.array(v)) for k, v in data.items()}        # (16, 32) each
     with torch.no_grad():
         loss = lambda net: net(batch, generator=torch.Generator().manual_seed(0)).item()   # same timesteps and noise
