@@ -1,6 +1,6 @@
 """Every trainable network of nanoAV and the generative processes that use them.
 
-Networks only: no file I/O, no printing, no device choices (encoders.load_generator loads published weights
+Networks only: no file I/O, no printing, no device choices (generators.load_generator loads published weights
 into UNet, KLAutoencoder and DiT). A network's forward(batch) returns its training loss, so one loop in
 train.py trains them all; `MODELS` maps a method name to its class. Generative processes take the network
 as a callable: masked decoding (`decode`) and Gaussian diffusion (`Diffusion`), each testable alone.

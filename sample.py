@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from encoders import (AudioLDM, GriffinLim, MediaError, MelConfig, fit_length, is_pipeline, load_audio, load_checkpoint,
+from encoders import (GriffinLim, MediaError, MelConfig, fit_length, load_audio, load_checkpoint,
                       load_encoder, load_image, load_latent_decoder, load_toy, load_video_frames, log_mel, resize_image)
+from generators import AudioLDM, is_pipeline
 from model import CHOICE_TEMPERATURE, JOINT_STEPS, STEPS, cfg_logits, decode, joint_cfg_logits
 from configurator import HelpFormatter
 from data import open_split

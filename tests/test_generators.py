@@ -1,12 +1,12 @@
 """Generators of model.py: parity with diffusers on tiny random models (offline, fp32) through the importers and
-load_generator of encoders.py, and diffusion-process sanity."""
+load_generator of generators.py, and diffusion-process sanity."""
 import re
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-import encoders as E
+import generators as E
 import model as M
 from conftest import randomize
 
@@ -164,7 +164,7 @@ def test_load_generator_reads_a_saved_diffusers_model(tmp_path, kind, build, che
     ref.save_pretrained(tmp_path, max_shard_size=shard)
     assert (len(list(tmp_path.glob('*.safetensors'))) > 1) == (shard == '20KB')
     ours = E.load_generator(kind, str(tmp_path))
-    assert not ours.training and type(ours) is E.GENERATORS[kind][0]
+    assert not ours.training and type(ours) is E.IMPORTERS[kind][0]
     check(ours, ref)
 
 

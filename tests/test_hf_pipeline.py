@@ -15,7 +15,8 @@ import prepare
 import sample
 import train
 from conftest import PAD, randomize, save_hf, tiny_clap_text_config, tiny_config, tiny_hf_clap, tiny_hf_clip, word_tokenizer
-from encoders import CLAP_TEXT_TOKENS, AudioLDM, load_checkpoint, load_hf, load_image
+from encoders import CLAP_TEXT_TOKENS, load_checkpoint, load_hf, load_image
+from generators import AudioLDM
 
 diffusers = pytest.importorskip('diffusers')
 DIM = 24   # the tiny CLIP's and CLAP's joint spaces, and the generator's condition

@@ -1,0 +1,227 @@
+"""Published generator weights -> model.py's modules by key mapping, and the AudioLDM pipeline built on them.
+
+AudioLDM's / Make-An-Audio's UNet and VAE and PixArt-alpha's transformer (diffusers layouts), and
+facebookresearch/DiT's checkpoints, loaded into model.py's UNet, KLAutoencoder and DiT: a config converter and
+a state-dict renamer per layout, both checked by parity tests against tiny random diffusers models
+(tests/test_generators.py). Nothing here trains; `load_generator` returns a module in eval mode.
+
+References: AudioLDM (Liu et al. 2023), Make-An-Audio (Huang et al. 2023), PixArt-alpha (Chen et al. 2023),
+DiT (Peebles & Xie 2023), in the diffusers layouts (von Platen et al. 2022) or facebookresearch/DiT's.
+"""
+import json
+import math
+import os
+import re
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from encoders import Frozen, HFClapText, HFHifiGan
+from model import DiT, Diffusion, KLAutoencoder, UNet, guided
+
+# AudioLDM's / Make-An-Audio's UNet and VAE, PixArt-alpha's transformer (diffusers layouts) and
+# facebookresearch/DiT's checkpoints, loaded into model.py's UNet, KLAutoencoder and DiT: a config
+# converter and a state-dict renamer per layout, both checked by parity tests against diffusers.
+
+def _rename(sd, rules, drop=()):
+    """Apply ordered (regex, replacement) rules to every key, leaving out `drop`; no two keys may land on one name."""
+    out = {}
+    for k, v in sd.items():
+        if k not in drop:
+            for pattern, repl in rules:
+                k = re.sub(pattern, repl, k)
+            assert k not in out, f'two source keys map onto {k!r}'
+            out[k] = v
+    return out
+
+
+_COMMON = [(r'to_out\.0\.', 'to_out.'), (r'ff\.net\.0\.proj\.', 'fc1.'), (r'ff\.net\.2\.', 'fc2.'),
+           (r'(down|up)samplers\.0\.conv\.', 'resample.'), (r'\.linear_1\.', '.0.'), (r'\.linear_2\.', '.2.')]
+
+
+def import_audioldm_unet(sd):
+    """diffusers UNet2DConditionModel state dict (AudioLDM or Make-An-Audio layout) -> UNet's."""
+    return _rename(sd, _COMMON)
+
+
+def import_audioldm_vae(sd):
+    """diffusers AutoencoderKL state dict (also with its pre-0.15 attention names) -> KLAutoencoder's."""
+    old = [(r'\.query\.', '.to_q.'), (r'\.key\.', '.to_k.'), (r'\.value\.', '.to_v.'), (r'\.proj_attn\.', '.to_out.')]
+    return _rename(sd, _COMMON + old)
+
+
+def import_pixart(sd):
+    """diffusers PixArtTransformer2DModel state dict -> DiT's (adaln='single')."""
+    emb = r'^adaln_single\.emb\.'
+    return _rename(sd, _COMMON + [
+        (r'^pos_embed\.proj\.', 'x_embedder.'), (emb + r'timestep_embedder\.', 't_embedder.'),
+        (emb + r'resolution_embedder\.', 'res_embedder.'), (emb + r'aspect_ratio_embedder\.', 'ar_embedder.'),
+        (r'^adaln_single\.linear\.', 't_block.1.'), (r'^caption_projection\.', 'ctx_embedder.'),
+        (r'^transformer_blocks\.', 'blocks.'), (r'\.attn1\.', '.attn.'), (r'\.attn2\.', '.cross.'),
+        (r'^scale_shift_table$', 'final_mod'), (r'^proj_out\.', 'final_linear.')])
+
+
+def import_dit(sd):
+    """facebookresearch/DiT checkpoint (or a training checkpoint's 'ema') -> DiT's; pos_embed is recomputed."""
+    sd = _rename(sd.get('ema', sd), [
+        (r'^x_embedder\.proj\.', 'x_embedder.'), (r'^t_embedder\.mlp\.', 't_embedder.'),
+        (r'^y_embedder\.embedding_table\.', 'y_embedder.'), (r'\.attn\.proj\.', '.attn.to_out.'), (r'\.mlp\.fc', '.fc'),
+        (r'^final_layer\.linear\.', 'final_linear.'), (r'^final_layer\.adaLN_modulation\.', 'final_mod.')],
+        drop=('pos_embed',))
+    out = {}
+    for k, v in sd.items():  # timm's fused qkv rows are [q; k; v]
+        out.update({k.replace('.qkv.', f'.to_{n}.'): w for n, w in zip('qkv', v.chunk(3))} if '.qkv.' in k else {k: v})
+    return out
+
+
+def load_state(model, sd):
+    """Load an imported state dict after nanoGPT-style checks: same keys and count, same shapes, offender named."""
+    own = model.state_dict()
+    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    assert not missing and not unexpected, \
+        f'{len(missing)} missing keys (first {missing[:1]}), {len(unexpected)} unexpected (first {unexpected[:1]})'
+    assert len(sd) == len(own), (len(sd), len(own))
+    for k, v in own.items():
+        assert sd[k].shape == v.shape, f'shape mismatch at {k}: imported {tuple(sd[k].shape)}, model {tuple(v.shape)}'
+    model.load_state_dict(sd)
+    return model
+
+
+def audioldm_unet_config(c):
+    """diffusers UNet2DConditionModel config -> UNet kwargs (diffusers' `attention_head_dim` counts heads here)."""
+    ch, cross, vec = list(c['block_out_channels']), c['cross_attention_dim'], c.get('class_embed_type')
+    heads, depth = c.get('num_attention_heads') or c['attention_head_dim'], c.get('transformer_layers_per_block', 1)
+    assert isinstance(heads, int) and isinstance(depth, int), 'per-level heads / depths are not supported'
+    assert vec in (None, 'simple_projection') and not (c.get('addition_embed_type') or c.get('use_linear_projection'))
+    assert isinstance(cross, int) or list(cross) == ch, 'per-level cross_attention_dim must be block_out_channels'
+    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(ch), layers=c['layers_per_block'],
+                attn=tuple(b.startswith('CrossAttn') for b in c['down_block_types']), heads=heads,
+                groups=c['norm_num_groups'], eps=c['norm_eps'], depth=depth,
+                ctx_dim=cross if isinstance(cross, int) else None,  # None: AudioLDM's self-attending "cross"-attention
+                vec_dim=c['projection_class_embeddings_input_dim'] if vec else None,
+                vec_concat=bool(c.get('class_embeddings_concat')))
+
+
+def audioldm_vae_config(c):
+    """diffusers AutoencoderKL config -> KLAutoencoder kwargs."""
+    assert all(c.get(k, True) for k in ('mid_block_add_attention', 'use_quant_conv', 'use_post_quant_conv'))
+    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(c['block_out_channels']),
+                layers=c['layers_per_block'], latent=c['latent_channels'], groups=c['norm_num_groups'],
+                scaling_factor=c.get('scaling_factor', 0.18215))
+
+
+def pixart_config(c):
+    """diffusers PixArtTransformer2DModel config -> DiT kwargs (adaLN-single, caption cross-attention, no nulls)."""
+    d, n = c['num_attention_heads'] * c['attention_head_dim'], c['sample_size']
+    size_cond = c.get('use_additional_conditions')
+    assert c.get('cross_attention_dim', d) == d and c['out_channels'] in (c['in_channels'], 2 * c['in_channels'])
+    return dict(input_size=n, patch_size=c['patch_size'], in_channels=c['in_channels'], hidden_size=d,
+                depth=c['num_layers'], num_heads=c['num_attention_heads'], ctx_dim=c['caption_channels'],
+                learn_sigma=c['out_channels'] != c['in_channels'], adaln='single', learn_null=False,
+                size_cond=n == 128 if size_cond is None else size_cond,  # diffusers' default: on for the 1024 model
+                pos_scale=c.get('interpolation_scale') or max(n // 64, 1), eps=c.get('norm_eps', 1e-6))
+
+
+def dit_config(c):
+    """diffusers DiTTransformer2DModel config -> DiT kwargs for official weights (import_dit): timestep frequencies
+    as facebookresearch/DiT computes them (shift 0; diffusers' port uses 1) and LayerNorm eps 1e-6."""
+    return dict(input_size=c['sample_size'], patch_size=c['patch_size'], in_channels=c['in_channels'],
+                hidden_size=c['num_attention_heads'] * c['attention_head_dim'], depth=c['num_layers'],
+                num_heads=c['num_attention_heads'], num_classes=c['num_embeds_ada_norm'],
+                learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
+
+
+IMPORTERS = {  # kind -> (model.py module, diffusers config -> its kwargs, published state dict -> its keys)
+    'audioldm_unet': (UNet, audioldm_unet_config, import_audioldm_unet),
+    'audioldm_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
+    'pixart': (DiT, pixart_config, import_pixart),
+    'dit': (DiT, dit_config, import_dit)}
+DIFFUSERS_WEIGHTS = 'diffusion_pytorch_model.safetensors'  # diffusers' file name; sharded: <name>.index.json + shards
+
+
+def _diffusers_weights(folder):
+    """The state dict of a diffusers model folder, one safetensors file or the shards its index names."""
+    index = os.path.join(folder, DIFFUSERS_WEIGHTS + '.index.json')
+    if not os.path.exists(index):
+        return load_file(os.path.join(folder, DIFFUSERS_WEIGHTS))
+    with open(index) as f:
+        shards = sorted(set(json.load(f)['weight_map'].values()))
+    return {k: v for shard in shards for k, v in load_file(os.path.join(folder, shard)).items()}
+
+
+def load_generator(kind, path, config=None):
+    """A published generator (an IMPORTERS kind) as model.py's module with its weights, on the CPU, in eval mode.
+
+    path: a diffusers model folder (config.json + safetensors weights: a pipeline's unet/, vae/ or transformer/), or
+    one weights file (.safetensors, or a .pt) with `config`, the diffusers config dict of that model. Kind 'dit'
+    reads facebookresearch/DiT's key names: its DiT-XL-2-256x256.pt with facebook/DiT-XL-2-256's transformer config."""
+    cls, to_kwargs, to_keys = IMPORTERS[kind]
+    if os.path.isdir(path):
+        if config is None:
+            with open(os.path.join(path, 'config.json')) as f:
+                config = json.load(f)
+        sd = _diffusers_weights(path)
+    elif config is None:
+        raise ValueError(f'{path}: a single weights file needs the config of its model (config=...)')
+    elif str(path).endswith('.safetensors'):
+        sd = load_file(path)
+    else:
+        sd = torch.load(path, map_location='cpu', weights_only=True)
+    return load_state(cls(**to_kwargs(config)), to_keys(sd)).eval()
+
+
+PREDICTION = {'epsilon': 'eps', 'v_prediction': 'v', 'sample': 'x0'}   # diffusers' prediction_type -> Diffusion's
+
+
+def is_pipeline(path):
+    """True for a diffusers pipeline folder (model_index.json beside unet/, vae/, ...)."""
+    return bool(path) and os.path.exists(os.path.join(path, 'model_index.json'))
+
+
+class AudioLDM(Frozen):
+    """AudioLDM (Liu et al. 2023) as a frozen CLAP-vector -> sound generator, from a diffusers pipeline folder
+    (cvssp/audioldm-s-full-v2): model.py's UNet and KLAutoencoder with its weights, its HiFi-GAN, and its CLAP text
+    tower for the guidance null (the embedding of "", the pipeline's default negative prompt).
+    Sampling is model.py's DDIM with trailing timesteps, not the pipeline's leading ones."""
+
+    def __init__(self, unet, vae, vocoder, text, scheduler, sample_size, seconds=None):
+        super().__init__()
+        self.unet, self.vae, self.vocoder, self.text = unet, vae, vocoder, text
+        self.diffusion = Diffusion(scheduler['beta_schedule'], scheduler['num_train_timesteps'],
+                                   PREDICTION[scheduler['prediction_type']], scheduler['beta_start'], scheduler['beta_end'])
+        self.sample_rate, hop, n_mels = vocoder.sample_rate, vocoder.mel_config.hop, vocoder.mel_config.n_mels
+        f = 2 ** (len(vae.decoder['up_blocks']) - 1)                      # VAE downsampling factor
+        frames = math.ceil(seconds * self.sample_rate / hop / f) * f if seconds else sample_size * f  # the pipeline's default
+        self.shape = (unet.conv_in.in_channels, frames // f, n_mels // f)  # (C, frames / f, n_mels / f)
+        self.length = int(seconds * self.sample_rate) if seconds else frames * hop
+        self.register_buffer('null', text.encode_text(['']).emb)          # (1, D)
+        self.freeze()
+
+    @classmethod
+    def from_pretrained(cls, path, seconds=None):
+        """A diffusers AudioLDM pipeline folder; seconds of sound per sample (default: the UNet's sample_size)."""
+        configs = {}
+        for part, name in (('unet', 'config.json'), ('scheduler', 'scheduler_config.json')):
+            with open(os.path.join(path, part, name)) as f:
+                configs[part] = json.load(f)
+        return cls(load_generator('audioldm_unet', os.path.join(path, 'unet')),
+                   load_generator('audioldm_vae', os.path.join(path, 'vae')), HFHifiGan.from_pretrained(path),
+                   HFClapText.from_pretrained(path), configs['scheduler'], configs['unet']['sample_size'], seconds)
+
+    @torch.no_grad()
+    def sample_mel(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
+        """{'vec': CLAP vectors (B, D)} -> AudioLDM log-mels (B, n_mels, frames)."""
+        vec = F.normalize(cond['vec'].float(), dim=-1)                                   # (B, D)
+        net = self.unet if cfg == 1 else guided(self.unet, cfg, {'vec': self.null.expand(len(vec), -1)})
+        z = torch.randn((len(vec), *self.shape), generator=generator).to(vec.device)     # (B, C, h, w)
+        z = self.diffusion.sample(net, z, {'vec': vec}, steps, sampler, generator=generator)
+        return self.vae.decode(z / self.vae.scaling_factor)[:, 0].transpose(1, 2)       # (B, n_mels, frames)
+
+    def vocode(self, mel):
+        """Log-mels (B, n_mels, frames) -> waves (B, T) at sample_rate, cut to the requested length."""
+        return self.vocoder(mel)[:, :self.length].float()
+
+    def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
+        """{'vec': CLAP vectors (B, D)} -> waves (B, T) at sample_rate."""
+        return self.vocode(self.sample_mel(cond, steps, cfg, sampler, generator))
