@@ -13,7 +13,7 @@ import re
 import sys
 
 
-def _parse(key, raw, default):
+def parse_value(key, raw, default):
     """Parse one override string into the type of its default."""
     try:
         value = ast.literal_eval(raw)
@@ -65,11 +65,38 @@ def configure(config, argv=None, script=None):
             if head not in keys or sub and not isinstance(config[head], dict):
                 raise SystemExit(f"--{key}: unknown config key (known: {', '.join(sorted(keys))})")
             if sub:
-                config[head] = {**config[head], sub: _parse(key, raw, config[head].get(sub))}
+                config[head] = {**config[head], sub: parse_value(key, raw, config[head].get(sub))}
             else:
-                config[key] = _parse(key, raw, config[key])
+                config[key] = parse_value(key, raw, config[key])
     return config
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """--help of an argparse script keeps the docstring's layout and shows every default."""
+
+
+def native_bf16(device):
+    """Why bfloat16 is native on a device ('' when it is not): CUDA with bf16, or a CPU with AMX or
+    AVX512-BF16 units; elsewhere (AVX2-only CPUs, most laptops) bf16 runs ~100x slower than float32."""
+    import torch
+    kind = device.split(':')[0]
+    if kind == 'cuda':
+        return 'CUDA with bf16' if torch.cuda.is_bf16_supported() else ''
+    if kind != 'cpu':
+        return ''
+    if torch.cpu._is_amx_tile_supported():
+        return 'CPU with AMX'
+    return 'CPU with AVX512-BF16' if torch.cpu._is_avx512_bf16_supported() else ''
+
+
+def resolve_dtype(dtype, device, verbose=True):
+    """'auto' -> 'bfloat16' where the device computes it natively, else 'float32', said in one line."""
+    if dtype not in ('auto', 'float32', 'bfloat16'):
+        raise SystemExit(f"dtype={dtype!r}: expected 'auto', 'float32' or 'bfloat16'")
+    if dtype != 'auto':
+        return dtype
+    why = native_bf16(device)
+    resolved = 'bfloat16' if why else 'float32'
+    if verbose:
+        print(f"dtype auto -> {resolved} ({why or f'no native bfloat16 on this {device}'})", flush=True)
+    return resolved

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from model import MODELS
+from model import VQVAE, ContrastiveModel, Judge, LatentDiffusion, MediaAutoencoder
 
 
 @dataclass
@@ -185,6 +185,38 @@ def load_video_frames(path, n_frames):
     return np.stack([got[max([k for k in keys if k <= i], default=keys[0])] for i in want])
 
 
+PICTURE_SIZE = 256   # pictures are written this large (nearest neighbour), the raw size beside them
+
+
+def save_wav(path, wave, sample_rate):
+    """Write a mono float wave as 16-bit PCM, atomically."""
+    tmp = path[:-4] + '.tmp.wav'
+    sf.write(tmp, np.clip(np.asarray(wave, dtype=np.float32), -1, 1), sample_rate, subtype='PCM_16')
+    os.replace(tmp, path)
+
+
+def save_png(path, image):
+    """Write a uint8 (H, W, 3) or (H, W) picture, atomically."""
+    tmp = path[:-4] + '.tmp.png'
+    Image.fromarray(np.asarray(image)).save(tmp)
+    os.replace(tmp, path)
+
+
+def upscale(image, size=PICTURE_SIZE):
+    """uint8 (H, W, 3) -> nearest-neighbour enlarged by the integer factor that brings it nearest size."""
+    factor = max(1, round(size / image.shape[0]))
+    return np.kron(image, np.ones((factor, factor, 1), np.uint8))
+
+
+def spectrogram_picture(mel, size=PICTURE_SIZE):
+    """Log-mel (n_mels, frames) -> uint8 picture, low frequencies at the bottom, contrast over 80 dB."""
+    db = mel * 20 / np.log(10)                                                  # natural log -> dB
+    x = np.clip((db - db.max() + 80) / 80, 0, 1)[::-1]
+    pic = np.stack([x ** 0.5, x ** 1.5, x * 0.3 + 0.7 * x ** 3], -1)           # a dark-to-warm ramp
+    return upscale((pic * 255).astype(np.uint8), size)
+
+
+
 # ---------------------------------------------------------------------------------------------
 # log-mel spectrograms and the Griffin-Lim vocoder
 # ---------------------------------------------------------------------------------------------
@@ -316,10 +348,18 @@ def read_checkpoint(path, device='cpu'):
                            else f"{type(e).__name__}: {what}" if what else type(e).__name__) from e
 
 
-def load_checkpoint(path, device='cpu'):
-    """Rebuild a trained network from its checkpoint alone (EMA weights when present); returns (model, ckpt)."""
+FROZEN_NETWORKS = {  # method -> the model.py network of a frozen part (trained by train.py, read here)
+    'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'autoencoder': MediaAutoencoder,
+    'ldm': LatentDiffusion}
+
+
+def load_checkpoint(path, device='cpu', networks=FROZEN_NETWORKS):
+    """Rebuild a trained network from its checkpoint alone (EMA weights when present) -> (model, ckpt);
+    `networks` maps the checkpoint's method to the class (methods.NETWORKS knows every method)."""
     ckpt = read_checkpoint(path, device)
-    model = MODELS[ckpt['method']](**ckpt['model_args'])
+    if ckpt.get('method') not in networks:
+        raise _media_error(path, f"a checkpoint of {ckpt.get('method')!r}, none of {', '.join(networks)}")
+    model = networks[ckpt['method']](**ckpt['model_args'])
     model.load_state_dict(ckpt.get('ema') or ckpt['model'])
     return model.to(device).eval(), ckpt
 

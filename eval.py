@@ -1,18 +1,22 @@
-"""Evaluation: judges, metrics and the task table (the README's Results say what each number is).
+"""Evaluation: judges, metrics, picture grids and the task table (the README's Results say what each number is).
 
-    python eval.py config/toyav_eval.py            # writes out/<exp>/metrics.json and table.md
+    python eval.py config/toyav_eval.py            # the frozen parts: writes out/<exp>/metrics.json, table.md
     python eval.py --tasks=enc --split=val
+    python eval.py --ckpt=out/<run> --tasks=i2a,a2i --options.cfg_scale=1    # a run's generation tasks
 
 Judges are probe classifiers trained on real media of the dataset (python train.py
 config/<dataset>_judge_{audio,image}.py); generated media is judged by them and embedded by the
 frozen encoders. Task `enc` measures the frozen parts themselves: the judges on real media, zero-shot
 source accuracy and retrieval of the toy encoders, the tokenizers' reconstructions, and the
-real-vs-real Fréchet floor in each embedding space. Generated sound is judged and embedded as the
-log-mel a generator outputs; the vocoder is measured on its own (`enc.vocoder.*`), as a ceiling.
+real-vs-real Fréchet floor in each embedding space. A generation task is one of the run's pipeline
+(methods/<method>.py): test rows become its conditions, its outputs are judged against the rows' labels,
+and the first rows are drawn beside their inputs and the real targets in samples.png. Generated sound is
+judged and embedded as the log-mel a generator outputs; the vocoder is measured on its own
+(`enc.vocoder.*`), as a ceiling.
 
 References: Fréchet distance of embeddings: Heusel et al. 2017 (FID), Kilgour et al. 2019 (FAD), as audioldm_eval
 computes it; Inception score: Salimans et al. 2016, torch-fidelity's splits; CLIP score: Hessel et al. 2021;
-V2A-Mapper's and Visual Echoes' evaluation protocols (Wang et al. 2024, Yang et al. 2024).
+the image-to-audio and audio-to-image evaluation protocols of Wang et al. 2024 and Yang et al. 2024.
 """
 import copy
 import importlib
@@ -26,38 +30,34 @@ import torch.nn.functional as F
 from scipy import linalg, special, stats
 from scipy.spatial.distance import pdist
 
-from configurator import configure
-from encoders import GriffinLim, MediaError, MelConfig, load_checkpoint, load_latent_decoder, load_toy, log_mel, to_tensor
-from model import FIELDS
+from configurator import configure, resolve_dtype
 from data import check_mel, open_split, read_json, write_json
-from encoders import StaleCache
+from encoders import (GriffinLim, MediaError, MelConfig, StaleCache, load_checkpoint, load_toy, log_mel,
+                      save_png, spectrogram_picture, to_tensor, upscale)
+from methods import load_pipeline
+from model import FIELDS
 
 # -----------------------------------------------------------------------------
-out_dir = 'out/toyav_eval'      # where metrics.json and table.md are written
+out_dir = 'out/toyav_eval'      # where metrics.json, table.md and samples.png are written
 dataset = 'toyav'               # data/<dataset>/
 data_dir = 'data'               # where datasets live
 ckpt_dir = 'out'                # where trained models live (out/<dataset>_<name>/ckpt.pt)
-tasks = 'enc'                   # comma-separated tasks to run: enc, t2a, t2i, i2a, a2i, joint, inpaint
-ckpt = ''                       # the generator to evaluate (a training run directory), for every task but enc
+tasks = 'enc'                   # comma-separated: enc, or generation tasks of the run (i2a, a2i, t2a, ...)
+ckpt = ''                       # the run to evaluate (a training run directory or checkpoint), for all but enc
+method = ''                     # run this method's pipeline on the run ('': the run's own; e.g. a baseline)
+options = {}                    # the pipeline's options (methods/<method>.py OPTIONS), e.g. {'cfg_scale': 1.0}
 n_eval = 500                    # test samples judged per generation task (at most the split's size)
 n_diverse = 16                  # inputs given several outputs each for the diversity metric
 n_outputs = 4                   # outputs per input for the diversity metric
-steps = 16                      # masked-decoding iterations (model.STEPS), or DDIM steps of a diffusion generator
-joint_steps = 30                # masked-decoding iterations of Echoes joint generation, both unknown (model.JOINT_STEPS)
-temperature = 4.5               # Gumbel temperature of the masked-decoding confidence (model.CHOICE_TEMPERATURE)
-sample_temperature = 1.0        # temperature of the masked-decoding token samples (below 1 sharper, 0 = argmax)
-cfg_scale = 3.0                 # classifier-free guidance scale (1 = off; Echoes joint: each modality by the other)
-span = '0.25,0.75'              # inpainting: the audio time span regenerated, as fractions of the clip
-generator = ''                  # V2A-Mapper (a v2a ckpt): the CLAP-conditioned audio generator (default out/<dataset>_t2a)
-mapper_steps = 25               # DDIM steps of a diffusion-prior mapper
-mapper_cfg = 1.0                # guidance scale of a diffusion-prior mapper (1 = off)
-i2a_route = 'clip'              # i2a with a CLAP-conditioned generator as ckpt: 'clip' (w/o mapper) or 'caption' (vision-text-audio)
+n_grid = 8                      # test rows drawn per task in samples.png
 split = 'test'                  # split whose media is judged
-batch_size = 250                # batch size for judging and encoding
+batch_size = 250                # batch size for judging, encoding and generating
 seed = 1337                     # seed of any sampling
 device = 'cpu'                  # 'cpu' or 'cuda'
+dtype = 'auto'                  # generation: 'auto' (bfloat16 where native, else float32), 'float32', 'bfloat16'
 # -----------------------------------------------------------------------------
-CONFIG_KEYS = [k for k, v in globals().items() if not k.startswith('_') and k.islower() and isinstance(v, (int, float, bool, str))]
+CONFIG_KEYS = [k for k, v in globals().items()
+               if not k.startswith('_') and k.islower() and isinstance(v, (int, float, bool, str, dict))]
 
 
 def default_config():
@@ -280,153 +280,158 @@ class Spaces:
         run = (lambda x: self.clap.encode_mel(x).emb) if modality == 'audio' else (lambda x: self.clip.encode_image(x).emb)
         return batched(run, media, self.n).numpy()
 
+    def joint_text(self, texts):
+        """ImageBind text embeddings (N, D) of captions."""
+        return self.bind.encode_text(list(texts)).emb.numpy()
+
     def joint_space(self, modality, media):
         """ImageBind embeddings (N, D) for cross-modal similarity."""
         run = (lambda x: self.bind.encode_mel(x).emb) if modality == 'audio' else (lambda x: self.bind.encode_image(x).emb)
         return batched(run, media, self.n).numpy()
 
 
-def echoes_generator(cfg, model, ckpt):
-    """Visual Echoes as a generator: (task, test-split data of some rows, generator) -> {modality: media}."""
-    from sample import Echoes
-    echoes = Echoes(model, ckpt, cfg['ckpt_dir'], cfg['device'])
-    kw = dict(temperature=cfg['temperature'], sample_temperature=cfg['sample_temperature'],
-              cfg=cfg['cfg_scale'], span=tuple(float(x) for x in cfg['span'].split(',')))
-
-    def generate(task, rows, generator):
-        steps = cfg['joint_steps'] if task == 'joint' else cfg['steps']
-        a, i = echoes.run(task, torch.from_numpy(rows['vq_audio_ids'].astype(np.int64)),
-                          torch.from_numpy(rows['vq_image_ids'].astype(np.int64)), generator=generator,
-                          steps=steps, **kw)
-        return {'audio': echoes.audio_tok.decode(a), 'image': echoes.image_tok.decode(i)}
-    return generate, ['vq_audio_ids', 'vq_image_ids']
+REAL = {'audio': 'mel', 'image': 'image'}     # the dataset field of each generated modality
 
 
-def text_field(field):
-    """The text-role field of the encoder behind a cached field: clap_audio_emb -> clap_text_emb."""
-    encoder, kind = field.split('_')[0], field.split('_')[-1]
-    return f"{encoder}_text_{kind}"
+def conditions(rows, captions, inputs):
+    """Test rows -> a pipeline's condition: {image uint8, audio log-mels, text captions}."""
+    cond = {m: torch.from_numpy(np.array(rows[REAL[m]])) for m in inputs if m in REAL}
+    if 'text' in inputs:
+        cond['text'] = list(captions)
+    return cond
 
 
-def image_route(cfg, route, generator_fields):
-    """How an image conditions a CLAP-vector generator in task i2a: rows -> {'vec': (B, D)}.
-    route: a V2A mapper network (CLIP image emb -> CLAP audio emb), 'clip' (the CLIP vector as it is: the paper's
-    "w/o mapper") or 'caption' (the nearest training caption by CLIP image -> text retrieval, then its CLAP text
-    embedding: the paper's vision-text-audio baseline)."""
-    if generator_fields != {'vec': 'clap_audio_emb'}:
-        raise SystemExit(f"i2a needs a generator conditioned on a CLAP audio vector, not {generator_fields}")
-    if route == 'caption':
-        train, _ = open_split(cfg['data_dir'], cfg['dataset'], 'train', ['clip_text_emb', 'clap_text_emb'], cfg['ckpt_dir'])
-        keys = F.normalize(to_tensor(train['clip_text_emb']), dim=-1)         # (N_train, D)
-        values = to_tensor(train['clap_text_emb'])                                                 # (N_train, D)
-        return lambda rows, gen: {'vec': values[(F.normalize(to_tensor(rows['clip_image_emb']), dim=-1) @ keys.T).argmax(-1)]}
-    if route == 'clip':
-        return lambda rows, gen: {'vec': to_tensor(rows['clip_image_emb'])}
-    if isinstance(route, str):
-        raise SystemExit(f"unknown i2a_route {route!r}: 'clip' or 'caption' (a mapper is evaluated as --ckpt)")
-    return lambda rows, gen: {'vec': route.generate(to_tensor(rows[route.fields[0]]), cfg['mapper_steps'], cfg['mapper_cfg'],
-                                                    generator=gen)}
+def as_float(media):
+    """Generated media for judging: pictures stay uint8, anything else float32 (bf16 autocast's too)."""
+    return media if media.dtype == torch.uint8 else media.float()
 
 
-def ldm_generator(cfg, model, ckpt, route=None):
-    """A latent-diffusion generator: test rows -> media. Tasks t2a/t2i condition through the cached text features
-    (a model trained on audio embeddings, AudioLDM's recipe, gets the same encoder's text embeddings); task i2a
-    through an image route (see image_route)."""
-    fields = {role: text_field(f) for role, f in model.roles.items()}
-    ae = load_latent_decoder(model, ckpt, cfg['ckpt_dir'], cfg['device'])
-    route = route or cfg['i2a_route']
-    image_field = route.fields[0] if hasattr(route, 'fields') else 'clip_image_emb'
-    route = image_route(cfg, route, model.roles) if 'i2a' in cfg['tasks'].split(',') else None
-
-    def generate(task, rows, generator):
-        if task == 'i2a':
-            cond = route(rows, generator)
-        else:
-            cond = {role: torch.tensor(np.asarray(rows[f]), dtype=torch.float32) for role, f in fields.items()}
-        out = model.generate({k: v.to(cfg['device']) for k, v in cond.items()}, steps=cfg['steps'], cfg=cfg['cfg_scale'],
-                             generator=generator)
-        return {OUTPUTS[task][0]: (ae.decode(out) if ae else out).cpu()}
-    return generate, list(fields.values()) + ['imagebind_text_emb', image_field]
+def generate_rows(cfg, pipeline, task, rows, captions, rng, dtype):
+    """The pipeline's outputs {modality: (n, ...)} for the task's conditions of n rows, in batches."""
+    inputs = pipeline.tasks[task][0]
+    n = len(captions)
+    parts = []
+    for i in range(0, n, cfg['batch_size']):
+        part = {k: v[i:i + cfg['batch_size']] for k, v in rows.items()}
+        cond = conditions(part, captions[i:i + cfg['batch_size']], inputs)
+        with torch.autocast(cfg['device'].split(':')[0], torch.bfloat16, enabled=dtype == 'bfloat16'):
+            out = pipeline.generate(task, cond, rng, n=len(part['sources']))
+        parts.append({m: as_float(torch.as_tensor(v).cpu()) for m, v in out.items()})
+    return {m: torch.cat([p[m] for p in parts]) for m in parts[0]}
 
 
-def v2a_generator(cfg, mapper, ckpt):
-    """V2A-Mapper: CLIP image embedding -> mapper -> CLAP vector -> the CLAP-conditioned generator (cfg generator)."""
-    path = cfg['generator'] or os.path.join(cfg['ckpt_dir'], f"{ckpt['data']['dataset']}_t2a")
-    model, gen_ckpt = load_checkpoint(os.path.join(path, 'ckpt.pt'), cfg['device'])
-    return ldm_generator(cfg, model, gen_ckpt, route=mapper)
-
-
-GENERATORS = {'echoes': echoes_generator, 'ldm': ldm_generator, 'v2a': v2a_generator}
-OUTPUTS = {'t2a': ('audio',), 't2i': ('image',), 'i2a': ('audio',), 'a2i': ('image',), 'joint': ('audio', 'image'),
-           'inpaint': ('audio',)}
-
-
-def load_generator(cfg, meta):
-    """The configured checkpoint as (generate function, the cached fields it reads, embedding spaces)."""
+def load_run(cfg):
+    """The configured run's pipeline with its options."""
     if not cfg['ckpt']:
-        raise SystemExit("generation tasks need --ckpt=out/<experiment>")
-    model, ckpt = load_checkpoint(os.path.join(cfg['ckpt'], 'ckpt.pt'), cfg['device'])
-    return (*GENERATORS[ckpt['method']](cfg, model, ckpt), Spaces(cfg, meta))
+        raise SystemExit("generation tasks need --ckpt=out/<run>")
+    pipeline, _ = load_pipeline(cfg['ckpt'], cfg['ckpt_dir'], cfg['device'], cfg['method'] or None,
+                                **cfg['options'])
+    return pipeline
 
 
-def task_generate(cfg, judges, generator, task):
-    """Generate from test conditions with the configured checkpoint; judge, embed and time the outputs."""
-    generate, fields, spaces = generator
+def task_generate(cfg, judges, pipeline, spaces, task, dtype):
+    """Generate from test conditions with the run; judge, embed and time the outputs; their grid."""
+    if task not in pipeline.tasks:
+        raise SystemExit(f"task {task!r}: this run does {', '.join(pipeline.tasks)}")
+    inputs, outputs = pipeline.tasks[task]
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
-    data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], fields + ['image', 'mel'] + label_fields(meta), cfg['ckpt_dir'])
+    fields = ['image', 'mel'] + label_fields(meta)
+    data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], fields)
     val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
+    captions = read_json(os.path.join(cfg['data_dir'], cfg['dataset'], 'captions.json'))[cfg['split']]
     n = min(cfg['n_eval'], len(data['sources']))
     rows = {k: np.asarray(v[:n]) for k, v in data.items()}
-    gen = torch.Generator().manual_seed(cfg['seed'])
-    parts = [generate(task, {k: v[i:i + cfg['batch_size']] for k, v in rows.items()}, gen) for i in range(0, n, cfg['batch_size'])]
-    out = {m: torch.cat([p[m] for p in parts]) for m in OUTPUTS[task]}
-    metrics, real = {}, {'audio': 'mel', 'image': 'image'}
-    for m, media in out.items():
-        prefix = '' if len(out) == 1 else f"{m}_"
+    texts = [c['caption'] for c in captions[:n]]
+    rng = torch.Generator().manual_seed(cfg['seed'])
+    out = generate_rows(cfg, pipeline, task, rows, texts, rng, dtype)
+    metrics = {}
+    for m in outputs:
+        media = out[m]
+        prefix = '' if len(outputs) == 1 else f"{m}_"
         if task == 'inpaint':                     # judge the regenerated span alone, and the real span beside it
-            media = span_tiled(media, cfg['span'])
-            metrics.update(judged(judges, m, span_tiled(to_tensor(rows['mel']), cfg['span']), rows, 'real_span_'))
+            span = pipeline.options['span']
+            media = span_tiled(media, span)
+            real_span = span_tiled(to_tensor(rows['mel']), span)
+            metrics.update(judged(judges, m, real_span, rows, 'real_span_'))
         metrics.update(judged(judges, m, media, rows, prefix))
-        real_emb = spaces.fd_space(m, rows[real[m]])                                           # (n, D)
+        real_emb = spaces.fd_space(m, rows[REAL[m]])                                       # (n, D)
+        val_media = np.asarray(val[REAL[m]][:n])
         metrics[prefix + 'fd'] = frechet_distance(spaces.fd_space(m, media), real_emb)
-        metrics[prefix + 'fd_floor'] = frechet_distance(spaces.fd_space(m, np.asarray(val[real[m]][:n])), real_emb)
-        if task in ('i2a', 'a2i'):
-            cond = 'image' if m == 'audio' else 'audio'
-            metrics['cs'] = cosine_score(spaces.joint_space(cond, rows[real[cond]]), spaces.joint_space(m, media))
-        if task in ('t2a', 't2i'):
-            metrics['cs'] = cosine_score(rows['imagebind_text_emb'], spaces.joint_space(m, media))
+        metrics[prefix + 'fd_floor'] = frechet_distance(spaces.fd_space(m, val_media), real_emb)
+        if len(inputs) == 1 and inputs[0] != m:   # cross-modal similarity of input and output
+            given = spaces.joint_text(texts) if inputs[0] == 'text' else spaces.joint_space(
+                inputs[0], rows[REAL[inputs[0]]])
+            metrics['cs'] = cosine_score(given, spaces.joint_space(m, media))
     if task == 'joint':
         a, i = (judges.logits(m, out[m])['sources'].sigmoid() > 0.5 for m in ('audio', 'image'))
-        metrics['source_acc'] = float((a == i).all(1).float().mean())      # both outputs judged the same source set
-    metrics.update(diversity_and_speed(cfg, generate, spaces, task, rows))
-    return {f"{task}.{k}": float(v) for k, v in metrics.items()}
+        metrics['source_acc'] = float((a == i).all(1).float().mean())   # both judged the same source set
+    metrics.update(diversity_and_speed(cfg, pipeline, spaces, task, rows, texts, dtype))
+    grid = task_grid(task, inputs, outputs, rows, texts, out, cfg['n_grid'])
+    return {f"{task}.{k}": float(v) for k, v in metrics.items()}, grid
 
 
 def span_tiled(mels, span):
-    """The time span of log-mels (N, n_mels, frames) repeated to fill the clip: a judge trained on whole clips
-    reads a span this way far better than with the rest silenced (toyav real spans: 0.89 vs 0.42 sources)."""
-    lo, hi = (float(x) for x in span.split(','))
+    """The time span (start, end fractions) of log-mels (N, n_mels, frames) repeated to fill the clip: a
+    judge trained on whole clips reads a span this way far better than with the rest silenced (toyav real
+    spans: 0.89 vs 0.42 sources)."""
+    lo, hi = span
     frames = mels.shape[-1]
-    a, b = int(lo * frames), max(int(hi * frames), int(lo * frames) + 1)
+    a = int(lo * frames)
+    b = max(int(hi * frames), a + 1)
     return torch.as_tensor(mels)[..., a + torch.arange(frames) % (b - a)]   # (N, n_mels, frames)
 
 
-def diversity_and_speed(cfg, generate, spaces, task, rows):
-    """Mean pairwise distance among n_outputs outputs per input (first output modality); seconds per sample at batch 1."""
-    m = OUTPUTS[task][0]
-    gen = torch.Generator().manual_seed(cfg['seed'] + 1)
+def diversity_and_speed(cfg, pipeline, spaces, task, rows, texts, dtype):
+    """Mean pairwise distance among n_outputs outputs per input (first output modality); seconds per
+    sample at batch 1 and at batch 32."""
+    m = pipeline.tasks[task][1][0]
+    rng = torch.Generator().manual_seed(cfg['seed'] + 1)
+    run = lambda part, part_texts: generate_rows(cfg, pipeline, task, part, part_texts, rng, dtype)
     dists = []
-    for j in range(min(cfg['n_diverse'], len(rows['sources']))):
+    for j in range(min(cfg['n_diverse'], len(texts))):
         repeat = {k: np.repeat(v[j:j + 1], cfg['n_outputs'], 0) for k, v in rows.items()}
-        dists.append(mean_pairwise_distance(spaces.fd_space(m, generate(task, repeat, gen)[m])))
+        outputs = run(repeat, texts[j:j + 1] * cfg['n_outputs'])[m]
+        dists.append(mean_pairwise_distance(spaces.fd_space(m, outputs)))
     t0, n_timed = time.time(), 3
     for j in range(n_timed):
-        generate(task, {k: v[j:j + 1] for k, v in rows.items()}, gen)
-    t1, n_batch = time.time(), min(32, len(rows['sources']))
-    generate(task, {k: v[:n_batch] for k, v in rows.items()}, gen)
+        run({k: v[j:j + 1] for k, v in rows.items()}, texts[j:j + 1])
+    t1, n_batch = time.time(), min(32, len(texts))
+    run({k: v[:n_batch] for k, v in rows.items()}, texts[:n_batch])
     speed = {'sec_per_sample': (t1 - t0) / n_timed, 'sec_per_sample_b32': (time.time() - t1) / n_batch}
-    return {'diversity': float(np.mean(dists)), **speed} if dists else speed      # n_diverse=0: no diversity
+    return {'diversity': float(np.mean(dists)), **speed} if dists else speed      # n_diverse=0: none
 
+
+def picture(modality, media):
+    """One cell of samples.png: a picture as it is, a sound as its spectrogram, both 128 px."""
+    media = np.asarray(media)
+    return spectrogram_picture(media, 128) if modality == 'audio' else upscale(media, 128)
+
+
+def task_grid(task, inputs, outputs, rows, texts, out, n):
+    """Rows of [input(s) | generated output(s) | real target(s)] for the first n test rows -> uint8."""
+    n = min(n, len(texts))
+    lines = []
+    for j in range(n):
+        cells = [picture(m, rows[REAL[m]][j]) for m in inputs if m in REAL]
+        cells += [picture(m, out[m][j]) for m in outputs]
+        cells += [picture(m, rows[REAL[m]][j]) for m in outputs]
+        lines.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0))) for c in cells], 1))
+    columns = [m for m in inputs if m in REAL] + [f"generated {m}" for m in outputs]
+    columns += [f"real {m}" for m in outputs]
+    return f"{task}: " + ' | '.join(columns), np.concatenate(lines, 0)
+
+
+def write_grids(path, grids):
+    """samples.png: each task's grid under a line naming its columns, atomically."""
+    from PIL import Image, ImageDraw
+    width = max(g.shape[1] for _, g in grids)
+    blocks = []
+    for title, g in grids:
+        head = Image.new('RGB', (width, 16), 'white')
+        ImageDraw.Draw(head).text((4, 2), title, fill='black')
+        body = np.pad(g, ((0, 8), (0, width - g.shape[1]), (0, 0)), constant_values=255)
+        blocks += [np.asarray(head), body]
+    save_png(path, np.concatenate(blocks, 0))
 
 
 def write_table(path, metrics):
@@ -439,23 +444,27 @@ def write_table(path, metrics):
 
 
 def evaluate(cfg):
-    """Run the configured tasks; write metrics.json and table.md into out_dir; return the metrics."""
+    """Run the configured tasks; write metrics.json, table.md and samples.png into out_dir."""
     torch.manual_seed(cfg['seed'])
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
     judges = Judges(meta, cfg['ckpt_dir'], cfg['device'])
-    metrics, generator = {}, None
+    metrics, grids, pipeline, spaces = {}, [], None, None
+    dtype = resolve_dtype(cfg['dtype'], cfg['device'])
     for task in cfg['tasks'].split(','):
         t0 = time.time()
         if task == 'enc':
             metrics.update(task_enc(cfg, judges))
-        elif task in OUTPUTS:
-            generator = generator or load_generator(cfg, meta)
-            metrics.update(task_generate(cfg, judges, generator, task))
         else:
-            raise SystemExit(f"unknown task {task!r} (tasks: enc, {', '.join(OUTPUTS)})")
+            pipeline = pipeline or load_run(cfg)
+            spaces = spaces or Spaces(cfg, meta)
+            task_metrics, grid = task_generate(cfg, judges, pipeline, spaces, task, dtype)
+            metrics.update(task_metrics)
+            grids.append(grid)
         metrics[f"{task}.eval_seconds"] = time.time() - t0
     os.makedirs(cfg['out_dir'], exist_ok=True)
     write_json(os.path.join(cfg['out_dir'], 'metrics.json'), metrics)
+    if grids:
+        write_grids(os.path.join(cfg['out_dir'], 'samples.png'), grids)
     print(write_table(os.path.join(cfg['out_dir'], 'table.md'), metrics))
     return metrics
 
@@ -463,5 +472,5 @@ def evaluate(cfg):
 if __name__ == '__main__':
     try:
         evaluate(configure(default_config(), script=__file__))
-    except (StaleCache, MediaError, FileNotFoundError) as e:   # one line naming the file, no traceback
+    except (StaleCache, MediaError, FileNotFoundError, ValueError) as e:   # one line, no traceback
         sys.exit(f"error: {e}")

@@ -2,20 +2,19 @@
 
 Networks only: no file I/O, no printing, no device choices (generators.load_generator loads published weights
 into UNet, KLAutoencoder and DiT). A network's forward(batch) returns its training loss, so one loop in
-train.py trains them all; `MODELS` maps a method name to its class. Generative processes take the network
+train.py trains them all; a paper's own network lives in methods/<key>.py. Generative processes take the network
 as a callable: masked decoding (`decode`) and Gaussian diffusion (`Diffusion`), each testable alone.
 
 References:
 1) Transformer: Vaswani et al. 2017; pre-LN blocks as in GPT-2 / nanoGPT (Karpathy)
 2) contrastive encoders: CLIP (Radford et al. 2021), CLAP (Wu et al. 2023), ImageBind (Girdhar et al. 2023)
 3) VQ-VAE with EMA codebook and dead-code restarts: van den Oord et al. 2017, Razavi et al. 2019; SpecVQGAN (Iashin & Rahtu 2021)
-4) masked generative transformers: MaskGIT (Chang et al. 2022), MAGE (Li et al. 2023), Visual Echoes (Yang et al. 2024)
+4) masked generative transformers: MaskGIT (Chang et al. 2022)
 5) DDPM: Ho, Jain & Abbeel 2020; DDIM: Song, Meng & Ermon 2021; cosine schedule: Nichol & Dhariwal 2021
 6) v-prediction: Salimans & Ho 2022; classifier-free guidance: Ho & Salimans 2022; trailing timesteps: Lin et al. 2024
 7) latent diffusion (KL autoencoder, U-Net with spatial transformers): Rombach et al. 2022
 8) AudioLDM: Liu et al. 2023; Make-An-Audio: Huang et al. 2023
 9) DiT: Peebles & Xie 2023; PixArt-α: Chen et al. 2023; a pooled vector joined to the timestep: Flux.1, SD3 (Esser et al. 2024)
-10) V2A-Mapper: Wang et al. AAAI 2024; the diffusion prior on embeddings: DALL-E 2 (Ramesh et al. 2022)
 """
 import math
 
@@ -258,13 +257,21 @@ class VectorQuantizer(nn.Module):
         self.register_buffer('ema_sum', self.codebook.clone())
 
     def ids(self, z):
-        """z (B, N, D) -> nearest code ids (B, N)."""
-        d = (z.pow(2).sum(-1, keepdim=True) - 2 * z @ self.codebook.T + self.codebook.pow(2).sum(-1))  # (B, N, K)
+        """z (B, N, D) -> nearest code ids (B, N), in float32 whatever the autocast."""
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.float()
+            d = z.pow(2).sum(-1, keepdim=True) - 2 * z @ self.codebook.T + self.codebook.pow(2).sum(-1)  # (B, N, K)
         return d.argmin(-1)
 
     def forward(self, z):
-        """z (B, N, D) -> quantised z with straight-through gradients, ids (B, N), commitment loss."""
-        ids = self.ids(z.detach().float())
+        """z (B, N, D) -> quantised z with straight-through gradients, ids (B, N), commitment loss.
+        Distances and codebook statistics stay in float32 under bf16 autocast."""
+        with torch.autocast(z.device.type, enabled=False):
+            return self.quantize(z.float())
+
+    def quantize(self, z):
+        """The quantiser's work in the precision of z."""
+        ids = self.ids(z.detach())
         q = self.codebook[ids]                                             # (B, N, D)
         if self.training:
             with torch.no_grad():
@@ -370,119 +377,19 @@ class Judge(MediaCodec):
 
 
 #################################################################################
-#              Visual Echoes: one masked transformer over audio + image         #
+#        MaskGIT decoding and off-the-shelf guidance of masked transformers      #
 #################################################################################
-
-def truncated_normal(shape, mean, std, low, high, generator=None):
-    """Samples of N(mean, std) truncated to [low, high] by inverse-CDF sampling."""
-    normal = torch.distributions.Normal(mean, std)
-    lo, hi = normal.cdf(torch.tensor(low)), normal.cdf(torch.tensor(high))
-    u = lo + (hi - lo) * torch.rand(shape, generator=generator)
-    return normal.icdf(u).clamp(low, high)
-
-
-def random_mask(n_tokens, ratios, generator=None):
-    """Per-row random masks (B, n_tokens) with round(ratio * n_tokens) True entries for each row's ratio (B,)."""
-    scores = torch.rand(len(ratios), n_tokens, generator=generator)             # (B, N)
-    counts = (ratios * n_tokens).round().long().clamp(0, n_tokens)              # (B,)
-    ranks = scores.argsort(1).argsort(1)
-    return ranks < counts[:, None]
-
-
-class MaskedAVTransformer(nn.Module):
-    """Visual Echoes: bidirectional MAGE-style encoder/decoder over [audio ids, image ids] with mask ids."""
-
-    def __init__(self, n_audio=256, n_image=64, audio_codes=256, image_codes=256, width=256, n_layer=4,
-                 n_dec_layer=2, n_head=8, drop_ratio=0.5, mask_mean=0.55, mask_std=0.25, mask_min=0.2,
-                 p_cond=0.5, p_uncond=0.1, code_init=False):
-        super().__init__()
-        self.sizes, self.codes, self.code_init = (n_audio, n_image), (audio_codes, image_codes), code_init
-        self.drop_ratio, self.mask_mean, self.mask_std, self.mask_min = drop_ratio, mask_mean, mask_std, mask_min
-        self.p_cond, self.p_uncond = p_cond, p_uncond
-        self.wte = nn.ModuleList([nn.Embedding(k + 1, width) for k in self.codes])  # the last id is [MASK]
-        self.pos = nn.Parameter(torch.randn(1, n_audio + n_image, width) * 0.02)
-        self.dec_pos = nn.Parameter(torch.randn(1, n_audio + n_image, width) * 0.02)
-        self.modality = nn.Parameter(torch.randn(2, width) * 0.02)
-        self.pad = nn.Parameter(torch.randn(1, 1, width) * 0.02)                  # shared pad for dropped tokens
-        self.encoder = Transformer(width, n_layer, n_head)
-        self.decoder = Transformer(width, n_dec_layer, n_head)
-        self.out = nn.ModuleList([nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width)) for _ in self.codes])
-        self.bias = nn.ParameterList([nn.Parameter(torch.zeros(k)) for k in self.codes])
-        for table in self.wte:
-            nn.init.normal_(table.weight, std=0.02)   # small, as in GPT: the logits are dot products with this table
-        self.fields = ['vq_audio_ids', 'vq_image_ids']
-
-    @torch.no_grad()
-    def init_tokens(self, codebooks, generator=None):
-        """Start each token table as a random projection of its tokenizer's centred code vectors (K, D), at the
-        table's std, so that codes which decode alike start alike (train.py calls it when code_init=True)."""
-        for table, book in zip(self.wte, codebooks):
-            proj = torch.randn(book.shape[1], table.weight.shape[1], generator=generator)   # (D, C)
-            emb = (book.float() - book.float().mean(0)) @ proj                             # (K, C)
-            table.weight[:len(book)] = emb * (table.weight.std() / emb.std())
-
-    def embed(self, ids, mask):
-        """ids (B, N) over [audio, image], mask (B, N) True where hidden -> embeddings (B, N, C)."""
-        parts = zip(ids.split(self.sizes, 1), mask.split(self.sizes, 1), self.codes, self.wte, self.modality)
-        x = torch.cat([wte(torch.where(hidden, k, i)) + mod for i, hidden, k, wte, mod in parts], 1)  # (B, N, C)
-        return x + self.pos
-
-    def logits(self, ids, mask, generator=None):
-        """Logits (B, N, V) for every position, V = max codebook size (-inf beyond a modality's codebook)."""
-        B, N = ids.shape
-        x = self.embed(ids, mask)
-        n_drop = (mask.sum(1) * self.drop_ratio).long()                           # (B,) a fixed share of each row's masks
-        score = torch.rand(B, N, generator=generator).to(ids.device) + (~mask).float()  # masked first, random among them
-        dropped = score.argsort(1).argsort(1) < n_drop[:, None]                  # (B, N)
-        L = N - int(n_drop.min())
-        keep = (dropped.float() + torch.linspace(0, 0.5, N, device=ids.device)).argsort(1)[:, :L]  # kept first, in order
-        real = torch.arange(L, device=ids.device) < (N - n_drop)[:, None]         # (B, L) slots holding a kept token
-        h = self.encoder(torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1])), mask=real)  # (B, L, C)
-        h = torch.where(real[..., None], h, self.pad.to(h.dtype))                # padding slots land on dropped places
-        full = self.pad.expand(B, N, -1).clone().to(h.dtype)
-        full.scatter_(1, keep[..., None].expand(-1, -1, h.shape[-1]), h)          # dropped positions get the pad
-        h = self.decoder(full + self.dec_pos)                                     # (B, N, C)
-        V, out = max(self.codes), []
-        for m, (hm, k) in enumerate(zip(h.split(self.sizes, 1), self.codes)):
-            logit = self.out[m](hm) @ self.wte[m].weight[:k].T + self.bias[m]     # (B, n, k)
-            out.append(F.pad(logit, (0, V - k), value=float('-inf')))
-        return torch.cat(out, 1)  # (B, N, V)
-
-    def sample_masks(self, B, generator=None):
-        """Training masks (B, N): per-modality truncated-Gaussian ratios (co-training rows); with p_cond one
-        modality is whole and the other masked at a ratio of the decoding schedule, as image->audio or
-        audio->image start at inference; with p_uncond one modality is hidden whole (the CFG branch)."""
-        ratios = torch.stack([truncated_normal((B,), self.mask_mean, self.mask_std, self.mask_min, 1.0, generator)
-                              for _ in self.sizes], 1)                            # (B, 2)
-        task, side = torch.rand(B, generator=generator), (torch.rand(B, generator=generator) < 0.5).long()
-        scheduled = torch.cos(math.pi / 2 * torch.rand(B, generator=generator)).clamp(min=self.mask_min)  # a decoding step
-        cond = task < self.p_cond
-        uncond = (task >= self.p_cond) & (task < self.p_cond + self.p_uncond)
-        rows = torch.arange(B)
-        ratios[rows[cond], side[cond]] = 0.0
-        ratios[rows[cond], 1 - side[cond]] = scheduled[cond]
-        ratios[rows[uncond], side[uncond]] = 1.0
-        return torch.cat([random_mask(n, ratios[:, m], generator) for m, n in enumerate(self.sizes)], 1)  # (B, N)
-
-    def forward(self, batch, generator=None):
-        """Training loss: cross-entropy on the masked positions of [audio ids, image ids] under sampled masks."""
-        ids = torch.cat([batch['vq_audio_ids'], batch['vq_image_ids']], 1).long()  # (B, N)
-        mask = self.sample_masks(len(ids), generator).to(ids.device)
-        logits = self.logits(ids, mask, generator)
-        return F.cross_entropy(logits[mask].float(), ids[mask])
-
-
-CHOICE_TEMPERATURE = 4.5   # MaskGIT's Gumbel temperature on the unmasking confidence, annealed to 0 over the steps
-STEPS = 16                 # unmasking steps that fill one modality (image->audio, audio->image, inpainting)
-JOINT_STEPS = 30           # unmasking steps of joint generation, which fills both modalities
-
 
 def mask_schedule(progress):
     """Fraction of tokens still masked after `progress` in [0, 1] of the decoding: cos(pi/2 * progress)."""
     return math.cos(math.pi / 2 * progress)
 
 
-def decode(ids, known, logits_fn, steps=STEPS, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0, generator=None):
+CHOICE_TEMPERATURE = 4.5   # MaskGIT's Gumbel temperature on the unmasking confidence, annealed to 0
+
+
+def decode(ids, known, logits_fn, steps, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0,
+           generator=None):
     """MaskGIT iterative unmasking: ids (B, N) with known (B, N) True where given; logits_fn(ids, mask) -> (B, N, V).
 
     Each step samples every unknown position from softmax(logits / sample_temperature) (0: the argmax), keeps
@@ -614,107 +521,6 @@ def ema_update(ema_model, model, decay):
         e.lerp_(p, 1 - decay)
     for e, b in zip(ema_model.buffers(), model.buffers()):
         e.copy_(b)
-
-#################################################################################
-#        V2A-Mapper: CLIP image embedding -> CLAP audio embedding (+ prior)      #
-#################################################################################
-
-def aggregate_frames(emb, how='middle', generator=None):
-    """Video frame embeddings (B, F, D) -> one per clip (B, D): a 'random' frame, the 'middle' (F // 2), the 'mean'."""
-    B, n = emb.shape[:2]
-    if how == 'middle':
-        return emb[:, n // 2]
-    if how == 'mean':
-        return emb.mean(1)
-    if how == 'random':
-        pick = torch.randint(n, (B,), generator=generator).to(emb.device)  # (B,) one frame per clip
-        return emb[torch.arange(B, device=emb.device), pick]
-    raise ValueError(f'unknown frame aggregation {how!r}')
-
-
-class V2AMapper(nn.Module):
-    """V2A-Mapper: source embedding (CLIP image) -> target embedding (CLAP audio), by regression or a diffusion prior.
-
-    kind 'mlp' sums the projected inputs and runs residual MLP blocks; kind 'transformer' reads a learned query token
-    after attending over the input tokens ([timestep, noisy target, condition, query] for the prior, DALL-E 2's
-    layout without its causal mask; [condition, query] for regression). The prior predicts x0 under a cosine schedule
-    of T steps and drops the condition to a learned (or zero) null with probability p_uncond for classifier-free
-    guidance. Everything here is trainable; the encoders (CLIP, CLAP) and the audio generator stay frozen, their
-    embeddings cached. A video at inference: frames -> CLIP -> (B, F, D) -> generate, which aggregates them
-    (aggregate_frames, how=frames) and maps -> CLAP-space vector -> the CLAP-conditioned audio generator. The paper's
-    "w/o mapper" baseline has no network: the CLIP vector goes to the generator as it is.
-    """
-
-    def __init__(self, source='clip_image_emb', target='clap_audio_emb', in_dim=128, out_dim=128, kind='mlp',
-                 prior=False, width=256, n_layer=4, n_head=4, p_uncond=0.1, learn_null=True, normalize=False,
-                 frames='middle', T=1000):
-        super().__init__()
-        assert kind in ('mlp', 'transformer'), kind
-        self.kind, self.prior, self.width, self.p_uncond = kind, prior, width, p_uncond
-        self.normalize, self.frames = normalize, frames
-        self.fields = [source, target]
-        self.embed_c = nn.Linear(in_dim, width)
-        self.embed_t = mlp(width, width, width) if prior else None
-        self.embed_x = nn.Linear(out_dim, width) if prior else None
-        if kind == 'mlp':
-            self.body = nn.ModuleList([nn.Sequential(nn.LayerNorm(width), mlp(width, 4 * width, width, nn.GELU()))
-                                       for _ in range(n_layer)])
-            self.ln = nn.LayerNorm(width)
-        else:
-            n_tokens = 4 if prior else 2
-            self.query = nn.Parameter(torch.randn(width) * 0.02)
-            self.pos = nn.Parameter(torch.randn(n_tokens, width) * 0.02)
-            self.body = Transformer(width, n_layer, n_head)
-        self.head = nn.Linear(width, out_dim)
-        if prior and learn_null:  # the null condition of CFG, in the (scaled) input space
-            self.null = nn.Parameter(torch.zeros(in_dim))
-        elif prior:
-            self.register_buffer('null', torch.zeros(in_dim))
-        self.diffusion = Diffusion('cosine', T, 'x0') if prior else None
-
-    def scaled(self, x):
-        """Embeddings (B, D) as the network sees them; with normalize: unit-norm, scaled by √D (DALL-E 2's prior)."""
-        return F.normalize(x.float(), dim=-1) * x.shape[-1] ** 0.5 if self.normalize else x.float()
-
-    def predict(self, x, t, cond):
-        """Target estimate (B, out_dim) from cond (B, in_dim); the prior also reads x_t (B, out_dim) and t (B,)."""
-        parts = [self.embed_c(cond)]  # (B, width) each
-        if self.prior:
-            parts = [self.embed_t(timestep_embedding(t, self.width).to(x)), self.embed_x(x)] + parts
-        if self.kind == 'mlp':
-            h = sum(parts)  # (B, width)
-            for block in self.body:
-                h = h + block(h)
-            return self.head(self.ln(h))
-        h = torch.stack(parts + [self.query.expand_as(parts[0])], 1) + self.pos  # (B, n_tokens, width)
-        return self.head(self.body(h)[:, -1])
-
-    def condition(self, emb, generator=None):
-        """Source embeddings (B, D), or frame embeddings (B, F, D) aggregated first, as the network's condition."""
-        return self.scaled(aggregate_frames(emb, self.frames, generator) if emb.dim() == 3 else emb)
-
-    def forward(self, batch, generator=None):
-        """MSE to the target: directly (regression), or of the x0 prediction at a random diffusion step (prior)."""
-        cond, target = self.condition(batch[self.fields[0]], generator), self.scaled(batch[self.fields[1]])
-        if not self.prior:
-            return F.mse_loss(self.predict(None, None, cond), target)
-        drop = (torch.rand(len(cond), generator=generator) < self.p_uncond).to(cond.device)  # (B,) CFG dropout
-        cond = torch.where(drop[:, None], self.null.to(cond), cond)
-        return self.diffusion.loss(self.predict, target, dict(cond=cond), generator)
-
-    @torch.no_grad()
-    def generate(self, emb, steps=25, cfg=1.0, sampler='ddim', generator=None):
-        """Source (B, in_dim) or frame embeddings (B, F, in_dim) -> target embeddings (B, out_dim), unit-norm with
-        normalize: the regression output, or a prior sample after `steps` DDIM/DDPM steps at guidance scale cfg."""
-        cond = self.condition(emb, generator)
-        if not self.prior:
-            out = self.predict(None, None, cond)
-        else:
-            net = self.predict if cfg == 1 else guided(self.predict, cfg, dict(cond=self.null.to(cond).expand_as(cond)))
-            x = torch.randn(len(cond), self.head.out_features, generator=generator).to(cond)  # (B, out_dim) x_T
-            out = self.diffusion.sample(net, x, dict(cond=cond), steps, sampler, generator=generator)
-        return F.normalize(out, dim=-1) if self.normalize else out
-
 
 #################################################################################
 #             Latent-diffusion U-Net (AudioLDM, Make-An-Audio) and VAE           #
@@ -973,26 +779,28 @@ class DiT(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x, t, y=None, ctx=None, ctx_mask=None, vec=None, size=None, drop=None):
-        """x (B, C, H, W) latents, t (B,) timesteps, y (B,) class ids (num_classes = null), ctx (B, L, ctx_dim) tokens,
-        ctx_mask (B, L) true where real, vec (B, vec_dim) pooled vector, size (B, 3) PixArt's (height, width, aspect),
-        drop (B,) bool: replace y, ctx and vec by their learned nulls (CFG training and the unconditional branch)."""
+    def forward(self, x, t, y=None, ctx=None, ctx_mask=None, vec=None, size=None, drop_y=None, drop_ctx=None,
+                drop_vec=None):
+        """x (B, C, H, W) latents, t (B,) timesteps, y (B,) class ids (num_classes = null), ctx (B, L, ctx_dim)
+        tokens, ctx_mask (B, L) true where real, vec (B, vec_dim) pooled vector, size (B, 3) PixArt's (height,
+        width, aspect); drop_y, drop_ctx, drop_vec (B,) bool: rows whose class, tokens or vector become the
+        learned null (CFG training and the unconditional branch; each role alone for ablations)."""
         B, _, H, W = x.shape
         h, w = H // self.p, W // self.p
         x = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, N, d)
         x = x + pos_embed_2d(x.shape[-1], h, w, self.base, self.pos_scale).to(x)
         c = self.t_embedder(timestep_embedding(t, 256, self.freq_shift).to(x.dtype))  # (B, d)
         if self.y_embedder is not None:
-            c = c + self.y_embedder(y if drop is None else y.masked_fill(drop, self.num_classes))
+            c = c + self.y_embedder(y if drop_y is None else y.masked_fill(drop_y, self.num_classes))
         if self.vec_embedder is not None:
             v = self.vec_embedder(vec)  # (B, d)
-            c = c + (v if drop is None else torch.where(drop[:, None], self.null_vec.to(v), v))
+            c = c + (v if drop_vec is None else torch.where(drop_vec[:, None], self.null_vec.to(v), v))
         if self.res_embedder is not None:
             res = self.res_embedder(timestep_embedding(size[:, :2].flatten(), 256).to(x.dtype)).view(B, -1)  # (B, 2d/3)
             c = c + torch.cat([res, self.ar_embedder(timestep_embedding(size[:, 2], 256).to(x.dtype))], 1)
         if self.ctx_embedder is not None:
             ctx = self.ctx_embedder(ctx)  # (B, L, d)
-            ctx = ctx if drop is None else torch.where(drop[:, None, None], self.null_ctx.to(ctx), ctx)
+            ctx = ctx if drop_ctx is None else torch.where(drop_ctx[:, None, None], self.null_ctx.to(ctx), ctx)
         m = c if self.t_block is None else self.t_block(c)  # (B, d) or (B, 6d)
         for block in self.blocks:
             x = block(x, m, ctx, ctx_mask)
@@ -1058,26 +866,36 @@ class LatentDiffusion(nn.Module):
         return {'image': float_to_image, 'audio': self.mel_norm.inverse}.get(self.modality, lambda v: v)(x)
 
     def conditions(self, cond, drop):
-        """{vec, ctx} float tensors with the rows in drop (B,) bool replaced by the null condition."""
-        cond = {k: F.normalize(v.float(), dim=-1) if k == 'vec' and self.unit_vec else v.float() for k, v in cond.items()}
-        if self.is_dit:
-            return {**cond, 'drop': drop}
-        return {k: v * ~drop.view(-1, *[1] * (v.dim() - 1)) for k, v in cond.items()}
+        """{vec, ctx} float tensors; the rows of each role in drop[role] (B,) bool become its null."""
+        out = {}
+        for role, v in cond.items():
+            v = v.float()
+            out[role] = F.normalize(v, dim=-1) if role == 'vec' and self.unit_vec else v
+        if self.is_dit:                                             # learned nulls per role
+            return {**out, **{f"drop_{role}": drop[role] for role in out}}
+        for role, v in out.items():                                 # U-Net: zeros
+            keep = ~drop[role].view(-1, *[1] * (v.dim() - 1))
+            out[role] = v * keep
+        return out
 
     def forward(self, batch):
         """Training loss: the diffusion loss on the target with conditions dropped at rate p_uncond."""
         x0 = self.mel_norm.media_to_float(self.modality, batch[self.target]).float()  # (B, C, H, W)
-        drop = torch.rand(len(x0), device=x0.device) < self.p_uncond                    # (B,)
-        return self.diffusion.loss(self.net, x0, self.conditions({k: batch[f] for k, f in self.roles.items()}, drop))
+        drop = torch.rand(len(x0), device=x0.device) < self.p_uncond                  # (B,)
+        cond = {role: batch[field] for role, field in self.roles.items()}
+        return self.diffusion.loss(self.net, x0, self.conditions(cond, {r: drop for r in cond}))
 
     @torch.no_grad()
-    def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
-        """{vec (B, D), ctx (B, L, D)} -> B samples as media (or latents): DDIM/DDPM with guidance scale cfg."""
+    def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None, nulls=()):
+        """{vec (B, D), ctx (B, L, D)} -> B samples as media (or latents): DDIM/DDPM at guidance scale
+        cfg; the roles in `nulls` are replaced by their null in both branches (single-branch ablations)."""
         v = next(iter(cond.values()))
-        keep, null = torch.zeros(len(v), dtype=torch.bool, device=v.device), torch.ones(len(v), dtype=torch.bool, device=v.device)
-        c = self.conditions(cond, keep)
-        net = self.net if cfg == 1 else guided(self.net, cfg, self.conditions(cond, null))
-        x = torch.randn((len(v), *self.shape), generator=generator, device=v.device)   # (B, C, H, W)
+        B = len(v)
+        given = {r: torch.full((B,), r in nulls, dtype=torch.bool, device=v.device) for r in cond}
+        hidden = {r: torch.ones(B, dtype=torch.bool, device=v.device) for r in cond}
+        c = self.conditions(cond, given)
+        net = self.net if cfg == 1 else guided(self.net, cfg, self.conditions(cond, hidden))
+        x = torch.randn((B, *self.shape), generator=generator, device=v.device)      # (B, C, H, W)
         return self.from_output(self.diffusion.sample(net, x, c, steps, sampler, generator=generator))
 
 
@@ -1087,6 +905,3 @@ DiT_models = {f'DiT-{s}/{p}': dict(depth=n, hidden_size=d, num_heads=h, patch_si
 DiT_models['PixArt-XL/2'] = dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2, ctx_dim=4096, adaln='single',
                                  learn_null=False)
 
-
-MODELS = {'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'echoes': MaskedAVTransformer,
-          'autoencoder': MediaAutoencoder, 'ldm': LatentDiffusion, 'v2a': V2AMapper}

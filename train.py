@@ -4,20 +4,21 @@
     python train.py config/toyav_clip.py --max_iters=100 --batch_size=32
     torchrun --standalone --nproc_per_node=2 train.py config/toyav_clip.py     # DDP
 
-Iterations, not epochs; warmup + cosine LR; AdamW, or Muon for the linear layers' weights; gradient accumulation;
-EMA when ema_decay > 0; bf16 autocast when dtype='bfloat16'; augment=True warps, shifts and masks training
-log-mels (networks on audio token ids get the augmented log-mels re-tokenized by the frozen tokenizer of the
-cache); eval every eval_interval iterations on a fixed RNG state; atomic checkpoints of the uncompiled module
-with model_args and config; init_from='resume' continues at the exact iteration with the optimizer, EMA and
-data-sampler state.
+Iterations, not epochs; warmup + cosine LR; AdamW, or Muon for the linear layers' weights; gradient
+accumulation; EMA when ema_decay > 0; bf16 autocast where the device computes it natively (dtype='auto');
+augment=True warps, shifts and masks training log-mels; eval every eval_interval iterations on a fixed RNG
+state, the last checkpoint (ckpt.pt) and the best on validation (best.pt) written atomically, early stopping
+after `patience` evaluations without a better one; init_from='resume' continues at the exact iteration,
+init_from=<run dir> starts from another run's weights. The method's optional hooks (methods/__init__.py):
+setup, transform, param_groups.
 References: nanoGPT (Karpathy) for the loop; MMAudio (Cheng et al. 2025) for the fixed eval RNG; VTLP (Jaitly &
-Hinton 2013) and SpecAugment (Park et al. 2019) for the log-mel augmentation; Muon (Jordan et al. 2024) as
-torch.optim.Muon.
+Hinton 2013) and SpecAugment (Park et al. 2019) for the log-mel augmentation; Muon (Jordan et al. 2024).
 """
 import copy
 import inspect
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -28,20 +29,23 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import configure
-from encoders import MediaError, load_toy, read_checkpoint
-from model import MODELS, ema_update
+from configurator import configure, resolve_dtype
 from data import open_split
-from encoders import StaleCache
+from encoders import MediaError, StaleCache, read_checkpoint
+from methods import NETWORKS, checkpoint_path
+from model import ema_update
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/toyav_clip'         # checkpoint directory
-method = 'contrastive'             # a key of model.MODELS
-model_args = {}                    # constructor arguments of the method's network (dataset sizes are added)
+method = 'contrastive'             # a key of methods.NETWORKS
+model_args = {}                    # the network's constructor arguments (dataset sizes are added)
 dataset = 'toyav'                  # data/<dataset>/ made by prepare.py
 data_dir = 'data'                  # where datasets live
-ckpt_dir = 'out'                   # where the frozen encoders behind cached features live (out/<dataset>_<name>/)
-init_from = 'scratch'              # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+ckpt_dir = 'out'                   # where the frozen parts behind cached features live (out/<dataset>_<name>/)
+init_from = 'scratch'              # 'scratch', 'resume' (out_dir/ckpt.pt) or another run's directory
+init_new = []                      # with init_from=<run>: parameter name prefixes created afresh, not loaded
+freeze = []                        # parameter name prefixes kept as initialised (eval mode, no gradients)
+lr_groups = {}                     # learning rate of each parameter group the method declares
 batch_size = 64                    # samples per micro-batch (per process)
 grad_accum = 1                     # micro-batches per optimizer step
 max_iters = 1000                   # optimizer steps
@@ -49,23 +53,26 @@ learning_rate = 1e-3               # peak learning rate
 min_lr = 1e-4                      # final learning rate of the cosine
 warmup_iters = 50                  # linear warmup steps
 decay_lr = True                    # cosine decay to min_lr at max_iters
-weight_decay = 0.05                # AdamW weight decay on matrices
+weight_decay = 0.05                # weight decay on matrices
 beta1 = 0.9                        # AdamW beta1
 beta2 = 0.99                       # AdamW beta2
-optimizer = 'adamw'                # 'adamw', or 'muon': Muon for the weights of linear layers, AdamW for the rest
+optimizer = 'adamw'                # 'adamw', or 'muon': Muon for linear layers' weights, AdamW for the rest
 grad_clip = 1.0                    # clip the gradient norm at this value (0 = off)
-augment = False                    # training log-mels: band warp, time stretch and shift, time and band masks (audio ids re-made)
+augment = False                    # training log-mels: band warp, time stretch and shift, time and band masks
 ema_decay = 0.0                    # EMA of the weights (0 = off); the EMA is what gets sampled
 eval_interval = 250                # evaluate and checkpoint every this many steps
 eval_iters = 10                    # batches per split in an evaluation
+patience = 0                       # stop after this many evaluations without a better val loss (0 = never)
 log_interval = 50                  # print a log line every this many steps
 seed = 1337                        # one seed for initialisation, batches, masking and noise
 device = 'cpu'                     # 'cpu', 'cuda', 'cuda:0', 'mps'
-dtype = 'float32'                  # 'float32' or 'bfloat16' (autocast)
+dtype = 'auto'                     # 'auto' (bfloat16 where native, else float32), 'float32', 'bfloat16'
 compile = False                    # torch.compile the network
 threads = 0                        # torch CPU threads (0 = torch's default)
 # -----------------------------------------------------------------------------
-CONFIG_KEYS = [k for k, v in globals().items() if not k.startswith('_') and k.islower() and isinstance(v, (int, float, bool, str, dict))]
+CONFIG_TYPES = (int, float, bool, str, dict, list)
+CONFIG_KEYS = [k for k, v in globals().items()
+               if not k.startswith('_') and k.islower() and isinstance(v, CONFIG_TYPES)]
 
 
 def default_config():
@@ -77,21 +84,25 @@ def get_lr(it, cfg):
     """Linear warmup, then cosine decay from learning_rate to min_lr at max_iters."""
     if it < cfg['warmup_iters']:
         return cfg['learning_rate'] * (it + 1) / (cfg['warmup_iters'] + 1)
-    if not cfg['decay_lr'] or it >= cfg['max_iters']:
-        return cfg['learning_rate'] if not cfg['decay_lr'] else cfg['min_lr']
+    if not cfg['decay_lr']:
+        return cfg['learning_rate']
+    if it >= cfg['max_iters']:
+        return cfg['min_lr']
     ratio = (it - cfg['warmup_iters']) / max(1, cfg['max_iters'] - cfg['warmup_iters'])
-    return cfg['min_lr'] + 0.5 * (1 + math.cos(math.pi * ratio)) * (cfg['learning_rate'] - cfg['min_lr'])
+    coeff = 0.5 * (1 + math.cos(math.pi * ratio))                       # 1 -> 0
+    return cfg['min_lr'] + coeff * (cfg['learning_rate'] - cfg['min_lr'])
 
 
 def data_args(cls, meta):
-    """Constructor arguments a network takes from the dataset's meta.json (sizes, vocabulary, mel stats, tokenizers)."""
+    """Constructor arguments a network takes from the dataset's meta.json (sizes, vocabulary, mel stats)."""
     known = dict(vocab_size=len(meta['vocab']) + 2, max_len=meta['max_len'], image_size=meta['image_size'],
                  n_mels=meta['mel']['n_mels'], frames=meta['mel']['frames'], mel_mean=meta['mel_mean'],
                  mel_std=meta['mel_std'])
+    tokenizers = meta.get('features', {}).get('tokenizers', {})
     for role, tok in (('audio', 'vq_audio'), ('image', 'vq_image')):
-        if tok in meta.get('features', {}).get('tokenizers', {}):
-            info = meta['features']['tokenizers'][tok]
-            known.update({f"n_{role}": info['n_tokens'], f"{role}_codes": info['codebook_size']})
+        if tok in tokenizers:
+            known[f"n_{role}"] = tokenizers[tok]['n_tokens']
+            known[f"{role}_codes"] = tokenizers[tok]['codebook_size']
     params = inspect.signature(cls).parameters
     return {k: v for k, v in known.items() if k in params}
 
@@ -105,31 +116,123 @@ def get_batch(data, n, gen, device):
 
 def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, band_mask=8):
     """Log-mels (B, n_mels, frames) with each clip's bands scaled by up to 1 +- warp (a vocal tract of another
-    length), time by up to 1 +- stretch and moved by up to +-shift of its length (empty places at the clip's floor),
-    then one run of < time_mask frames and one of < band_mask bands set to the floor."""
+    length), time by up to 1 +- stretch and moved by up to +-shift of its length (empty places at the clip's
+    floor), then one run of < time_mask frames and one of < band_mask bands set to the floor."""
     B, H, W = mel.shape
-    sym = lambda: 2 * torch.rand(B, 1, 1, generator=gen) - 1                                   # (B, 1, 1) in [-1, 1]
-    ys = torch.linspace(-1, 1, H)[None, :, None] / (1 + warp * sym())                          # (B, H, 1)
-    xs = torch.linspace(-1, 1, W)[None, None, :] / (1 + stretch * sym()) - 2 * shift * sym()   # (B, 1, W)
-    grid = torch.stack(torch.broadcast_tensors(xs, ys), -1).to(mel.device)                     # (B, H, W, 2)
-    floor = mel.amin((1, 2), keepdim=True)                                                     # (B, 1, 1)
-    out = F.grid_sample((mel - floor)[:, None], grid, align_corners=True)[:, 0] + floor       # (B, H, W)
+    sym = lambda: 2 * torch.rand(B, 1, 1, generator=gen) - 1                        # (B, 1, 1) in [-1, 1]
+    ys = torch.linspace(-1, 1, H)[None, :, None] / (1 + warp * sym())               # (B, H, 1)
+    xs = torch.linspace(-1, 1, W)[None, None, :] / (1 + stretch * sym())            # (B, 1, W)
+    xs = xs - 2 * shift * sym()
+    grid = torch.stack(torch.broadcast_tensors(xs, ys), -1).to(mel.device)          # (B, H, W, 2)
+    floor = mel.amin((1, 2), keepdim=True)                                          # (B, 1, 1)
+    warped = F.grid_sample((mel - floor)[:, None], grid, align_corners=True)        # (B, 1, H, W)
+    out = warped[:, 0] + floor                                                      # (B, H, W)
     for size, pos in ((time_mask, torch.arange(W).view(1, 1, W)), (band_mask, torch.arange(H).view(1, H, 1))):
         start = torch.randint(pos.numel(), (B, 1, 1), generator=gen)
         width = torch.randint(max(1, size), (B, 1, 1), generator=gen)
-        out = torch.where(((pos >= start) & (pos < start + width)).to(mel.device), floor, out)
+        inside = ((pos >= start) & (pos < start + width)).to(mel.device)
+        out = torch.where(inside, floor, out)
     return out
 
 
-def audio_retokenizer(model, cfg, meta, dev):
-    """With augment=True, a network that reads cached audio token ids sees its augmented log-mels through the
-    frozen toy tokenizer that made the cache (None when the network reads no audio ids or augment is off)."""
-    if not cfg['augment'] or 'vq_audio_ids' not in model.fields:
-        return None
-    if meta.get('features', {}).get('suite') != 'toy':
-        raise SystemExit(f"augment=True re-tokenizes log-mels with a toy tokenizer; data/{cfg['dataset']} holds "
-                         f"{meta.get('features', {}).get('suite')} features")
-    return load_toy('vq_audio', cfg['dataset'], cfg['ckpt_dir'], dev)
+NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)   # Muon's quintic Newton-Schulz coefficients
+
+
+def orthogonalize(grad, steps, dtype, eps=1e-7):
+    """Newton-Schulz iteration towards U V^T of a matrix's SVD (Muon's zeroth power), computed in dtype."""
+    a, b, c = NS_COEFFICIENTS
+    tall = grad.size(0) > grad.size(1)
+    x = grad.to(dtype)
+    x = x.T if tall else x
+    x = x / x.norm().clamp(min=eps)                                     # spectral norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)           # b G + c G^2
+        x = torch.addmm(x, poly, x, beta=a)                             # a X + (b G + c G^2) X
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon as torch.optim.Muon computes it (Nesterov momentum, orthogonalised update, step scaled to
+    AdamW's RMS), with the orthogonalisation in ns_dtype: torch's runs it in bfloat16 whatever the model,
+    which a CPU without native bf16 computes ~100x slower than float32."""
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, ns_steps=5, ns_dtype=torch.bfloat16):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps))
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self):
+        """One update of every matrix with a gradient."""
+        for group in self.param_groups:
+            for p in (p for p in group['params'] if p.grad is not None):
+                buf = self.state[p].setdefault('momentum_buffer', torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - group['momentum'])
+                update = p.grad.lerp(buf, group['momentum'])                # Nesterov
+                ortho = orthogonalize(update, group['ns_steps'], self.ns_dtype)
+                rms_scale = 0.2 * math.sqrt(max(p.shape[:2]))               # 'match_rms_adamw'
+                p.mul_(1 - group['lr'] * group['weight_decay'])
+                p.add_(ortho, alpha=-group['lr'] * rms_scale)
+
+
+def under(name, prefixes):
+    """True when a parameter or module name is one of prefixes or inside one."""
+    return any(name == p or name.startswith(p + '.') for p in prefixes)
+
+
+def check_prefixes(model, key, prefixes):
+    """Refuse prefixes of config `key` that name no parameter (a typo would otherwise be silent)."""
+    names = [n for n, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(under(n, [p]) for n in names)]
+    if unknown:
+        raise SystemExit(f"{key}={prefixes}: {unknown} name no parameter of this model")
+
+
+def init_weights(model, cfg):
+    """init_from=<run dir>: that run's weights (its EMA when present), init_new's parameters kept fresh;
+    any other difference in names or shapes is refused, naming them."""
+    path = checkpoint_path(cfg['init_from'])
+    src = read_checkpoint(path)
+    weights = src.get('ema') or src['model']
+    own = model.state_dict()
+    fresh = [k for k in own if under(k, cfg['init_new'])]
+    missing = [k for k in own if k not in weights and k not in fresh]
+    unexpected = [k for k in weights if k not in own and not under(k, cfg['init_new'])]
+    reshaped = [k for k in own if k in weights and k not in fresh and weights[k].shape != own[k].shape]
+    if missing or unexpected or reshaped:
+        raise SystemExit(f"{path}: cannot start {cfg['method']} from it: missing {missing}, unexpected "
+                         f"{unexpected}, other shapes {reshaped} (name the ones to create in init_new)")
+    model.load_state_dict({k: own[k] if k in fresh else weights[k] for k in own})
+
+
+def build_optimizers(model, cfg, ns_dtype):
+    """AdamW (and Muon for linear weights) over the method's parameter groups, each group's peak rate
+    from lr_groups (default learning_rate) kept as its 'scale' of the schedule; frozen ones left out."""
+    declared = model.param_groups() if hasattr(model, 'param_groups') else {}
+    unknown = set(cfg['lr_groups']) - set(declared)
+    if unknown:
+        raise SystemExit(f"lr_groups {sorted(unknown)}: this model declares {sorted(declared) or 'none'}")
+    grouped = {id(p) for params in declared.values() for p in params}
+    rest = [p for p in model.parameters() if id(p) not in grouped]
+    groups = {**declared, 'rest': rest}
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    adamw, muon = [], []
+    for name, params in groups.items():
+        scale = cfg['lr_groups'][name] / cfg['learning_rate'] if name in cfg['lr_groups'] else 1.0
+        params = [p for p in params if p.requires_grad]
+        is_muon = [cfg['optimizer'] == 'muon' and id(p) in linear for p in params]
+        muon_params = [p for p, m in zip(params, is_muon) if m]
+        decay = [p for p, m in zip(params, is_muon) if not m and p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        adamw += [dict(params=decay, weight_decay=cfg['weight_decay'], scale=scale),
+                  dict(params=no_decay, weight_decay=0.0, scale=scale)]
+        muon += [dict(params=muon_params, scale=scale)] if muon_params else []
+    betas = (cfg['beta1'], cfg['beta2'])
+    optimizers = [torch.optim.AdamW(adamw, lr=cfg['learning_rate'], betas=betas)]
+    if muon:
+        optimizers.append(Muon(muon, lr=cfg['learning_rate'], weight_decay=cfg['weight_decay'],
+                               ns_dtype=ns_dtype))
+    return optimizers
 
 
 def save_checkpoint(path, state):
@@ -152,43 +255,53 @@ def train(cfg):
     if cfg['threads']:
         torch.set_num_threads(cfg['threads'])
     torch.manual_seed(cfg['seed'])
-    ctx = nullcontext() if cfg['dtype'] == 'float32' else torch.autocast(dev.split(':')[0], dtype=torch.bfloat16)
+    dtype = resolve_dtype(cfg['dtype'], dev, verbose=master)
+    bf16 = dtype == 'bfloat16'
+    ctx = torch.autocast(dev.split(':')[0], dtype=torch.bfloat16) if bf16 else nullcontext()
+    ns_dtype = torch.bfloat16 if bf16 else torch.float32
     path = os.path.join(cfg['out_dir'], 'ckpt.pt')
+    best_path = os.path.join(cfg['out_dir'], 'best.pt')
+    run = {**cfg, 'device': dev}
 
-    cls = MODELS[cfg['method']]
+    if cfg['method'] not in NETWORKS:
+        raise SystemExit(f"method={cfg['method']!r}: expected one of {', '.join(NETWORKS)}")
+    cls = NETWORKS[cfg['method']]
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], 'train', [])
     args = {**data_args(cls, meta), **cfg['model_args']}
+    features = {k: meta['features'][k] for k in ('suite', 'encoders')} if 'features' in meta else None
     stamp = dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'], image_size=meta['image_size'],
-                 dataset=meta['dataset'], classes=meta.get('classes'),
-                 features={k: meta['features'][k] for k in ('suite', 'encoders')} if 'features' in meta else None)
+                 dataset=meta['dataset'], classes=meta.get('classes'), features=features)
     model = cls(**args)
-    if getattr(model, 'code_init', False) and cfg['init_from'] == 'scratch':
-        model.init_tokens([load_toy(name, cfg['dataset'], cfg['ckpt_dir']).net.quantizer.codebook
-                           for name in ('vq_audio', 'vq_image')], torch.Generator().manual_seed(cfg['seed']))
-    data = {s: open_split(cfg['data_dir'], cfg['dataset'], s, model.fields, cfg['ckpt_dir'])[0] for s in ('train', 'val')}
-    tokenizer = audio_retokenizer(model, cfg, meta, dev)
-    if tokenizer is not None:                                  # only training batches are augmented
-        data['train']['mel'] = open_split(cfg['data_dir'], cfg['dataset'], 'train', ['mel'])[0]['mel']
+    if cfg['init_from'] == 'scratch' and hasattr(model, 'setup'):
+        model.setup(run)
+    elif cfg['init_from'] not in ('scratch', 'resume'):
+        init_weights(model, cfg)
+    check_prefixes(model, 'init_new', cfg['init_new'])
+    check_prefixes(model, 'freeze', cfg['freeze'])
+    warp = cfg['augment'] and 'mel' in meta['fields'] and 'mel' not in model.fields   # transform re-makes
+    fields = model.fields + (['mel'] if warp else [])
+    data = {}
+    for split in ('train', 'val'):
+        data[split] = open_split(cfg['data_dir'], cfg['dataset'], split, model.fields, cfg['ckpt_dir'])[0]
+    data['train'] = open_split(cfg['data_dir'], cfg['dataset'], 'train', fields, cfg['ckpt_dir'])[0]
     empty = [s for s, d in data.items() if not len(d[model.fields[0]])]
     if empty:
         raise SystemExit(f"data/{cfg['dataset']}: the {' and '.join(empty)} split has no samples; "
                          "prepare it with more data")
+    transform = model.transform(run) if hasattr(model, 'transform') else None
     model.to(dev)
+    frozen = [m for n, m in model.named_modules() if under(n, cfg['freeze'])]
+    for p in (p for n, p in model.named_parameters() if under(n, cfg['freeze'])):
+        p.requires_grad_(False)
     if cfg['optimizer'] not in ('adamw', 'muon'):
         raise SystemExit(f"optimizer={cfg['optimizer']!r}: expected 'adamw' or 'muon'")
-    matrices = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear) and cfg['optimizer'] == 'muon'}
-    muon = [p for p in model.parameters() if id(p) in matrices]
-    decay = [p for p in model.parameters() if p.dim() >= 2 and id(p) not in matrices]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizers = [torch.optim.AdamW([{'params': decay, 'weight_decay': cfg['weight_decay']},
-                                     {'params': no_decay, 'weight_decay': 0.0}],
-                                    lr=cfg['learning_rate'], betas=(cfg['beta1'], cfg['beta2']))]
-    if muon:
-        optimizers.append(torch.optim.Muon(muon, lr=cfg['learning_rate'], weight_decay=cfg['weight_decay'],
-                                           adjust_lr_fn='match_rms_adamw'))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise SystemExit(f"freeze={cfg['freeze']}: every parameter is frozen, nothing to train")
+    optimizers = build_optimizers(model, cfg, ns_dtype)
+    scales = [[group['scale'] for group in opt.param_groups] for opt in optimizers]
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg['ema_decay'] > 0 else None
     gen = torch.Generator().manual_seed(cfg['seed'] + rank)
-    it, best_val = 0, float('inf')
+    it, best_val, bad_evals = 0, float('inf'), 0
     if cfg['init_from'] == 'resume':
         if not os.path.exists(path):
             raise SystemExit(f"{path}: no checkpoint to resume; train with --init_from=scratch first")
@@ -197,11 +310,13 @@ def train(cfg):
         except MediaError as e:                                 # truncated, empty or not a checkpoint at all
             raise SystemExit(str(e)) from e
         if ckpt['model_args'] != args or ckpt['method'] != cfg['method']:
-            raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does not match this config")
-        compared = [k for k in stamp if k != 'features' or any(f not in meta['fields'] for f in model.fields)]
-        if any(ckpt['data'].get(k) != stamp[k] for k in compared):                 # features: if the model reads them
-            raise SystemExit(f"{path}: trained on another version of data/{cfg['dataset']} (mel settings, vocabulary, "
-                             f"classes or feature encoders differ); train from scratch")
+            raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does not match "
+                             "this config")
+        reads_features = any(f not in meta['fields'] for f in model.fields)
+        compared = [k for k in stamp if k != 'features' or reads_features]
+        if any(ckpt['data'].get(k) != stamp[k] for k in compared):
+            raise SystemExit(f"{path}: trained on another version of data/{cfg['dataset']} (mel settings, "
+                             "vocabulary, classes or feature encoders differ); train from scratch")
         if not isinstance(ckpt['optimizer'], list) or len(ckpt['optimizer']) != len(optimizers):
             raise SystemExit(f"{path}: its optimizer state is not that of optimizer={cfg['optimizer']!r}")
         model.load_state_dict(ckpt['model'])
@@ -210,12 +325,18 @@ def train(cfg):
         if ema is not None:
             ema.load_state_dict(ckpt['ema'])
         gen.set_state(ckpt['rng'][rank] if rank < len(ckpt['rng']) else ckpt['rng'][0])
-        it, best_val = ckpt['iter_num'], ckpt['best_val_loss']
+        it, best_val, bad_evals = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('bad_evals', 0)
     raw = model
     if cfg['compile']:
         model = torch.compile(model)
     if ddp:
         model = DDP(model)
+
+    def set_train():
+        """Training mode, frozen modules kept in eval mode."""
+        model.train()
+        for m in frozen:
+            m.eval()
 
     @torch.no_grad()
     def estimate_loss():
@@ -227,42 +348,52 @@ def train(cfg):
             losses = []
             for _ in range(cfg['eval_iters']):
                 torch.manual_seed(cfg['seed'] + 999 + len(losses))
+                batch = get_batch({f: d[f] for f in raw.fields}, cfg['batch_size'], eval_gen, dev)
                 with ctx:
-                    losses.append(raw(get_batch(d, cfg['batch_size'], eval_gen, dev)).item())
+                    losses.append(raw(batch).item())
             out[split] = float(np.mean(losses))
-        model.train()
+        set_train()
         return out
 
-    def checkpoint():
-        """Save model, optimizers, EMA, every rank's generator state and the data stamp (master only, atomically)."""
+    def checkpoint(improved):
+        """Save model, optimizers, EMA, every rank's RNG state and the data stamp (master only, atomically);
+        a copy as best.pt when the validation loss improved."""
         rng = [gen.get_state()]
         if ddp:
             rng = [None] * world
             dist.all_gather_object(rng, gen.get_state())
-        if master:
-            os.makedirs(cfg['out_dir'], exist_ok=True)
-            save_checkpoint(path, dict(model=raw.state_dict(), optimizer=[opt.state_dict() for opt in optimizers],
-                                       model_args=args, method=cfg['method'], iter_num=it, best_val_loss=best_val, config=cfg,
-                                       ema=ema.state_dict() if ema is not None else None, rng=rng, data=stamp))
+        if not master:
+            return
+        os.makedirs(cfg['out_dir'], exist_ok=True)
+        state = dict(model=raw.state_dict(), optimizer=[opt.state_dict() for opt in optimizers],
+                     model_args=args, method=cfg['method'], iter_num=it, best_val_loss=best_val,
+                     bad_evals=bad_evals, config=cfg, ema=ema.state_dict() if ema is not None else None,
+                     rng=rng, data=stamp)
+        save_checkpoint(path, state)
+        if improved:
+            shutil.copyfile(path, best_path + '.tmp')
+            os.replace(best_path + '.tmp', best_path)
 
-    model.train()
+    set_train()
     t0 = time.time()
     while it < cfg['max_iters']:
         lr = get_lr(it, cfg)
-        for group in (g for opt in optimizers for g in opt.param_groups):
-            group['lr'] = lr
+        for opt, opt_scales in zip(optimizers, scales):
+            for group, scale in zip(opt.param_groups, opt_scales):
+                group['lr'] = lr * scale
         for micro in range(cfg['grad_accum']):
             if ddp:
                 model.require_backward_grad_sync = micro == cfg['grad_accum'] - 1
             batch = get_batch(data['train'], cfg['batch_size'], gen, dev)
             if cfg['augment'] and 'mel' in batch:
                 batch['mel'] = augment_mel(batch['mel'], gen)
-                if tokenizer is not None:
-                    batch['vq_audio_ids'] = tokenizer.encode(batch['mel'])                   # (B, n_audio)
+            if transform is not None:
+                batch = transform(batch, gen)
             with ctx:
                 loss = model(batch) / cfg['grad_accum']
             if not torch.isfinite(loss):
-                raise SystemExit(f"non-finite loss {loss.item()} at iter {it}: lower learning_rate or use dtype=float32")
+                raise SystemExit(f"non-finite loss {loss.item()} at iter {it}: lower learning_rate or use "
+                                 "dtype=float32")
             loss.backward()
         if cfg['grad_clip']:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
@@ -270,18 +401,26 @@ def train(cfg):
             opt.step()
             opt.zero_grad(set_to_none=True)
         if ema is not None:
-            ema_update(ema, raw, min(cfg['ema_decay'], (1 + it) / (10 + it)))   # warmup: early weights fade fast
+            ema_update(ema, raw, min(cfg['ema_decay'], (1 + it) / (10 + it)))   # early weights fade fast
         it += 1
         if master and (it % cfg['log_interval'] == 0 or it == 1):
             dt = (time.time() - t0) / (cfg['log_interval'] if it > 1 else 1)
             t0 = time.time()
-            print(f"iter {it}: loss {loss.item() * cfg['grad_accum']:.4f}, lr {lr:.2e}, {dt * 1000:.1f}ms/iter", flush=True)
+            print(f"iter {it}: loss {loss.item() * cfg['grad_accum']:.4f}, lr {lr:.2e}, "
+                  f"{dt * 1000:.1f}ms/iter", flush=True)
         if it % cfg['eval_interval'] == 0 or it == cfg['max_iters']:
             losses = estimate_loss()
+            improved = losses['val'] < best_val
             best_val = min(best_val, losses['val'])
+            bad_evals = 0 if improved else bad_evals + 1
             if master:
                 print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
-            checkpoint()
+            checkpoint(improved)
+            if cfg['patience'] and bad_evals >= cfg['patience']:
+                if master:
+                    print(f"early stop at step {it}: no better val loss in {bad_evals} evaluations "
+                          f"(best {best_val:.4f}, {best_path})", flush=True)
+                break
     if ddp:
         dist.barrier()                    # no rank tears gloo down while another still talks to it
         dist.destroy_process_group()

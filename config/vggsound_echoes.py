@@ -21,5 +21,4 @@ beta2 = 0.95
 ema_decay = 0.9999
 eval_interval = 5000
 device = 'cuda'
-dtype = 'bfloat16'
 compile = True

@@ -18,4 +18,3 @@ weight_decay = 0.01
 ema_decay = 0.9999
 eval_interval = 2000
 device = 'cuda'
-dtype = 'bfloat16'

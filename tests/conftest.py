@@ -37,7 +37,8 @@ def tiny_config(root, name, **overrides):
     import train
     cfg = train.default_config()
     cfg.update(TINY[name], out_dir=str(root / 'out' / f"toyav_{name}"), data_dir=str(root / 'data'), ckpt_dir=str(root / 'out'), batch_size=8,
-               max_iters=4, eval_interval=4, eval_iters=1, log_interval=100, warmup_iters=1)
+               max_iters=4, eval_interval=4, eval_iters=1, log_interval=100, warmup_iters=1,
+               dtype='float32')
     cfg.update(overrides)
     return cfg
 

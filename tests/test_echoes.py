@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-import prepare
 from data import open_split
 import sample
 import train
 from conftest import tiny_config
-from model import (JOINT_STEPS, MaskedAVTransformer, cfg_logits, decode, joint_cfg_logits, mask_schedule, random_mask,
-                   truncated_normal)
+from methods import echoes
+from methods.echoes import JOINT_STEPS, MaskedAVTransformer, random_mask, truncated_normal
+from model import cfg_logits, decode, joint_cfg_logits, mask_schedule
 
 SMALL = dict(n_audio=12, n_image=6, audio_codes=20, image_codes=10, width=32, n_layer=1, n_dec_layer=1, n_head=2)
 
@@ -164,10 +164,10 @@ def test_echoes_trains_and_samples_every_task(tiny, tmp_path, monkeypatch):
     sample.main(base + ['--task', 'joint', '--out', str(tmp_path / 'j')])
     sample.main(base + ['--index', '1', '--task', 'inpaint', '--out', str(tmp_path / 'p')])
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ['j.joint.png', 'j.joint.spec.png', 'j.joint.wav', 'p.inpaint.spec.png', 'p.inpaint.wav',
-                     'x.a2i.png', 'x.i2a.spec.png', 'x.i2a.wav']
+    assert names == ['j.joint.png', 'j.joint.raw.png', 'j.joint.spec.png', 'j.joint.wav', 'p.inpaint.spec.png',
+                     'p.inpaint.wav', 'x.a2i.png', 'x.a2i.raw.png', 'x.i2a.spec.png', 'x.i2a.wav']
     steps = []                                                  # without --steps: 16 for one modality, 30 for joint
-    monkeypatch.setattr(sample, 'decode', lambda ids, known, fn, n, *a: steps.append(n) or decode(ids, known, fn, n, *a))
+    monkeypatch.setattr(echoes, 'decode', lambda ids, known, fn, n, *a: steps.append(n) or decode(ids, known, fn, n, *a))
     sample.main(base[:-2] + ['--index', '0', '--out', str(tmp_path / 'd' / 'x')])
     sample.main(base[:-2] + ['--task', 'joint', '--out', str(tmp_path / 'd' / 'j')])
     assert steps == [16, 16, JOINT_STEPS]
@@ -184,7 +184,7 @@ def test_augment_reaches_echoes_through_the_frozen_tokenizer(tiny, monkeypatch):
         frozen = load_toy(*args)
         loaded.append((frozen, {k: v.clone() for k, v in frozen.state_dict().items()}))
         return frozen
-    monkeypatch.setattr(train, 'load_toy', recording_load_toy)
+    monkeypatch.setattr(echoes, 'load_toy', recording_load_toy)
     cfg = tiny_config(tiny, 'clip', method='echoes', augment=True, out_dir=str(tiny / 'out' / 'echoes_aug'), max_iters=2,
                       eval_interval=2, model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2))
     train.train(cfg)
@@ -202,9 +202,9 @@ def test_eval_judges_every_echoes_task(tiny, tmp_path, monkeypatch):
     import eval as evaluation
     cfg = dict(evaluation.default_config(), out_dir=str(tmp_path), data_dir=str(tiny / 'data'), ckpt_dir=str(tiny / 'out'),
                ckpt=str(tiny / 'out' / 'toyav_echoes'), tasks='i2a,a2i,joint,inpaint', n_eval=8, n_diverse=2,
-               n_outputs=2, steps=2, joint_steps=3, batch_size=4)
+               n_outputs=2, options=dict(steps=None), batch_size=4)
     steps = {}                                                  # decode's steps, by whether both modalities are unknown
-    monkeypatch.setattr(sample, 'decode', lambda ids, known, fn, n, *a: steps.setdefault(bool((~known).all()), set())
+    monkeypatch.setattr(echoes, 'decode', lambda ids, known, fn, n, *a: steps.setdefault(bool((~known).all()), set())
                         .add(n) or decode(ids, known, fn, n, *a))
     if not (tiny / 'out' / 'toyav_echoes' / 'ckpt.pt').exists():
         train.train(tiny_config(tiny, 'clip', method='echoes', out_dir=cfg['ckpt'], max_iters=2, eval_interval=2,
@@ -216,10 +216,18 @@ def test_eval_judges_every_echoes_task(tiny, tmp_path, monkeypatch):
         assert key in m, key
     assert all(0 <= m[k] <= 1 for k in m if k.endswith('_acc') or k.endswith('recall'))
     assert all(math.isfinite(v) for v in m.values()), m
-    assert steps == {True: {3}, False: {2}}                     # joint_steps for joint, steps for every other task
-    real = lambda task, rows, gen: {'audio': torch.tensor(rows['mel']), 'image': torch.tensor(rows['image'])}
-    monkeypatch.setitem(evaluation.GENERATORS, 'echoes', lambda *args: (real, ['vq_audio_ids', 'vq_image_ids']))
-    oracle = evaluation.evaluate(dict(cfg, tasks='i2a,a2i'))   # a generator that outputs the test media themselves
+    assert steps == {True: {JOINT_STEPS}, False: {16}}           # each task's default number of steps
+    assert (tmp_path / 'samples.png').stat().st_size > 0
+    rows = open_split(cfg['data_dir'], 'toyav', 'test', ['image', 'mel'])[0]
+    real = {'audio': torch.tensor(np.array(rows['mel'])), 'image': torch.tensor(np.array(rows['image']))}
+    index = {m: {media.numpy().tobytes(): i for i, media in enumerate(real[m])} for m in real}
+
+    def oracle_generate(self, task, cond, rng=None, n=1):      # the real counterpart of each test input
+        (given, media), = cond.items()
+        rows = [index[given][x.numpy().tobytes()] for x in media]
+        return {m: real[m][rows] for m in self.tasks[task][1]}
+    monkeypatch.setattr(echoes.Pipeline, 'generate', oracle_generate)
+    oracle = evaluation.evaluate(dict(cfg, tasks='i2a,a2i'))
     for k in ('i2a.fd', 'a2i.fd', 'i2a.diversity'):
         assert oracle[k] == pytest.approx(0, abs=1e-4) and m[k] > 0.01, k   # Echoes' outputs are not the test media
     assert oracle['i2a.fd_floor'] == pytest.approx(m['i2a.fd_floor'])       # val vs test media, whatever the generator
@@ -228,8 +236,8 @@ def test_eval_judges_every_echoes_task(tiny, tmp_path, monkeypatch):
 def test_span_tiled_repeats_the_span_over_the_clip():
     from eval import span_tiled
     mels = torch.arange(2 * 3 * 8, dtype=torch.float32).view(2, 3, 8)
-    out = span_tiled(mels, '0.25,0.75')                       # frames 2..5, then again 2..5
+    out = span_tiled(mels, (0.25, 0.75))                       # frames 2..5, then again 2..5
     assert out.shape == mels.shape
     torch.testing.assert_close(out[..., :4], mels[..., 2:6])
     torch.testing.assert_close(out[..., 4:], mels[..., 2:6])
-    torch.testing.assert_close(span_tiled(mels, '0,1'), mels)
+    torch.testing.assert_close(span_tiled(mels, (0, 1)), mels)

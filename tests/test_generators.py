@@ -282,16 +282,39 @@ def test_attention_cpu_product_matches_sdpa():
 def test_guidance():
     net = randomize(_tiny_dit(num_classes=5, ctx_dim=7, vec_dim=3))
     x, t, y = torch.randn(2, 2, 8, 8), torch.tensor([1, 500]), torch.tensor([0, 4])
-    cond = dict(y=y, ctx=torch.randn(2, 4, 7), vec=torch.randn(2, 3), drop=torch.zeros(2, dtype=torch.bool))
+    keep, drop = torch.zeros(2, dtype=torch.bool), torch.ones(2, dtype=torch.bool)
+    cond = dict(y=y, ctx=torch.randn(2, 4, 7), vec=torch.randn(2, 3), drop_y=keep, drop_ctx=keep, drop_vec=keep)
+    null = dict(drop_y=drop, drop_ctx=drop, drop_vec=drop)
+    with torch.no_grad():
+        c, u = net(x, t, **cond), net(x, t, **{**cond, **null})
+        assert not torch.allclose(c, u)
+        _close(M.guided(net, 1.0, null)(x, t, **cond), c)
+        _close(M.guided(net, 0.0, null)(x, t, **cond), u)
+        _close(M.guided(net, 3.0, null)(x, t, **cond), u + 3 * (c - u))
+        small = randomize(_tiny_dit(num_classes=5))  # class-only: dropping a label = the null class id
+        _close(small(x, t, y=y, drop_y=drop), small(x, t, y=torch.full((2,), 5)))
+
+
+def test_dit_drops_each_condition_alone_to_its_own_null():
+    """Single-branch ablations: the tokens, the pooled vector or the class replaced by its null, the rest kept."""
+    net = randomize(_tiny_dit(num_classes=5, ctx_dim=7, vec_dim=3))
+    x, t, y = torch.randn(2, 2, 8, 8), torch.tensor([1, 500]), torch.tensor([0, 4])
+    ctx, vec = torch.randn(2, 4, 7), torch.randn(2, 3)
     drop = torch.ones(2, dtype=torch.bool)
     with torch.no_grad():
-        c, u = net(x, t, **cond), net(x, t, **{**cond, 'drop': drop})
-        assert not torch.allclose(c, u)
-        _close(M.guided(net, 1.0, dict(drop=drop))(x, t, **cond), c)
-        _close(M.guided(net, 0.0, dict(drop=drop))(x, t, **cond), u)
-        _close(M.guided(net, 3.0, dict(drop=drop))(x, t, **cond), u + 3 * (c - u))
-        net = randomize(_tiny_dit(num_classes=5))  # class-only: dropping a label = the null class id
-        _close(net(x, t, y=y, drop=drop), net(x, t, y=torch.full((2,), 5)))
+        full = net(x, t, y=y, ctx=ctx, vec=vec)
+        outputs = {role: net(x, t, y=y, ctx=ctx, vec=vec, **{f"drop_{role}": drop}) for role in ('y', 'ctx', 'vec')}
+        for role, out in outputs.items():
+            assert not torch.allclose(out, full), role                     # each role alone changes the output
+        other_vec = net(x, t, y=y, ctx=ctx, vec=torch.randn(2, 3), drop_vec=drop)
+        _close(other_vec, outputs['vec'])                                  # a dropped vector is not read at all
+        other_ctx = net(x, t, y=y, ctx=torch.randn(2, 4, 7), vec=vec, drop_ctx=drop)
+        _close(other_ctx, outputs['ctx'])
+        _close(net(x, t, y=torch.tensor([3, 1]), ctx=ctx, vec=vec, drop_y=drop), outputs['y'])
+        half = torch.tensor([True, False])
+        mixed = net(x, t, y=y, ctx=ctx, vec=vec, drop_ctx=half)             # row by row
+        _close(mixed[0], outputs['ctx'][0])
+        _close(mixed[1], full[1])
 
 
 def test_ema_update():

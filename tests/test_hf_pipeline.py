@@ -15,7 +15,8 @@ import prepare
 import sample
 import train
 from conftest import PAD, randomize, save_hf, tiny_clap_text_config, tiny_config, tiny_hf_clap, tiny_hf_clip, word_tokenizer
-from encoders import CLAP_TEXT_TOKENS, load_checkpoint, load_hf, load_image
+from encoders import CLAP_TEXT_TOKENS, load_hf, load_image
+from methods import load_checkpoint
 from generators import AudioLDM
 
 diffusers = pytest.importorskip('diffusers')
@@ -91,15 +92,16 @@ def test_the_same_commands_run_the_full_system(tiny, audioldm, tmp_path):
     Image.fromarray(images[0]).save(tmp_path / 'cat.png')
     stem = str(tmp_path / 'cat')
     sample.main(['--ckpt', str(out), '--image', str(tmp_path / 'cat.png'), '--generator', str(pipe_dir), '--n', '2',
-                 '--steps', '4', '--out', stem])
+                 '--steps', '4', '--mapper_steps', '4', '--dtype', 'float32', '--out', stem])
     emb = clip.encode_image(load_image(str(tmp_path / 'cat.png'), 32)[None]).emb.expand(2, -1)   # (2, DIM)
-    vec = F.normalize(mapper.generate(emb, 4, 1.0, generator=torch.Generator().manual_seed(1337)), dim=-1)
-    expected = AudioLDM.from_pretrained(str(pipe_dir)).generate({'vec': vec}, 4, 3.0, generator=torch.Generator().manual_seed(1337))
+    rng = torch.Generator().manual_seed(1337)                               # one seed for the mapper, then the generator
+    vec = F.normalize(mapper.generate(emb, 4, 1.0, generator=rng), dim=-1)
+    expected = AudioLDM.from_pretrained(str(pipe_dir)).generate({'vec': vec}, 4, 3.0, generator=rng)
     for j in range(2):
-        wave, sr = sf.read(f"{stem}.{j}.wav", dtype='float32')
+        wave, sr = sf.read(f"{stem}.i2a.{j}.wav", dtype='float32')
         assert sr == 16000 and wave.shape == (512,)
         np.testing.assert_allclose(wave, expected[j].clamp(-1, 1).numpy(), atol=2 / 32768)
-        assert Image.open(f"{stem}.{j}.spec.png").size[0] > 0
+        assert Image.open(f"{stem}.i2a.{j}.spec.png").size[0] > 0
 
 
 def test_hf_features_of_video_frames():

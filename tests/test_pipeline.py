@@ -65,16 +65,18 @@ def test_toy_suite_roles(tiny):
 def test_sample_rebuilds_test_samples_and_files(tiny, real_data, tmp_path, capsys):
     ckpt_audio, ckpt_image = str(tiny / 'out' / 'toyav_vq_audio'), str(tiny / 'out' / 'toyav_vq_image')
     sample.main(['--ckpt', ckpt_audio, '--index', '1', '--data_dir', str(tiny / 'data'), '--out', str(tmp_path / 'a')])
-    wave, sr = sf.read(tmp_path / 'a.wav')
+    wave, sr = sf.read(tmp_path / 'a.reconstruct.wav')
     assert sr == 16000 and wave.ndim == 1 and len(wave) > 15000
-    assert Image.open(tmp_path / 'a.spec.png').size == (64 * 4, 64 * 4)
+    assert Image.open(tmp_path / 'a.reconstruct.spec.png').size == (64 * 4, 64 * 4)
     digit = next((real_data / 'fsdd' / 'recordings').glob('3_*.wav'))       # 8 kHz speech
     sample.main(['--ckpt', ckpt_audio, '--audio', str(digit), '--out', str(tmp_path / 'b')])
-    assert sf.info(str(tmp_path / 'b.wav')).samplerate == 16000
+    assert sf.info(str(tmp_path / 'b.reconstruct.wav')).samplerate == 16000
     rgba = tmp_path / 'in.png'
     Image.new('RGBA', (50, 70), (255, 0, 0, 128)).save(rgba)
     sample.main(['--ckpt', ckpt_image, '--image', str(rgba), '--out', str(tmp_path / 'c')])
-    assert np.asarray(Image.open(tmp_path / 'c.png')).shape == (32, 32, 3)
+    assert np.asarray(Image.open(tmp_path / 'c.reconstruct.raw.png')).shape == (32, 32, 3)
+    big = np.asarray(Image.open(tmp_path / 'c.reconstruct.png'))
+    assert big.shape == (256, 256, 3) and np.array_equal(big[::8, ::8], np.asarray(Image.open(tmp_path / 'c.reconstruct.raw.png')))
     assert not list(tmp_path.glob('*.tmp.*'))
 
 

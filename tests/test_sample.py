@@ -9,8 +9,10 @@ from PIL import Image
 import sample
 import train
 from conftest import tiny_config
-from encoders import load_checkpoint
+import methods
 from encoders import StaleCache
+from methods import load_checkpoint
+from methods import echoes as method
 
 UNET = dict(in_ch=2, out_ch=2, channels=(8, 16), layers=1, attn=(False, True), heads=2, groups=4, vec_dim=32)
 T2A = dict(method='ldm', model_args=dict(net='unet', shape=(2, 32, 32), target='ae_audio_latent', vec='clap_audio_emb',
@@ -63,12 +65,13 @@ def test_echoes_refuses_a_tokenizer_it_was_not_trained_with(tiny, echoes, tmp_pa
     out = copy_models(tiny, tmp_path / 'out', ['vq_audio', 'vq_image'])
     model, ckpt = load_checkpoint(str(echoes / 'ckpt.pt'))
     argv = ['--ckpt', str(echoes), '--ckpt_dir', str(out), '--index', '0', '--data_dir', str(tiny / 'data'), '--steps', '1']
-    sample.Echoes(model, ckpt, str(out))                               # the tokenizers it was trained with
+    options = methods.options(method.Pipeline, {})
+    method.Pipeline(model, ckpt, str(out), **options)                  # the tokenizers it was trained with
     sample.main(argv + ['--out', str(tmp_path / 'ok')])
     assert (tmp_path / 'ok.i2a.wav').exists() and (tmp_path / 'ok.a2i.png').exists()
     path = retrained(tiny, out, tokenizer)
     with pytest.raises(StaleCache, match=f"^{path}: {tokenizer} checkpoint .* retrain the model"):
-        sample.Echoes(model, ckpt, str(out))
+        method.Pipeline(model, ckpt, str(out), **options)
     message = refusal(argv + ['--out', str(tmp_path / 'stale')])
     assert message.startswith(f"error: {path}: ") and 'this echoes model was trained with' in message
     assert not list(tmp_path.glob('stale*'))
@@ -82,7 +85,7 @@ def test_generators_refuse_an_encoder_or_latent_decoder_they_were_not_trained_wi
     given = ['--text', 'a dog'] if run == 't2a' else ['--image', str(tmp_path / 'cat.png'), '--generator', str(generators / 't2a')]
     argv = ['--ckpt', str(generators / run), '--ckpt_dir', str(out), '--steps', '1'] + given
     sample.main(argv + ['--out', str(tmp_path / 'ok')])
-    assert (tmp_path / 'ok.wav').exists()
+    assert (tmp_path / f"ok.{'t2a' if run == 't2a' else 'i2a'}.wav").exists()
     path = retrained(tiny, out, encoder)
     message = refusal(argv + ['--out', str(tmp_path / 'stale')])
     assert message.startswith(f"error: {path}: {encoder} checkpoint ") and 'retrain the model' in message
@@ -116,7 +119,7 @@ def test_a_short_audio_clip_is_padded_to_the_clip_length(tiny, tmp_path, n):
     clip = tmp_path / 'short.wav'
     sf.write(clip, 0.5 * np.sin(np.arange(n) / 5), 16000)
     sample.main(['--ckpt', str(tiny / 'out' / 'toyav_vq_audio'), '--audio', str(clip), '--out', str(tmp_path / 'a')])
-    assert len(sf.read(tmp_path / 'a.wav')[0]) > 15000
+    assert len(sf.read(tmp_path / 'a.reconstruct.wav')[0]) > 15000
 
 
 def test_a_long_audio_clip_keeps_its_loudest_window_and_an_empty_one_is_refused(tiny, tmp_path):
@@ -126,15 +129,21 @@ def test_a_long_audio_clip_keeps_its_loudest_window_and_an_empty_one_is_refused(
     for name in ('tone', 'late'):
         sample.main(['--ckpt', str(tiny / 'out' / 'toyav_vq_audio'), '--audio', str(tmp_path / f"{name}.wav"),
                      '--out', str(tmp_path / 'out' / name)])
-    assert (tmp_path / 'out' / 'tone.wav').read_bytes() == (tmp_path / 'out' / 'late.wav').read_bytes()
+    assert (tmp_path / 'out' / 'tone.reconstruct.wav').read_bytes() == (tmp_path / 'out' / 'late.reconstruct.wav').read_bytes()
     sf.write(tmp_path / 'empty.wav', np.zeros(0), 16000)
     message = refusal(['--ckpt', str(tiny / 'out' / 'toyav_vq_audio'), '--audio', str(tmp_path / 'empty.wav')])
     assert 'empty.wav: empty audio' in message
 
 
-def test_a_video_for_a_checkpoint_that_is_not_a_v2a_mapper_is_refused(tiny, tmp_path):
+def test_a_video_for_a_run_whose_pipeline_takes_none_is_refused(tiny, tmp_path):
     message = refusal(['--ckpt', str(tiny / 'out' / 'toyav_vq_image'), '--video', str(tmp_path / 'clip.mp4')])
-    assert message.startswith('error: --video: ') and 'toyav_vq_image' in message and 'vq checkpoint' in message
+    assert message.startswith('error: --video: ') and 'toyav_vq_image' in message and 'takes no video' in message
+
+
+def test_a_checkpoint_that_generates_nothing_is_named(tiny, tmp_path):
+    Image.new('RGB', (40, 30), (0, 200, 0)).save(tmp_path / 'cat.png')
+    message = refusal(['--ckpt', str(tiny / 'out' / 'toyav_clip'), '--image', str(tmp_path / 'cat.png')])
+    assert 'toyav_clip/ckpt.pt: a contrastive checkpoint (a frozen part' in message and 'pipelines exist for' in message
 
 
 @pytest.mark.parametrize('tokenizer,given,takes', [('vq_audio', '--image', '--audio'), ('vq_image', '--audio', '--image')])
@@ -144,7 +153,7 @@ def test_a_tokenizer_given_the_other_modality_says_what_it_takes(tiny, tmp_path,
     media = str(tmp_path / ('cat.png' if given == '--image' else 'dog.wav'))
     ckpt = str(tiny / 'out' / f"toyav_{tokenizer}")
     message = refusal(['--ckpt', ckpt, given, media, '--out', str(tmp_path / 'x')])
-    assert f"{ckpt} is an {tokenizer[3:]} tokenizer: it takes {takes} or --index" in message
+    assert f"{ckpt} takes {takes} (reconstruct) or --index, not {given}" in message
 
 
 @pytest.mark.parametrize('index', [16, -1])
@@ -160,9 +169,14 @@ def test_help_keeps_the_docstring_layout_and_shows_every_default(capsys, monkeyp
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert sample.__doc__.splitlines()[2] in out                             # an example line, unwrapped
-    for flag, default in (('--seed SEED', '1337'), ('--cfg CFG', '3.0'), ('--span SPAN', '0.25,0.75'),
-                          ('--ckpt_dir CKPT_DIR', 'out'), ('--alpha ALPHA', '0.5')):
+    for flag, default in (('--seed SEED', '1337'), ('--gain GAIN', '1.0'), ('--ckpt_dir CKPT_DIR', 'out'),
+                          ('--dtype DTYPE', 'auto')):
         line = next(x for x in out.splitlines() if x.strip().startswith(flag))
         assert line.endswith(f"(default: {default})"), line
-    assert '(default None: out/samples/<input name>)' in out
-    assert all(x.count('default') <= 1 for x in out.splitlines()[out.splitlines().index('options:'):])   # none said twice
+    assert '(default None: out/samples/<input>.<run>)' in out
+    for key, cls in methods.PIPELINES.items():                             # every pipeline option, with its default
+        for name, (default, _) in cls.OPTIONS.items():
+            assert f"--{name}={default!r}" in out.split(key, 1)[1], (key, name)
+    head = out.splitlines()
+    options = head[head.index('options:'):head.index('pipeline options, given after the others as --name=value:')]
+    assert all(x.count('default') <= 1 for x in options)                   # none said twice

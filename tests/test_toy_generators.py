@@ -38,10 +38,10 @@ def test_dropped_conditions_are_the_null_and_vectors_are_unit():
     unet = LatentDiffusion('unet', dict(UNET, vec_dim=4), (2, 8, 8), vec='v')
     dit = LatentDiffusion('dit', T2I['model_args']['net_args'], (3, 32, 32), target='image', ctx='c')
     cond, drop = {'vec': torch.randn(3, 4) * 5}, torch.tensor([False, True, False])
-    c = unet.conditions(cond, drop)['vec']
+    c = unet.conditions(cond, {'vec': drop})['vec']
     assert torch.equal(c[1], torch.zeros(4)) and torch.allclose(c[[0, 2]].norm(dim=-1), torch.ones(2))
-    d = dit.conditions({'ctx': torch.randn(3, 5, 32)}, drop)
-    assert torch.equal(d['drop'], drop) and d['ctx'].shape == (3, 5, 32)
+    d = dit.conditions({'ctx': torch.randn(3, 5, 32)}, {'ctx': drop})
+    assert torch.equal(d['drop_ctx'], drop) and d['ctx'].shape == (3, 5, 32) and 'drop_vec' not in d
 
 
 def test_generate_is_seeded_and_guidance_changes_the_sample():
@@ -62,20 +62,21 @@ def test_toy_generators_train_sample_and_evaluate(tiny, tmp_path):
         train.train(cfg)
     ae = load_toy('ae_audio', out_dir=str(tiny / 'out'))
     assert not ae.training and not any(p.requires_grad for p in ae.parameters())
-    sample.main(['--ckpt', str(tmp_path / 't2a'), '--text', 'a loud dog barking in a tunnel', '--n', '3', '--batch_size', '2',
+    sample.main(['--ckpt', str(tmp_path / 't2a'), '--text', 'a loud dog barking in a tunnel', '--n', '3',
                  '--steps', '2', '--ckpt_dir', str(tiny / 'out'), '--out', str(tmp_path / 'dog')])
     for j in range(3):
-        wave, sr = sf.read(tmp_path / f'dog.{j}.wav')
-        assert sr == 16000 and len(wave) > 15000 and (tmp_path / f'dog.{j}.spec.png').exists()
+        wave, sr = sf.read(tmp_path / f'dog.t2a.{j}.wav')
+        assert sr == 16000 and len(wave) > 15000 and (tmp_path / f'dog.t2a.{j}.spec.png').exists()
     sample.main(['--ckpt', str(tmp_path / 't2i'), '--text', 'a quiet bell ringing', '--steps', '2',
                  '--ckpt_dir', str(tiny / 'out'), '--out', str(tmp_path / 'bell')])
-    assert np.asarray(Image.open(tmp_path / 'bell.png')).shape == (32, 32, 3)
+    assert np.asarray(Image.open(tmp_path / 'bell.t2i.raw.png')).shape == (32, 32, 3)
+    assert np.asarray(Image.open(tmp_path / 'bell.t2i.png')).shape == (256, 256, 3)
     with pytest.raises(SystemExit, match='--text'):
         sample.main(['--ckpt', str(tmp_path / 't2i'), '--ckpt_dir', str(tiny / 'out'), '--out', str(tmp_path / 'x')])
     for task in ('t2a', 't2i'):
         cfg = dict(evaluation.default_config(), out_dir=str(tmp_path / f'eval_{task}'), data_dir=str(tiny / 'data'),
-                   ckpt_dir=str(tiny / 'out'), ckpt=str(tmp_path / task), tasks=task, steps=2, n_diverse=2, n_outputs=2,
-                   batch_size=8)
+                   ckpt_dir=str(tiny / 'out'), ckpt=str(tmp_path / task), tasks=task, options=dict(steps=2),
+                   n_diverse=2, n_outputs=2, batch_size=8)
         m = evaluation.evaluate(cfg)
         for key in ('source_acc', 'env_acc', 'fd', 'fd_floor', 'cs', 'diversity', 'sec_per_sample', 'sec_per_sample_b32',
                     'loudness_rho' if task == 't2a' else 'size_rho'):
@@ -91,19 +92,21 @@ def test_v2a_mapper_drives_the_generator_from_pictures_videos_and_baselines(tiny
     rgba = tmp_path / 'cat.png'
     Image.new('RGBA', (40, 30), (0, 200, 0, 100)).save(rgba)
     sample.main(['--ckpt', str(tmp_path / 'v2a'), '--image', str(rgba), '--n', '2', '--out', str(tmp_path / 'cat')] + common)
-    a, b = (sf.read(tmp_path / f'cat.{j}.wav')[0] for j in range(2))
+    a, b = (sf.read(tmp_path / f'cat.i2a.{j}.wav')[0] for j in range(2))
     assert len(a) > 15000 and not np.allclose(a, b)                    # two prior samples, two sounds
     video = next((real_data / 'vggsound' / 'video').glob('*.mp4'))
     for frames in ('middle', 'mean'):
         sample.main(['--ckpt', str(tmp_path / 'v2a'), '--video', str(video), '--frames', frames, '--interp', 'a quiet bird',
                      '--alpha', '0.5', '--out', str(tmp_path / f'clip_{frames}')] + common)
-        assert sf.info(str(tmp_path / f'clip_{frames}.wav')).samplerate == 16000
+        assert sf.info(str(tmp_path / f'clip_{frames}.i2a.wav')).samplerate == 16000
     with pytest.raises(SystemExit, match='--image'):
         sample.main(['--ckpt', str(tmp_path / 'v2a'), '--text', 'a dog', '--out', str(tmp_path / 'x')] + common)
-    base = dict(evaluation.default_config(), data_dir=str(tiny / 'data'), ckpt_dir=str(tiny / 'out'), tasks='i2a', steps=2,
-                n_diverse=2, n_outputs=2, batch_size=8, generator=str(tmp_path / 't2a'))
-    rows = {'mapper': dict(ckpt=str(tmp_path / 'v2a')), 'clip': dict(ckpt=str(tmp_path / 't2a'), i2a_route='clip'),
-            'caption': dict(ckpt=str(tmp_path / 't2a'), i2a_route='caption')}
+    base = dict(evaluation.default_config(), data_dir=str(tiny / 'data'), ckpt_dir=str(tiny / 'out'), tasks='i2a',
+                n_diverse=2, n_outputs=2, batch_size=8, method='v2a')
+    options = dict(steps=2, generator=str(tmp_path / 't2a'), captions=str(tiny / 'data' / 'toyav' / 'captions.json'))
+    rows = {'mapper': dict(ckpt=str(tmp_path / 'v2a'), options=options),
+            'clip': dict(ckpt=str(tmp_path / 't2a'), options=dict(options, route='clip')),
+            'caption': dict(ckpt=str(tmp_path / 't2a'), options=dict(options, route='caption'))}
     results = {k: evaluation.evaluate(dict(base, out_dir=str(tmp_path / k), **v)) for k, v in rows.items()}
     for m in results.values():
         assert {'i2a.source_acc', 'i2a.env_acc', 'i2a.loudness_rho', 'i2a.fd', 'i2a.fd_floor',

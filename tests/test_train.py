@@ -12,6 +12,7 @@ import prepare
 from data import open_split
 from encoders import StaleCache
 import train
+from methods import NETWORKS, echoes
 from configurator import configure
 from conftest import tiny_config
 
@@ -52,7 +53,7 @@ def test_prepare_writes_everything_atomically(tiny):
 
 def test_loss_falls_when_overfitting_one_batch(tiny):
     cfg = tiny_config(tiny, 'clip', max_iters=1)
-    model = train.MODELS['contrastive'](**{**train.data_args(train.MODELS['contrastive'], open_split(cfg['data_dir'], 'toyav', 'train', [])[1]), **cfg['model_args']})
+    model = NETWORKS['contrastive'](**{**train.data_args(NETWORKS['contrastive'], open_split(cfg['data_dir'], 'toyav', 'train', [])[1]), **cfg['model_args']})
     data, _ = open_split(cfg['data_dir'], 'toyav', 'train', model.fields)
     batch = train.get_batch(data, 16, torch.Generator().manual_seed(0), 'cpu')
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -135,8 +136,8 @@ def test_training_leaves_the_frozen_tokenizers_unchanged(tiny, monkeypatch):
         loaded.append((name, frozen, {k: v.clone() for k, v in frozen.state_dict().items()}))
         return frozen
 
-    real_load_toy = train.load_toy
-    monkeypatch.setattr(train, 'load_toy', recording_load_toy)
+    real_load_toy = echoes.load_toy
+    monkeypatch.setattr(echoes, 'load_toy', recording_load_toy)
     cfg = tiny_config(tiny, 'clip', method='echoes', augment=True, out_dir=str(tiny / 'out' / 'echoes_frozen'), max_iters=2,
                       eval_interval=2, model_args=dict(width=32, n_layer=1, n_dec_layer=1, n_head=2, code_init=True))
     assert torch.load(train.train(cfg), weights_only=True)['iter_num'] == 2
@@ -206,7 +207,7 @@ def test_a_leveling_judge_or_tokenizer_hears_every_gain_alike(method, args, read
     mel = torch.randn(4, 64, 64) - 6                                                   # (B, n_mels, frames)
     for level in (False, True):
         torch.manual_seed(0)
-        net = train.MODELS[method](modality='audio', width=32, mel_mean=-6.0, mel_std=2.0, level=level, **args).eval()
+        net = NETWORKS[method](modality='audio', width=32, mel_mean=-6.0, mel_std=2.0, level=level, **args).eval()
         with torch.no_grad():
             a, b = (read(net, m).float() for m in (mel, mel + 3.0))                     # +3 nats: about 13 dB louder
         assert torch.allclose(a, b, atol=1e-5) == level
@@ -226,3 +227,131 @@ def test_resume_refuses_a_missing_a_corrupt_or_a_stale_checkpoint(tiny, tmp_path
     torch.save(ckpt, tmp_path / 'stale' / 'ckpt.pt')
     with pytest.raises(SystemExit, match='another version of data/toyav'):
         train.train(dict(cfg, out_dir=str(tmp_path / 'stale')))
+
+
+# the loop's contract for methods: init_from a run, freeze, parameter groups, best checkpoint, early stop
+
+MAPPER = dict(method='v2a', model_args=dict(kind='mlp', prior=False, in_dim=32, out_dim=32, width=16, n_layer=2))
+
+
+def mapper_config(tiny, name, **overrides):
+    """A tiny V2A mapper run on tiny's cached CLIP/CLAP pairs."""
+    return tiny_config(tiny, 'clip', out_dir=str(tiny / 'out' / name), **{**MAPPER, **overrides})
+
+
+def weights(path, key='model'):
+    """A checkpoint's weights."""
+    return torch.load(path, weights_only=True)[key]
+
+
+def test_init_from_a_run_loads_its_weights_and_creates_only_the_named_ones(tiny):
+    source = train.train(mapper_config(tiny, 'init_source', max_iters=2, eval_interval=2))
+    cfg = mapper_config(tiny, 'init_target', init_from=str(tiny / 'out' / 'init_source'), init_new=['head'])
+    torch.manual_seed(cfg['seed'])
+    fresh = NETWORKS['v2a'](**cfg['model_args'])
+    torch.manual_seed(cfg['seed'])                                              # as train.py builds it
+    model = NETWORKS['v2a'](**cfg['model_args'])
+    train.init_weights(model, cfg)
+    loaded, fresh_sd = model.state_dict(), fresh.state_dict()
+    for k, v in weights(source).items():
+        assert torch.equal(loaded[k], fresh_sd[k] if k.startswith('head.') else v), k
+    wider = dict(cfg, model_args=dict(cfg['model_args'], out_dim=24))           # another head shape
+    with pytest.raises(SystemExit, match=r"other shapes \['head.weight', 'head.bias'\]"):
+        train.init_weights(NETWORKS['v2a'](**wider['model_args']), dict(wider, init_new=[]))
+    train.init_weights(NETWORKS['v2a'](**wider['model_args']), wider)          # named in init_new: created afresh
+    with pytest.raises(SystemExit, match="name no parameter"):
+        train.train(dict(cfg, init_new=['no_such_layer']))
+
+
+def test_freeze_keeps_the_named_parameters_and_their_modules_in_eval_mode(tiny, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch.nn.LayerNorm, 'forward', lambda self, x: seen.append(self.training) or
+                        torch.nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps))
+    cfg = mapper_config(tiny, 'frozen_body', max_iters=3, eval_interval=3, freeze=['body', 'ln'])
+    torch.manual_seed(cfg['seed'])
+    start = NETWORKS['v2a'](**cfg['model_args']).state_dict()                   # train.py seeds, then builds
+    after = weights(train.train(cfg))
+    for k, v in after.items():
+        changed = not torch.equal(v, start[k])
+        assert changed == k.startswith(('embed_c.', 'head.')), k               # only the unfrozen ones moved
+    assert seen and not any(seen)                                              # every LayerNorm ran in eval mode
+
+
+def test_each_parameter_group_trains_at_its_own_rate(tiny, monkeypatch):
+    class Grouped(NETWORKS['v2a']):
+        def param_groups(self):
+            return {'head': list(self.head.parameters()), 'input': list(self.embed_c.parameters())}
+    monkeypatch.setitem(train.NETWORKS, 'v2a', Grouped)
+    cfg = mapper_config(tiny, 'groups', max_iters=3, eval_interval=3, lr_groups={'head': 0.0, 'input': 1e-2})
+    torch.manual_seed(cfg['seed'])
+    start = Grouped(**cfg['model_args']).state_dict()
+    after = weights(train.train(cfg))
+    assert all(torch.equal(after[k], start[k]) for k in after if k.startswith('head.'))    # its rate is 0
+    assert not torch.equal(after['embed_c.weight'], start['embed_c.weight'])
+    assert not torch.equal(after['ln.weight'], start['ln.weight'])            # the rest: learning_rate
+    with pytest.raises(SystemExit, match="lr_groups \\['tail'\\]: this model declares \\['head', 'input'\\]"):
+        train.train(dict(cfg, lr_groups={'tail': 1e-3}))
+
+
+def test_best_checkpoint_beside_the_last_and_early_stopping(tiny, capsys):
+    cfg = mapper_config(tiny, 'patience', max_iters=50, eval_interval=1, learning_rate=0.0, min_lr=0.0,
+                        patience=2)                                             # nothing moves: val loss stays
+    last = torch.load(train.train(cfg), weights_only=True)
+    best = torch.load(tiny / 'out' / 'patience' / 'best.pt', weights_only=True)
+    assert last['iter_num'] == 3 and last['bad_evals'] == 2                       # stopped early
+    assert best['iter_num'] == 1 and best['best_val_loss'] == last['best_val_loss']
+    assert 'early stop' in capsys.readouterr().out
+    full = torch.load(train.train(dict(cfg, out_dir=str(tiny / 'out' / 'no_patience'), patience=0,
+                                       max_iters=6)), weights_only=True)
+    assert full['iter_num'] == 6
+    with pytest.raises(SystemExit, match='every parameter is frozen'):
+        train.train(dict(cfg, freeze=['embed_c', 'body', 'ln', 'head']))
+
+
+def test_muon_matches_torch_in_bfloat16_and_runs_in_float32():
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(48, 24, generator=g), torch.randn(16, 40, generator=g)]
+    grads = [[torch.randn(p.shape, generator=g) for p in params] for _ in range(3)]
+    runs = {}
+    for name in ('torch', 'ours_bf16', 'ours_fp32'):
+        ps = [torch.nn.Parameter(p.clone()) for p in params]
+        if name == 'torch':
+            opt = torch.optim.Muon(ps, lr=0.02, weight_decay=0.1, adjust_lr_fn='match_rms_adamw')
+        else:
+            dtype = torch.bfloat16 if name == 'ours_bf16' else torch.float32
+            opt = train.Muon(ps, lr=0.02, weight_decay=0.1, ns_dtype=dtype)
+        for step in grads:
+            for p, grad in zip(ps, step):
+                p.grad = grad.clone()
+            opt.step()
+        runs[name] = [p.detach() for p in ps]
+    for a, b, c in zip(runs['torch'], runs['ours_bf16'], runs['ours_fp32']):
+        assert torch.equal(a, b)                                                   # the same update, bit for bit
+        assert not torch.equal(a, c) and torch.allclose(a, c, atol=2e-3)          # float32: within bf16's rounding
+    ortho = train.orthogonalize(torch.randn(64, 32, generator=g), 5, torch.float32)
+    singular = torch.linalg.svdvals(ortho)
+    assert ortho.dtype == torch.float32 and singular.min() > 0.5 and singular.max() < 1.5   # ~ U V^T
+
+
+@pytest.mark.parametrize('amx,avx512_bf16,expected', [(False, False, 'float32'), (True, False, 'bfloat16'),
+                                                       (False, True, 'bfloat16')])
+def test_auto_dtype_follows_the_cpu(monkeypatch, capsys, amx, avx512_bf16, expected):
+    import configurator
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx512_bf16)
+    assert configurator.resolve_dtype('auto', 'cpu') == expected
+    assert capsys.readouterr().out.startswith(f"dtype auto -> {expected} (")
+    assert configurator.resolve_dtype('float32', 'cpu') == 'float32'         # an explicit choice is kept
+
+
+def test_auto_dtype_trains_muon_in_float32_without_native_bf16(tiny, monkeypatch):
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False)
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False)
+    built = []
+    monkeypatch.setattr(train, 'Muon', lambda *a, **kw: built.append(kw['ns_dtype']) or torch.optim.SGD(*a, lr=0))
+    autocasts = []
+    real_autocast = torch.autocast
+    monkeypatch.setattr(torch, 'autocast', lambda *a, **kw: autocasts.append(kw) or real_autocast(*a, **kw))
+    cfg = mapper_config(tiny, 'muon_fp32', max_iters=1, eval_interval=1, optimizer='muon', dtype='auto')
+    train.train(cfg)
+    assert built == [torch.float32] and autocasts == []

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import prepare
 from data import open_split
 import train
 from configurator import configure
 from conftest import tiny_config
-from model import V2AMapper, aggregate_frames, guided
+from methods import NETWORKS
+from methods.v2a import V2AMapper, aggregate_frames
+from model import guided
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = [('mlp', False), ('transformer', False), ('mlp', True), ('transformer', True)]
@@ -151,7 +152,7 @@ def test_configs_build_their_mapper():
     assert len(paths) == 5
     for path in paths:
         cfg = configure(train.default_config(), [path])
-        model = train.MODELS[cfg['method']](**cfg['model_args'])
+        model = NETWORKS[cfg['method']](**cfg['model_args'])
         video = 'vggsound' in path                     # VGGSound maps the embeddings of a clip's ten frames
         assert model.fields == ['clip_frames_emb' if video else 'clip_image_emb', 'clap_audio_emb'], path
         emb = torch.randn(2, *[10] * video, model.embed_c.in_features)

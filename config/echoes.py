@@ -1,12 +1,10 @@
 # Visual Echoes on toyav: one masked transformer over [audio VQ ids, image VQ ids] (needs prepare.py --features toy)
-# Muon on the linear layers and bf16 autocast: 5000 iterations in 14.7 min on 2 CPU cores with AMX-BF16
-# (a CPU without bf16 units runs autocast slower: there --dtype=float32, which took 2500 iterations in 14.7 min here)
+# Muon on the linear layers; bf16 autocast where the CPU has native bf16 (dtype 'auto'), float32 elsewhere.
 out_dir = 'out/toyav_echoes'
 method = 'echoes'
 model_args = dict(width=128, n_layer=3, n_dec_layer=1, n_head=4, mask_mean=0.55)
 batch_size = 64
 max_iters = 5000
-dtype = 'bfloat16'
 optimizer = 'muon'
 learning_rate = 4e-3
 min_lr = 1e-4

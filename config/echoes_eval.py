@@ -2,5 +2,3 @@
 out_dir = 'out/toyav_echoes/eval'
 ckpt = 'out/toyav_echoes'
 tasks = 'i2a,a2i,joint,inpaint'
-steps = 16
-cfg_scale = 3.0

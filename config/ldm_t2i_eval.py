@@ -2,5 +2,3 @@
 out_dir = 'out/toyav_t2i/eval'
 ckpt = 'out/toyav_t2i'
 tasks = 't2i'
-steps = 25
-cfg_scale = 3.0

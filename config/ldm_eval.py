@@ -2,5 +2,3 @@
 out_dir = 'out/toyav_t2a/eval'
 ckpt = 'out/toyav_t2a'
 tasks = 't2a'
-steps = 25
-cfg_scale = 3.0

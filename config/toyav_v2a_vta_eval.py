@@ -1,8 +1,0 @@
-# V2A-Mapper's "vision-text-audio" baseline on toyav: the nearest training caption by toy CLIP image->text retrieval,
-# its toy CLAP text vector into the CLAP-conditioned generator
-out_dir = 'out/toyav_v2a_eval/vision_text_audio'
-ckpt = 'out/toyav_t2a'
-i2a_route = 'caption'
-tasks = 'i2a'
-steps = 25
-cfg_scale = 3.0
