@@ -3,6 +3,7 @@ import argparse
 import ast
 import csv
 import importlib
+import inspect
 import json
 import re
 import runpy
@@ -14,15 +15,16 @@ import urllib.request
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from PIL import Image
 
+import data
 import prepare
-from data import open_split
 import train
 from conftest import tiny_config
-from data import avmnist
-from encoders import MelConfig, load_audio, log_mel
+from data import SPLITS, avmnist, open_split, toyav
+from encoders import MelConfig, WordTokenizer, load_audio, log_mel
 
 SPEAKERS = ['george', 'jackson', 'lucas', 'nicolas', 'yweweler']
 
@@ -60,12 +62,81 @@ def train_tiny(root, dataset, name, **overrides):
                             eval_interval=2, **overrides))
 
 
+def refused(tmp_path, *argv):
+    """The one-line error prepare.py ends with for argv; nothing is written under tmp_path/data."""
+    with pytest.raises(SystemExit) as stop:
+        run(*argv, '--data_dir', tmp_path / 'data')
+    message = str(stop.value.code)
+    assert message.startswith('error: ') and '\n' not in message
+    assert not (tmp_path / 'data').exists()
+    return message
+
+
+# ---- every reader ----
+
+def test_every_reader_declares_its_options():
+    """read(src, **options): its own options have defaults and a help text; the rest are shared ones."""
+    for name, reader in prepare.READERS.items():
+        params = inspect.signature(reader.read).parameters
+        own = {k for k, p in params.items() if p.default is not p.empty}
+        assert list(params)[0] == 'src' and set(reader.OPTIONS) == own, name
+        assert set(params) - own - {'src'} <= set(prepare.SHARED), name
+        assert all(text.strip() for text in reader.OPTIONS.values()), name
+
+
+@pytest.mark.parametrize('argv, why', [
+    (['vggsound', '--copies', '2'],
+     '--copies is an option of avmnist, not of vggsound (its options: --val_fraction, --n_frames)'),
+    (['imagehear', '--val_fold', '3'], '--val_fold is an option of esc50, not of imagehear (its options: none)'),
+    (['toyav', '--features', 'toy', '--p_mix', '0.5'], "--p_mix is an option of reading toyav's media"),
+    (['toyav', '--src', 'DIR'], 'toyav: --src DIR: the world is generated from --seed'),
+    (['avmnist', '--test_speaker', 'lucas'], 'avmnist: --test_speaker lucas holds a speaker out only with '
+                                             '--split speaker'),
+    (['avmnist', '--split', 'random'], 'avmnist: --split random is neither fsdd nor speaker'),
+])
+def test_an_option_for_another_dataset_is_refused(argv, why, tmp_path):
+    assert refused(tmp_path, *argv).startswith(f"error: {why}")
+
+
+@pytest.mark.parametrize('dataset, expected', [
+    ('vggsound', 'raw/vggsound/vggsound.csv: not found; VGGSound is read from .*/raw/vggsound/vggsound.csv '
+                 r'\(the official csv, https://www.robots.ox.ac.uk/~vgg/data/vggsound/vggsound.csv\) and the '
+                 r'clips .*/raw/vggsound/video/<youtube_id>_<start:06d>.mp4 .*; pass --src DIR'),
+    ('esc50', r'raw/esc50/meta/esc50.csv: not found \(nor .*raw/esc50/esc50.csv\); ESC-50 is read from '
+              r'.*raw/esc50 laid out as its repository https://github.com/karolpiczak/ESC-50 .*; pass --src DIR'),
+    ('imagehear', r'raw/imagehear: not found; ImageHear \(https://pages.cs.huji.ac.il/adiyoss-lab/im2wav/\) is '
+                  r'read from one folder per class, .*raw/imagehear/<class>/\*.jpg\|jpeg\|png; pass --src DIR'),
+])
+def test_without_src_a_dataset_is_read_from_its_documented_place(dataset, expected, tmp_path):
+    """No --src and nothing at <data_dir>/raw/<dataset>/: one line saying what layout is expected where."""
+    assert re.search(expected, refused(tmp_path, dataset)), expected
+
+
+def test_prompts_of_a_dataset_without_them_is_a_clear_error():
+    assert data.prompts('toyav') == toyav.prompts() and data.prompts('avmnist') == avmnist.prompts()
+    for name in ('vggsound', 'esc50', 'imagehear'):
+        with pytest.raises(ValueError, match=f"^dataset {name}: no zero-shot prompts"):
+            data.prompts(name)
+
+
+def test_captions_are_tokenised_on_words():
+    """Punctuation splits words and is dropped; toyav's and avmnist's captions keep their words."""
+    words = WordTokenizer.words("Cars (BMW) bay) conga/bongo accelerating, can't 'stop' 2nd-hand.")
+    assert words == ['cars', 'bmw', 'bay', 'conga', 'bongo', 'accelerating', "can't", 'stop', '2nd', 'hand']
+    _, captions = toyav.generate(60, 0)
+    texts = [c[k] for c in captions for k in ('caption', 'text', 'visual')] + sum(toyav.prompts(), [])
+    assert all(WordTokenizer.words(t) == t.split() for t in texts)
+    assert WordTokenizer.vocabulary(texts) == toyav.vocabulary()
+    digits = [avmnist.caption(d)['caption'] for d in range(10)] + sum(avmnist.prompts(), [])
+    assert WordTokenizer.vocabulary(digits) == sorted({'a', 'person', 'saying', 'the', 'digit', *avmnist.DIGITS})
+
+
 # ---- avmnist ----
 
 @pytest.fixture(scope='module')
 def avmnist_root(real_data, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp('avmnist')
-    run('avmnist', '--src', real_data, '--data_dir', data_dir, '--test_speaker', 'lucas')
+    run('avmnist', '--src', real_data, '--data_dir', data_dir, '--split', 'speaker', '--test_speaker', 'lucas')
     return data_dir / 'avmnist'
 
 
@@ -124,6 +195,26 @@ def test_avmnist_held_out_speaker_only_in_test_and_image_pools_disjoint(avmnist_
     assert not pools['train'] & pools['val'] and not pools['train'] & pools['test'] and not pools['val'] & pools['test']
 
 
+def test_avmnist_default_split_is_fsdds_own(real_data, tmp_path, capsys):
+    """Recordings 0-4 of every speaker are test, 5-9 val, 10-49 train: every speaker in every split."""
+    run('avmnist', '--src', real_data, '--data_dir', tmp_path)
+    root = tmp_path / 'avmnist'
+    meta = json.loads((root / 'meta.json').read_text())
+    assert meta['split'] == 'fsdd' and meta['test_speaker'] is None
+    assert meta['counts'] == dict(train=2000, val=250, test=250)
+    splits = {s: read_split(root, s) for s in SPLITS}
+    names = {s: [fsdd_name(f) for f in files] for s, (_, _, files, _) in splits.items()}
+    takes = {s: {take for _, _, take in xs} for s, xs in names.items()}
+    assert takes == dict(train=set(range(10, 50)), val=set(range(5, 10)), test=set(range(5)))
+    for xs in names.values():
+        assert {speaker for _, speaker, _ in xs} == set(SPEAKERS) and {d for d, _, _ in xs} == set(range(10))
+    files = [set(f) for _, _, f, _ in splits.values()]
+    assert sum(map(len, files)) == len(set.union(*files)) == 2500                     # disjoint, all used
+    pools = [set(d['mnist_index'].tolist()) for d, _, _, _ in splits.values()]
+    assert sum(map(len, pools)) == len(set.union(*pools))
+    assert 'warning' not in capsys.readouterr().err                                   # no silent recording
+
+
 def small_fsdd(real_data, src):
     """A --src folder under src linking MNIST and takes 0 (val) and 7 (train) of every FSDD speaker and digit."""
     real_data = real_data.resolve()
@@ -137,7 +228,8 @@ def small_fsdd(real_data, src):
 
 def test_avmnist_speed_perturbed_copies_only_in_train(real_data, tmp_path):
     src = small_fsdd(real_data, tmp_path / 'src')
-    run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--copies', '2', '--speed', '0.2', '--peak', '0.5')
+    run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--split', 'speaker', '--copies', '2', '--speed',
+        '0.2', '--peak', '0.5')
     root = tmp_path / 'data' / 'avmnist'
     assert json.loads((root / 'meta.json').read_text())['counts'] == dict(train=120, val=40, test=20)
     data, _, files, _ = read_split(root, 'train')
@@ -159,7 +251,7 @@ def test_any_speaker_can_be_held_out_and_bad_recordings_are_reported(real_data, 
     (src / 'fsdd' / 'recordings' / '3_lucas_9.wav').write_text('not audio\n' * 20)
     (src / 'fsdd' / 'recordings' / 'hello.wav').symlink_to(real_data / 'fsdd' / 'recordings' / '0_george_0.wav')
     for speaker in SPEAKERS:
-        run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--test_speaker', speaker)
+        run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--split', 'speaker', '--test_speaker', speaker)
         root = tmp_path / 'data' / 'avmnist'
         test = read_split(root, 'test')[2]
         assert {fsdd_name(f)[1] for f in test} == {speaker} and len(test) == 20
@@ -168,7 +260,7 @@ def test_any_speaker_can_be_held_out_and_bad_recordings_are_reported(real_data, 
         reported_once(err, '3_lucas_9.wav', 'not a readable audio file')
         reported_once(err, 'hello.wav', 'not named')
     with pytest.raises(SystemExit, match='none of the speakers.*george, jackson'):
-        run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--test_speaker', 'theo')
+        run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--split', 'speaker', '--test_speaker', 'theo')
 
 
 def test_avmnist_without_network_fails_clearly(tmp_path, monkeypatch):
@@ -255,6 +347,99 @@ def test_vggsound_reports_missing_corrupt_and_silent_clips(real_data, tmp_path, 
     assert sum(meta['counts'].values()) == 6 and meta['skipped'] == 3
 
 
+def vggsound_src(real_data, src, csv_text, clips=None, place=lambda i, name: name):
+    """A --src folder: the real clips whose id starts with one of clips (all: None) linked into video/ at
+    place(i, name), and csv_text as vggsound.csv."""
+    real = real_data.resolve() / 'vggsound' / 'video'
+    chosen = [f for f in sorted(real.glob('*.mp4')) if clips is None or f.name.startswith(clips)]
+    for i, f in enumerate(chosen):
+        dest = src / 'video' / place(i, f.name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.symlink_to(f)
+    (src / 'video').mkdir(parents=True, exist_ok=True)
+    (src / 'vggsound.csv').write_text(csv_text, encoding='utf-8')
+    return src
+
+
+def real_csv(real_data):
+    """The text of the real VGGSound csv."""
+    return (real_data / 'vggsound' / 'vggsound.csv').read_text()
+
+
+def test_vggsound_reads_the_default_folder_and_a_csv_with_a_byte_order_mark(real_data, tmp_path, capsys):
+    """A spreadsheet's "CSV UTF-8" starts with U+FEFF: its first row is a clip like the others."""
+    vggsound_src(real_data, tmp_path / 'data' / 'raw' / 'vggsound', '\ufeff' + real_csv(real_data))
+    run('vggsound', '--data_dir', tmp_path / 'data')
+    assert 'skipped' not in capsys.readouterr().err
+    meta = json.loads((tmp_path / 'data' / 'vggsound' / 'meta.json').read_text())
+    assert sum(meta['counts'].values()) == 6 and meta['skipped'] == 0
+    assert 'vas_dog_02677_000000.mp4' in (tmp_path / 'data' / 'vggsound' / 'files.json').read_text()
+
+
+@pytest.mark.parametrize('place, why', [
+    (lambda i, name: f"class{i % 2}/{name}", '6 in subfolders'),
+    (lambda i, name: f"video_{2754 + i:05d}.mp4", '6 not named like a clip'),
+    (lambda i, name: f"other{name}", '6 named like a clip but not in the csv'),
+])
+def test_vggsound_folder_without_a_matching_clip_is_an_error(place, why, real_data, tmp_path):
+    vggsound_src(real_data, tmp_path / 'src', real_csv(real_data), place=place)
+    message = refused(tmp_path, 'vggsound', '--src', tmp_path / 'src')
+    assert f"no usable clip among its 6 files ({why})" in message
+    assert message.endswith('named <youtube_id>_<start:06d>.mp4 or <youtube_id>_<start_ms>_<end_ms>.mp4 '
+                            '(or .mkv, .webm)')
+
+
+def test_vggsound_rows_without_a_clip_in_one_line_and_classes_from_clips(real_data, tmp_path, capsys):
+    """The official csv beside a partial mirror: one line counts the missing rows, the classes are the
+    labels of the clips read."""
+    absent = ''.join(f"absent{i:05d},{i % 10},label {i % 300},{'train' if i % 5 else 'test'}\n"
+                     for i in range(20000))
+    src = vggsound_src(real_data, tmp_path / 'src', absent + real_csv(real_data), clips=('0DC', '1aD'))
+    run('vggsound', '--src', src, '--data_dir', tmp_path / 'data')
+    lines = [line for line in capsys.readouterr().err.splitlines() if 'absent' in line]
+    assert len(lines) == 1 and lines[0].startswith("skipped 20004 of the csv's rows, no clip")
+    assert 'row 1 absent00000_000000, row 2 absent00001_000001, ' in lines[0]
+    assert lines[0].endswith('and 19999 more (--list_missing lists them all)')
+    meta = json.loads((tmp_path / 'data' / 'vggsound' / 'meta.json').read_text())
+    assert meta['classes']['sources'] == ['baby crying', 'female singing'] and meta['skipped'] == 20004
+    run('vggsound', '--src', src, '--data_dir', tmp_path / 'data', '--list_missing')
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith('skipped')]
+    assert len(lines) == 20004 and lines[0].startswith('skipped row 1 absent00000_000000: no clip')
+
+
+def test_vggsound_refuses_a_clip_in_two_splits_and_reads_a_repeated_row_once(real_data, tmp_path, capsys):
+    leak = real_csv(real_data) + 'vas_dog_02677,0,dog barking,test\n'
+    src = vggsound_src(real_data, tmp_path / 'leak', leak, clips='vas_dog')
+    message = refused(tmp_path, 'vggsound', '--src', src)
+    assert 'a train/test leak: vas_dog_02677_000000 (row 1 train, row 7 test)' in message
+    repeat = real_csv(real_data) + 'vas_dog_02677,0,dog barking,train\n' * 2
+    run('vggsound', '--src', vggsound_src(real_data, tmp_path / 'repeat', repeat, clips='vas_dog'),
+        '--data_dir', tmp_path / 'data')
+    lines = reported(capsys.readouterr().err, 'repeated')
+    assert len(lines) == 1 and lines[0].endswith('2 repeated rows read once: rows 7, 8')
+    assert sum(json.loads((tmp_path / 'data' / 'vggsound' / 'meta.json').read_text())['counts'].values()) == 1
+
+
+def test_vggsound_empty_val_split_is_warned_about(real_data, tmp_path, capsys):
+    src = vggsound_src(real_data, tmp_path / 'src', real_csv(real_data), clips=('vas_', '0nib'))
+    run('vggsound', '--src', src, '--data_dir', tmp_path / 'data')
+    lines = reported(capsys.readouterr().err, 'val split')
+    assert lines == ['warning: vggsound: the val split is empty (--val_fraction 0.05 chose none of the 4 '
+                     'train clips); pass a larger --val_fraction']
+    run('vggsound', '--src', src, '--data_dir', tmp_path / 'data', '--val_fraction', '0.5')
+    assert not reported(capsys.readouterr().err, 'val split')
+    assert json.loads((tmp_path / 'data' / 'vggsound' / 'meta.json').read_text())['counts']['val'] > 0
+
+
+def test_vggsound_captions_keep_words_not_punctuation(real_data, tmp_path):
+    labels = real_csv(real_data).replace('dog barking', '"dog (bmw) barking, conga/bongo"')
+    run('vggsound', '--src', vggsound_src(real_data, tmp_path / 'src', labels, clips='vas_dog'),
+        '--data_dir', tmp_path / 'data')
+    data, captions, _, meta = read_split(tmp_path / 'data' / 'vggsound', 'train')
+    assert meta['vocab'] == sorted(['the', 'sound', 'of', 'dog', 'bmw', 'barking', 'conga', 'bongo'])
+    assert (data['caption_ids'][0] > 1).sum() == 8 and '(bmw)' in captions[0]['caption']
+
+
 # ---- esc50 ----
 
 @pytest.fixture(scope='module')
@@ -305,6 +490,55 @@ def test_feature_cache_of_an_audio_only_dataset(esc50_src, tmp_path, capsys):
         open_split(str(tmp_path / 'data'), 'esc50', 'train', ['image'])
 
 
+def test_esc50_reads_a_csv_with_a_byte_order_mark(esc50_src, tmp_path, capsys):
+    (tmp_path / 'src').mkdir()
+    (tmp_path / 'src' / 'audio').symlink_to(esc50_src / 'audio')
+    (tmp_path / 'src' / 'esc50.csv').write_text('\ufeff' + (esc50_src / 'esc50.csv').read_text(), 'utf-8')
+    run('esc50', '--src', tmp_path / 'src', '--data_dir', tmp_path / 'data')
+    meta = json.loads((tmp_path / 'data' / 'esc50' / 'meta.json').read_text())
+    assert sum(meta['counts'].values()) == 40 and meta['skipped'] == 2 and len(meta['classes']['label']) == 20
+
+
+def test_esc50_folder_without_the_csvs_files_is_an_error(esc50_src, tmp_path):
+    """Recordings sorted into per-class subfolders: none is where the csv says."""
+    (tmp_path / 'src' / 'audio' / 'dogs').mkdir(parents=True)
+    (tmp_path / 'src' / 'esc50.csv').symlink_to(esc50_src / 'esc50.csv')
+    for f in sorted((esc50_src / 'audio').glob('*.wav')):
+        (tmp_path / 'src' / 'audio' / 'dogs' / f.name).symlink_to(f)
+    message = refused(tmp_path, 'esc50', '--src', tmp_path / 'src')
+    assert re.search(r"audio: none of the 42 recordings of .*esc50.csv is usable \(42 not found, 0 unreadable\); "
+                     r"it holds 41 files \(41 in subfolders\) and should hold each csv filename directly, "
+                     r"e.g. 4-161099-A-47.wav$", message), message
+
+
+def write_esc50(src, recordings):
+    """An ESC-50 folder of {filename: (fold, wave at 44.1 kHz, mono (T,) or stereo (T, 2))}."""
+    (src / 'audio').mkdir(parents=True)
+    rows = ['filename,fold,target,category']
+    for name, (fold, wave) in recordings.items():
+        sf.write(src / 'audio' / name, wave, 44100)
+        rows.append(f"{name},{fold},0,dog")
+    (src / 'esc50.csv').write_text('\n'.join(rows) + '\n')
+    return src
+
+
+def test_silent_recordings_and_an_empty_val_split_are_warned_about(tmp_path, capsys):
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)                # 1 s at 44.1 kHz
+    src = write_esc50(tmp_path / 'src', {
+        'sound.wav': (1, tone), 'zeros.wav': (1, np.zeros(44100)),
+        'cancel.wav': (5, np.stack([tone, -tone], 1)),                             # L + R = 0
+        'quiet.wav': (5, 1e-3 * tone),                                              # quiet, not silent
+    })
+    run('esc50', '--src', src, '--data_dir', tmp_path / 'data')
+    err = capsys.readouterr().err
+    (silent,) = reported(err, 'silent')
+    assert silent.startswith('warning: 2 silent clips') and silent.endswith(': audio/zeros.wav, audio/cancel.wav')
+    assert reported(err, 'val split') == ['warning: esc50: the val split is empty (no recording of --val_fold 4; '
+                                          'the folds read are 1, 5); pass one of them as --val_fold']
+    run('esc50', '--src', src, '--data_dir', tmp_path / 'data', '--val_fold', 1)
+    assert not reported(capsys.readouterr().err, 'val split')
+
+
 # ---- imagehear ----
 
 @pytest.fixture
@@ -340,6 +574,13 @@ def test_imagehear_end_to_end(imagehear_src, tmp_path, capsys):
     assert data['label'].tolist() == [0, 1, 1] and meta['classes']['label'] == ['church_bells', 'dog']
     assert [c['caption'] for c in captions] == ['a photo of a church bells', 'a photo of a dog', 'a photo of a dog']
     assert read_split(root, 'train')[0]['image'].shape == (0, 32, 32, 3)
+
+
+def test_imagehear_folder_without_an_image_is_an_error(imagehear_src, tmp_path):
+    for f in imagehear_src.rglob('*.*g'):
+        f.rename(f.with_suffix('.txt'))
+    message = refused(tmp_path, 'imagehear', '--src', imagehear_src)
+    assert 'no readable image among its 5 files (2 class folders, 0 files named *.jpg|jpeg|png' in message
 
 
 def test_feature_cache_of_an_image_only_dataset(imagehear_src, tmp_path, capsys):
