@@ -17,7 +17,7 @@ and the shared settings it names. Real datasets give the fields toyav gives wher
 media (image (N, S, S, 3) uint8, wave (N, T) float32, mel (N, n_mels, frames), caption_ids,
 sources (N, K) multi-hot), so every toy config trains on them with --dataset=<ds>. Unusable files
 are reported one line each, csv rows without a file in one line; silent clips and an empty val
-split are warned about; no usable file at all is an error. A dataset is read whole before
+(or test) split are warned about; no usable file at all is an error. A dataset is read whole before
 anything is written, then written under a temporary name and renamed when complete; a cache
 whose settings or encoder checkpoints changed is refused by `open_split` with a message naming
 the mismatch.

@@ -9,7 +9,7 @@
 name the sound ("the sound of a dog barking"). The csv may carry a byte-order mark ("CSV UTF-8").
 Rows whose file is not in audio/ are counted in one line (prepare.py --list_missing lists them),
 unreadable files are reported one line each; a repeated row is read once; a file listed in two
-splits is refused.
+splits is refused; a fold given that holds no recording is warned about.
 Reference: Piczak 2015, ESC: Dataset for Environmental Sound Classification.
 """
 import csv
@@ -139,10 +139,12 @@ def read(src, *, data_dir, sample_rate, duration, test_fold=5, val_fold=4):
         k = index[category]
         sample.update(label=k, sources=np.eye(len(classes), dtype=np.uint8)[k])
         splits[split].append(sample)
-    if splits['train'] and not splits['val']:
-        folds = ', '.join(map(str, sorted({x['fold'] for x in splits['train'] + splits['test']})))
-        warnings.append(f"esc50: the val split is empty (no recording of --val_fold {val_fold}; "
-                        f"the folds read are {folds}); pass one of them as --val_fold")
+    folds = ', '.join(map(str, sorted({sample['fold'] for *_, sample in read_files})))
+    for split, fold in (('val', val_fold), ('test', test_fold)):
+        if not splits[split]:
+            warnings.append(f"esc50: the {split} split is empty (no recording of --{split}_fold "
+                            f"{fold}; the folds read are {folds}); pass one of them as "
+                            f"--{split}_fold")
     schema = dict(wave=((n,), 'float32'), label=((), 'int64'),
                   sources=((len(classes),), 'uint8'), fold=((), 'int64'))
     meta = dict(vocab=WordTokenizer.vocabulary(map(caption, classes)),

@@ -563,7 +563,7 @@ def write_esc50(src, recordings):
     return src
 
 
-def test_silent_recordings_and_an_empty_val_split_are_warned_about(tmp_path, capsys):
+def test_silent_recordings_and_empty_splits_are_warned_about(tmp_path, capsys):
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)                # 1 s at 44.1 kHz
     src = write_esc50(tmp_path / 'src', {
         'sound.wav': (1, tone), 'zeros.wav': (1, np.zeros(44100)),
@@ -578,8 +578,11 @@ def test_silent_recordings_and_an_empty_val_split_are_warned_about(tmp_path, cap
     assert reported(err, 'val split') == ['warning: esc50: the val split is empty (no recording '
                                           'of --val_fold 4; the folds read are 1, 5); pass one of '
                                           'them as --val_fold']
-    run('esc50', '--src', src, '--data_dir', tmp_path / 'data', '--val_fold', 1)
-    assert not reported(capsys.readouterr().err, 'val split')
+    run('esc50', '--src', src, '--data_dir', tmp_path / 'data', '--val_fold', 1,
+        '--test_fold', 2)
+    assert reported(capsys.readouterr().err, 'split is empty') == [
+        'warning: esc50: the test split is empty (no recording of --test_fold 2; the folds read '
+        'are 1, 5); pass one of them as --test_fold']
 
 
 # ---- imagehear ----
