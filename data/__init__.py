@@ -64,12 +64,13 @@ def unique_rows(path, rows, key, split):
         shown = [f"{k} (" + ', '.join(f"row {r[0]} {split(r)}" for r in rs) + ')'
                  for k, rs in leaks.items()]
         more = f" and {len(shown) - 5} more" if len(shown) > 5 else ''
-        raise ValueError(f"{path}: {len(shown)} listed in two splits, a train/test leak: "
+        raise ValueError(f"{path}: listed in two splits, a train/test leak ({len(shown)}): "
                          f"{'; '.join(shown[:5])}{more}; list each in one split only")
     if not repeats:
         return kept, []
     rows_shown = ', '.join(map(str, repeats[:10])) + (' ...' if len(repeats) > 10 else '')
-    return kept, [f"{path}: {len(repeats)} repeated rows read once: rows {rows_shown}"]
+    return kept, [f"{path}: {len(repeats)} repeated rows dropped (the clip and split of an "
+                  f"earlier row): rows {rows_shown}"]
 
 
 def check_mel(name, mel, meta):

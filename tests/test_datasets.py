@@ -442,12 +442,13 @@ def test_vggsound_refuses_a_clip_in_two_splits_reads_a_repeat_once(real_data, tm
     leak = real_csv(real_data) + 'vas_dog_02677,0,dog barking,test\n'
     src = vggsound_src(real_data, tmp_path / 'leak', leak, clips='vas_dog')
     message = refused(tmp_path, 'vggsound', '--src', src)
-    assert 'a train/test leak: vas_dog_02677_000000 (row 1 train, row 7 test)' in message
+    assert 'a train/test leak (1): vas_dog_02677_000000 (row 1 train, row 7 test)' in message
     repeat = real_csv(real_data) + 'vas_dog_02677,0,dog barking,train\n' * 2
     run('vggsound', '--src', vggsound_src(real_data, tmp_path / 'repeat', repeat, clips='vas_dog'),
         '--data_dir', tmp_path / 'data')
     lines = reported(capsys.readouterr().err, 'repeated')
-    assert len(lines) == 1 and lines[0].endswith('2 repeated rows read once: rows 7, 8')
+    assert len(lines) == 1 and lines[0].endswith('2 repeated rows dropped (the clip and split of '
+                                                  'an earlier row): rows 7, 8')
     meta = json.loads((tmp_path / 'data' / 'vggsound' / 'meta.json').read_text())
     assert sum(meta['counts'].values()) == 1
 
