@@ -301,8 +301,9 @@ class WordTokenizer:
 
     @staticmethod
     def words(text):
-        """The words of a text as the tokenizer sees them: lower case, without commas and full stops."""
-        return text.lower().replace(',', ' ').replace('.', ' ').split()
+        """The words of a text as the tokenizer sees them: lower-case runs of letters, digits and apostrophes."""
+        kept = ''.join(c if c.isalnum() or c == "'" else ' ' for c in text.lower())   # punctuation -> spaces
+        return [w for w in (w.strip("'") for w in kept.split()) if w]
 
     @classmethod
     def vocabulary(cls, texts):

@@ -1,24 +1,30 @@
 """Raw media -> data/<dataset>/ caches; frozen-encoder features -> .npy memmaps.
 
-    python prepare.py toyav                          # generate the embedded world (seconds)
-    python prepare.py avmnist --src ../shared/data   # spoken + handwritten digits (downloads without --src)
-    python prepare.py vggsound --src DIR             # DIR/vggsound.csv + DIR/video/*.mp4
-    python prepare.py esc50 --src DIR                # DIR/esc50.csv + DIR/audio/*.wav (audio only)
-    python prepare.py imagehear --src DIR            # DIR/<class>/*.jpg|png (image only, test split)
-    python prepare.py toyav --features toy           # cache the toy encoders' features (after training them)
-    python prepare.py vggsound --features hf         # cache the published CLIP and CLAP embeddings (GPU: --device cuda)
+    python prepare.py toyav                    # generate the embedded world (seconds)
+    python prepare.py avmnist --src ../shared/data   # spoken + handwritten digits (or downloads)
+    python prepare.py vggsound                 # data/raw/vggsound/: vggsound.csv + video/*.mp4
+    python prepare.py esc50                    # data/raw/esc50/: esc50.csv + audio/*.wav (audio)
+    python prepare.py imagehear                # data/raw/imagehear/<class>/*.jpg|png (images, test)
+    python prepare.py vggsound --src DIR       # the same layout under DIR
+    python prepare.py toyav --features toy     # cache the toy encoders' features (once trained)
+    python prepare.py vggsound --features hf   # cache the published CLIP and CLAP embeddings
 
-Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json (+ files.json: the source file
-of every sample of a real dataset); features add {split}_{encoder}_{field}.npy + features.json.
-Real datasets are read by data/<ds>.py; every one gives the fields toyav gives where it has the media
-(image (N, S, S, 3) uint8, wave (N, T) float32, mel (N, n_mels, frames), caption_ids, sources (N, K)
-multi-hot), so every toy config trains on it with --dataset=<ds>. Files that cannot be used are reported
-one line each and skipped. Everything is written under a temporary name and renamed when complete; a
-cache whose settings or encoder checkpoints changed is refused by `open_split` with a message naming
+Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json (+ files.json: the
+source file of every sample of a real dataset); features add {split}_{encoder}_{field}.npy +
+features.json. Every dataset is read by data/<ds>.py, `read(src, **options)`: the options its
+OPTIONS declares (listed under "<ds> options" below; an option of another dataset is refused)
+and the shared settings it names. Real datasets give the fields toyav gives where they have the
+media (image (N, S, S, 3) uint8, wave (N, T) float32, mel (N, n_mels, frames), caption_ids,
+sources (N, K) multi-hot), so every toy config trains on them with --dataset=<ds>. Unusable files
+are reported one line each, csv rows without a file in one line; silent clips and an empty val
+(or test) split are warned about; no usable file at all is an error. A dataset is read whole before
+anything is written, then written under a temporary name and renamed when complete; a cache
+whose settings or encoder checkpoints changed is refused by `open_split` with a message naming
 the mismatch.
 """
 import argparse
 import importlib
+import inspect
 import os
 import shutil
 import sys
@@ -35,9 +41,41 @@ from encoders import MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, TO
 # datasets
 # ---------------------------------------------------------------------------------------------
 
+READERS = {name: importlib.import_module(f"data.{name}")
+           for name in ('toyav', 'avmnist', 'vggsound', 'esc50', 'imagehear')}
+SHARED = ('data_dir', 'seed', 'image_size', 'sample_rate', 'duration')   # settings a reader names
+SILENT = 1e-4          # peak amplitude under which a clip is silent (-80 dBFS)
+SHOWN = 5              # ids a summary line shows
+
+
+def reader_options(reader):
+    """{name: (default, help)} of a reader's own options: OPTIONS' help texts, read()'s defaults."""
+    params = inspect.signature(reader.read).parameters
+    return {name: (params[name].default, text) for name, text in reader.OPTIONS.items()}
+
+
+def given_options(args):
+    """The dataset options given on the command line; one of another dataset is a ValueError."""
+    given = {name: getattr(args, name) for reader in READERS.values() for name in reader.OPTIONS
+             if hasattr(args, name)}                              # not given: absent (SUPPRESS)
+    own = READERS[args.dataset].OPTIONS
+    for name in given:
+        if args.features:
+            raise ValueError(f"--{name} is an option of reading {args.dataset}'s media; "
+                             f"--features caches the features of the prepared "
+                             f"data/{args.dataset} and takes none")
+        if name not in own:
+            owner = next(d for d, reader in READERS.items() if name in reader.OPTIONS)
+            mine = ', '.join(f"--{o}" for o in own) or 'none'
+            raise ValueError(f"--{name} is an option of {owner}, not of {args.dataset} "
+                             f"(its options: {mine})")
+    return given
+
+
 def mel_config(args):
     """The MelConfig the mel options ask for."""
-    return MelConfig(sample_rate=args.sample_rate, hop=args.hop, n_mels=args.n_mels, frames=args.frames)
+    return MelConfig(sample_rate=args.sample_rate, hop=args.hop, n_mels=args.n_mels,
+                     frames=args.frames)
 
 
 def log_mels(waves, cfg, batch_size=256):
@@ -49,17 +87,80 @@ def log_mels(waves, cfg, batch_size=256):
 
 
 def stack(samples, schema):
-    """Samples (dicts) -> {field: array (N, *shape)} for every field of schema; no samples give (0, *shape)."""
+    """Samples (dicts) -> {field: array (N, *shape)} for each field of schema; none: (0, *shape)."""
     return {k: np.array([x[k] for x in samples], dtype).reshape(len(samples), *shape)
             for k, (shape, dtype) in schema.items()}
 
 
+def summary(ids):
+    """The first few of many ids in one line."""
+    more = f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else ''
+    return ', '.join(ids[:SHOWN]) + more
+
+
+def silent_clips(splits):
+    """The files (or split and index) of every clip whose wave stays under SILENT."""
+    silent = []
+    for split, (arrays, _, files) in splits.items():
+        if 'wave' not in arrays:
+            continue
+        peaks = np.abs(arrays['wave']).max(1) if len(arrays['wave']) else []          # (N,)
+        names = files or [f"{split} sample {i}" for i in range(len(peaks))]
+        silent += [name for name, peak in zip(names, peaks) if peak < SILENT]
+    return silent
+
+
+def report(out, splits, list_missing):
+    """Print what a reader skipped, its csv rows without a file, its warnings and silent clips."""
+    for line in out.get('skipped', []):
+        print(f"skipped {line}", file=sys.stderr)
+    reason, missing = out.get('missing', ('', []))
+    if list_missing:
+        for row in missing:
+            print(f"skipped {row}: {reason}", file=sys.stderr)
+    elif missing:
+        print(f"skipped {len(missing)} of the csv's rows, {reason}: {summary(missing)} "
+              f"(--list_missing lists them all)", file=sys.stderr)
+    for line in out.get('warnings', []):
+        print(f"warning: {line}", file=sys.stderr)
+    silent = silent_clips(splits)
+    if silent:
+        print(f"warning: {len(silent)} silent clips (peak under {SILENT:g}: all zeros, or stereo "
+              f"channels that cancel in the mono mix), cached as they are: {summary(silent)}",
+              file=sys.stderr)
+
+
+def read_dataset(args):
+    """Read and report on args.dataset -> ({split: (arrays, captions, files)}, info)."""
+    reader = READERS[args.dataset]
+    options = given_options(args)
+    params = inspect.signature(reader.read).parameters
+    settings = {k: getattr(args, k) for k in SHARED if k in params}
+    out = reader.read(args.src, **settings, **options)
+    samples = {split: out['splits'].get(split, []) for split in SPLITS}
+    if not any(samples.values()):
+        raise ValueError(f"{args.dataset}: no usable sample")
+    splits = {}
+    for split, xs in samples.items():
+        files = None if any('file' not in x for x in xs) else [x['file'] for x in xs]
+        splits[split] = (stack(xs, out['schema']), [x['caption'] for x in xs], files)
+    report(out, splits, args.list_missing)
+    info = dict(out['meta'])
+    if 'skipped' in out:
+        info['skipped'] = len(out['skipped']) + len(out.get('missing', ('', []))[1])
+    return splits, info
+
+
 def write_dataset(args, dest, splits, info):
-    """Save each split's (arrays, captions, files) in dest with log-mels and caption ids; returns the meta."""
+    """Save each split's (arrays, captions, files) in dest with log-mels and caption ids -> meta."""
     mel = mel_config(args)
     tokenizer = WordTokenizer(info['vocab'], args.max_len)
-    fields, captions, files, counts = {}, {}, {}, {}
-    mel_mean, mel_std = 0.0, 1.0    # without training audio the judges' mel normalisation is the identity
+    fields = {}
+    captions = {}
+    files = {}
+    counts = {}
+    mel_mean = 0.0    # without training audio the judges' mel normalisation is the identity
+    mel_std = 1.0
     for split, (arrays, caps, names) in splits.items():
         if 'wave' in arrays:
             arrays['mel'] = log_mels(arrays['wave'], mel)                    # (N, n_mels, frames)
@@ -67,62 +168,42 @@ def write_dataset(args, dest, splits, info):
         for name, array in arrays.items():
             np.save(os.path.join(dest, f"{split}_{name}.npy"), array)
             fields[name] = dict(shape=list(array.shape[1:]), dtype=str(array.dtype))
-        captions[split], files[split], counts[split] = caps, names, len(caps)
+        captions[split] = caps
+        files[split] = names
+        counts[split] = len(caps)
         if split == 'train' and len(arrays.get('mel', ())):
-            mel_mean, mel_std = float(arrays['mel'].mean()), float(arrays['mel'].std())
+            mel_mean = float(arrays['mel'].mean())
+            mel_std = float(arrays['mel'].std())
     write_json(os.path.join(dest, 'captions.json'), captions)
     if all(v is not None for v in files.values()):
         write_json(os.path.join(dest, 'files.json'), files)
-    return dict(dataset=args.dataset, seed=args.seed, counts=counts, image_size=args.image_size, duration=args.duration,
-                mel=mel.dict(), max_len=args.max_len, fields=fields, mel_mean=mel_mean, mel_std=mel_std, **info)
-
-
-def prepare_toyav(args, dest):
-    """Generate the toyav world into the directory dest: media, labels, captions, meta."""
-    from data import toyav
-    counts = dict(train=args.n_train, val=args.n_val, test=args.n_test)
-    splits = {}
-    for i, split in enumerate(tqdm(SPLITS, desc='toyav')):
-        arrays, caps = toyav.generate(counts[split], args.seed + i, args.image_size, args.sample_rate, args.duration, args.p_mix)
-        splits[split] = (arrays, caps, None)
-    classes = dict(sources=[s[0] for s in toyav.SOURCES], env=[e[0] for e in toyav.ENVS], loud=toyav.LOUDNESS)
-    return write_dataset(args, dest, splits, dict(vocab=toyav.vocabulary(), p_mix=args.p_mix, classes=classes))
-
-
-def prepare_real(args, dest):
-    """Read a real dataset with data/<dataset>.py into dest, reporting what it skipped; returns meta.json's content."""
-    out = importlib.import_module(f"data.{args.dataset}").read(args)
-    for line in out['skipped']:
-        print(f"skipped {line}", file=sys.stderr)
-    samples = {split: out['splits'].get(split, []) for split in SPLITS}
-    splits = {split: (stack(xs, out['schema']), [x['caption'] for x in xs], [x['file'] for x in xs])
-              for split, xs in samples.items()}
-    return write_dataset(args, dest, splits, dict(out['meta'], skipped=len(out['skipped'])))
-
-
-DATASETS = {'toyav': prepare_toyav, **{name: prepare_real for name in ('avmnist', 'vggsound', 'esc50', 'imagehear')}}
+    return dict(dataset=args.dataset, seed=args.seed, counts=counts, image_size=args.image_size,
+                duration=args.duration, mel=mel.dict(), max_len=args.max_len, fields=fields,
+                mel_mean=mel_mean, mel_std=mel_std, **info)
 
 
 def prepare(args):
-    """Build data/<dataset>/ in a temporary directory, then swap it in whole."""
+    """Read the dataset whole, write data/<dataset>/ in a temporary directory, then swap it in."""
+    splits, info = read_dataset(args)            # a reader that fails leaves nothing on disk
     final = os.path.join(args.data_dir, args.dataset)
     tmp = final + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        meta = DATASETS[args.dataset](args, tmp)
+        meta = write_dataset(args, tmp, splits, info)
         write_json(os.path.join(tmp, 'meta.json'), meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)   # nothing half-written stays behind
         raise
-    old = final + '.old'                         # the previous dataset stays whole until the new one is in place
+    old = final + '.old'                         # the previous dataset stays whole until then
     shutil.rmtree(old, ignore_errors=True)
     if os.path.exists(final):
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
     skipped = f" ({meta['skipped']} skipped)" if meta.get('skipped') else ''
-    print(f"wrote {final}: " + ', '.join(f"{k} {v}" for k, v in meta['counts'].items()) + skipped)
+    counts = ', '.join(f"{k} {v}" for k, v in meta['counts'].items())
+    print(f"wrote {final}: {counts}{skipped}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,56 +312,70 @@ def write_features(args, root, encoders, captions, media, sample_rate):
     return written
 
 
+def add_reader_options(parser):
+    """One argument group per dataset with the options its reader declares (absent unless given)."""
+    for dataset, reader in READERS.items():
+        group = parser.add_argument_group(f"{dataset} options")
+        for name, (default, text) in reader_options(reader).items():
+            kind = type(default) if default is not None else str
+            how = dict(action='store_true') if kind is bool else dict(type=kind)
+            shown = '' if default is None else f" (default: {default})"
+            group.add_argument(f"--{name}", default=argparse.SUPPRESS,
+                               help=text.replace('%', '%%') + shown, **how)
+
+
 def main(argv=None):
-    """Command line: prepare a dataset, or with --features its feature cache; one-line errors for bad input."""
+    """Command line: prepare a dataset, or with --features its feature cache; one-line errors."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument('dataset', choices=sorted(DATASETS), help='which dataset to prepare')
-    parser.add_argument('--features', choices=['toy', 'hf'], help='instead of media, cache an encoder suite\'s features: '
-                        'toy (the encoders trained here, out/<dataset>_<name>) or hf (the published CLIP and CLAP: '
-                        'pooled embeddings; store images at --image_size 224 for them)')
-    parser.add_argument('--clip', default='openai/clip-vit-base-patch32', help='hf suite: CLIP model id or folder')
-    parser.add_argument('--clap', default='laion/clap-htsat-unfused', help='hf suite: CLAP model id or folder (for '
-                        'V2A-Mapper, the CLAP whose space the generator was trained in)')
-    parser.add_argument('--device', default='cpu', help="hf suite: where the encoders run ('cpu' or 'cuda')")
+    parser.add_argument('dataset', choices=list(READERS), help='which dataset to prepare')
+    parser.add_argument('--features', choices=['toy', 'hf'],
+                        help="instead of media, cache an encoder suite's features: toy (the "
+                             "encoders trained here, out/<dataset>_<name>) or hf (the published "
+                             "CLIP and CLAP: pooled embeddings; store images at --image_size 224 "
+                             "for them)")
+    parser.add_argument('--clip', default='openai/clip-vit-base-patch32',
+                        help='hf suite: CLIP model id or folder')
+    parser.add_argument('--clap', default='laion/clap-htsat-unfused',
+                        help='hf suite: CLAP model id or folder (for V2A-Mapper, the CLAP whose '
+                             'space the generator was trained in)')
+    parser.add_argument('--device', default='cpu',
+                        help="hf suite: where the encoders run ('cpu' or 'cuda')")
     parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')
-    parser.add_argument('--out_dir', default='out', help='where trained toy encoders live (out/<dataset>_<name>/)')
-    parser.add_argument('--batch_size', type=int, default=256, help='batch size for feature extraction')
-    parser.add_argument('--src', help='folder of the raw dataset (see above); avmnist without it downloads FSDD and '
-                                      'MNIST into <data_dir>/downloads/avmnist/')
-    parser.add_argument('--seed', type=int, default=1337, help='toyav: seed of the world (split i uses seed + i); '
-                                                                'avmnist: image pairing; vggsound: choice of val clips')
-    parser.add_argument('--n_train', type=int, default=5000, help='toyav: training samples')
-    parser.add_argument('--n_val', type=int, default=500, help='toyav: validation samples')
-    parser.add_argument('--n_test', type=int, default=500, help='toyav: test samples')
-    parser.add_argument('--p_mix', type=float, default=0.3, help='toyav: probability that a sample has two sources')
-    parser.add_argument('--test_speaker', default='george', help='avmnist: the FSDD speaker held out as the test split '
-                                                                  '(val: recordings 0-4 of the others)')
-    parser.add_argument('--copies', type=int, default=0, help='avmnist: speed-perturbed copies of every training '
-                                                               'recording (0 = none)')
-    parser.add_argument('--speed', type=float, default=0.15, help='avmnist: copies play at a speed, and a tempo, '
-                                                                'each uniform in 1 +- this')
-    parser.add_argument('--peak', type=float, default=0.0, help='avmnist: scale every recording to this peak amplitude '
-                                                                '(0 = as recorded)')
-    parser.add_argument('--val_fraction', type=float, default=0.05,
-                        help='vggsound: share of the csv\'s train rows that become val (a seeded hash of id and start)')
-    parser.add_argument('--n_frames', type=int, default=10,
-                        help='vggsound: video frames kept per clip, uniformly spaced')
-    parser.add_argument('--test_fold', type=int, default=5, help='esc50: the fold that is the test split')
-    parser.add_argument('--val_fold', type=int, default=4, help='esc50: the fold that is the val split')
-    parser.add_argument('--image_size', type=int, default=32, help='image side in pixels (real images: shorter side '
-                                                                    'scaled to it, then center crop)')
-    parser.add_argument('--sample_rate', type=int, default=16000, help='audio sample rate (Hz), real audio resampled')
-    parser.add_argument('--duration', type=float, default=1.0, help='clip length (s; 1 s fills 64 mel frames of hop '
-                                                                     '250 at 16 kHz); longer real audio keeps its '
-                                                                     'loudest window, shorter is zero-padded')
+    parser.add_argument('--out_dir', default='out',
+                        help='where trained toy encoders live (out/<dataset>_<name>/)')
+    parser.add_argument('--batch_size', type=int, default=256,
+                        help='batch size for feature extraction')
+    parser.add_argument('--src', help='folder of the raw dataset, laid out as its reader says '
+                                      '(above); by default vggsound, esc50 and imagehear read '
+                                      '<data_dir>/raw/<dataset>/, avmnist downloads FSDD and MNIST '
+                                      'into <data_dir>/downloads/avmnist/, toyav reads none')
+    parser.add_argument('--list_missing', action='store_true',
+                        help='vggsound, esc50: list every csv row whose media file is missing, one '
+                             'line each (by default one line counts them)')
+    parser.add_argument('--seed', type=int, default=1337,
+                        help='toyav: seed of the world (split i uses seed + i); avmnist: image '
+                             'pairing; vggsound: choice of val clips')
+    parser.add_argument('--image_size', type=int, default=32,
+                        help='image side in pixels (real images: shorter side scaled to it, then '
+                             'center crop)')
+    parser.add_argument('--sample_rate', type=int, default=16000,
+                        help='audio sample rate (Hz), real audio resampled')
+    parser.add_argument('--duration', type=float, default=1.0,
+                        help='clip length (s; 1 s fills 64 mel frames of hop 250 at 16 kHz); '
+                             'longer real audio keeps its loudest window, shorter is zero-padded')
     parser.add_argument('--hop', type=int, default=250, help='mel hop length (samples)')
     parser.add_argument('--n_mels', type=int, default=64, help='mel bands')
     parser.add_argument('--frames', type=int, default=64, help='mel frames kept per clip')
     parser.add_argument('--max_len', type=int, default=16, help='caption length in words')
+    add_reader_options(parser)
     args = parser.parse_args(argv)
     try:
-        cache_features(args) if args.features else prepare(args)
-    except (StaleCache, FileNotFoundError, ConnectionError, ValueError) as e:   # MediaError is a ValueError
+        if args.features:
+            given_options(args)                  # refuses any dataset option
+            cache_features(args)
+        else:
+            prepare(args)
+    except (StaleCache, FileNotFoundError, ConnectionError, ValueError) as e:   # MediaError too
         sys.exit(f"error: {e}")
 
 

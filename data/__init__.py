@@ -7,6 +7,7 @@ fields a network reads and refuses (StaleCache, one line naming the file) a cach
 of the dataset or by other encoder weights. One module per dataset beside this one reads its raw media.
 """
 import hashlib
+import importlib
 import json
 import os
 
@@ -34,6 +35,42 @@ def json_hash(obj):
     """Short sha256 of an object as canonical JSON (sorted keys): the identity of a config in cache metadata."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
+
+def prompts(dataset):
+    """Zero-shot prompts of data/<dataset>.py (per class, its captions); ValueError if none."""
+    module = importlib.import_module(f"data.{dataset}")
+    if not hasattr(module, 'prompts'):
+        raise ValueError(f"dataset {dataset}: no zero-shot prompts "
+                         f"(data/{dataset}.py has no prompts())")
+    return module.prompts()
+
+
+def unique_rows(path, rows, key, split):
+    """Csv rows (row number first) with each key once (first kept), and a line counting repeats."""
+    first = {}
+    kept = []
+    repeats = []
+    leaks = {}
+    for row in rows:
+        k = key(row)
+        if k not in first:
+            first[k] = row
+            kept.append(row)
+        elif split(row) == split(first[k]):
+            repeats.append(row[0])
+        else:
+            leaks.setdefault(k, [first[k]]).append(row)
+    if leaks:                                   # the same clip in train and test: refuse, naming it
+        shown = [f"{k} (" + ', '.join(f"row {r[0]} {split(r)}" for r in rs) + ')'
+                 for k, rs in leaks.items()]
+        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ''
+        raise ValueError(f"{path}: listed in two splits, a train/test leak ({len(shown)}): "
+                         f"{'; '.join(shown[:5])}{more}; list each in one split only")
+    if not repeats:
+        return kept, []
+    rows_shown = ', '.join(map(str, repeats[:10])) + (' ...' if len(repeats) > 10 else '')
+    return kept, [f"{path}: {len(repeats)} repeated rows dropped (the clip and split of an "
+                  f"earlier row): rows {rows_shown}"]
 
 
 def check_mel(name, mel, meta):

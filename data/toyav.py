@@ -8,6 +8,7 @@ complementary split into a text part (loudness + sources) and a visual part (the
 """
 import numpy as np
 from scipy.signal import fftconvolve
+from tqdm import tqdm
 
 SOURCES = [  # name, verb, shape, colour (RGB)
     ('bell', 'ringing', 'triangle', (240, 210, 30)),
@@ -28,6 +29,12 @@ SIZE = [0.16, 0.23, 0.30]                  # object radius as a fraction of the 
 MIX_SHRINK = 0.8                           # objects are smaller when two share the image
 REF_RMS = 0.1                              # every source is normalised to this RMS before its gain
 NOISE_FLOOR = 1e-3                         # std of the white noise under every clip
+OPTIONS = dict(
+    n_train='training samples',
+    n_val='validation samples',
+    n_test='test samples',
+    p_mix='probability that a sample has two sources',
+)
 
 
 def vocabulary():
@@ -213,3 +220,27 @@ def prompts():
     """Zero-shot prompts: for each source, every single-source caption that names it (for prompt ensembling)."""
     return [[caption([s], env, loud)[0] for env in range(len(ENVS)) for loud in range(len(LOUDNESS))]
             for s in range(len(SOURCES))]
+
+
+def read(src, *, seed, image_size, sample_rate, duration, n_train=5000, n_val=500, n_test=500,
+         p_mix=0.3):
+    """The world's splits, split i generated from seed + i -> dict(splits, schema, meta)."""
+    if src is not None:
+        raise ValueError(f"toyav: --src {src}: the world is generated from --seed, not read")
+    counts = dict(train=n_train, val=n_val, test=n_test)
+    splits = {}
+    for i, (split, n) in enumerate(tqdm(counts.items(), desc='toyav')):
+        if not n:
+            splits[split] = []
+            continue
+        arrays, captions = generate(n, seed + i, image_size, sample_rate, duration, p_mix)
+        samples = [{k: v[j] for k, v in arrays.items()} for j in range(n)]
+        splits[split] = [dict(x, caption=c) for x, c in zip(samples, captions)]
+    s = image_size
+    t = int(duration * sample_rate)
+    schema = dict(image=((s, s, 3), 'uint8'), wave=((t,), 'float32'),
+                  sources=((len(SOURCES),), 'uint8'), n_sources=((), 'int64'), env=((), 'int64'),
+                  loud=((), 'int64'), gain_db=((), 'float32'))
+    classes = dict(sources=[x[0] for x in SOURCES], env=[e[0] for e in ENVS], loud=LOUDNESS)
+    meta = dict(vocab=vocabulary(), p_mix=p_mix, classes=classes)
+    return dict(splits=splits, schema=schema, meta=meta)
