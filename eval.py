@@ -19,7 +19,6 @@ computes it; Inception score: Salimans et al. 2016, torch-fidelity's splits; CLI
 the image-to-audio and audio-to-image evaluation protocols of Wang et al. 2024 and Yang et al. 2024.
 """
 import copy
-import importlib
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ from scipy import linalg, special, stats
 from scipy.spatial.distance import pdist
 
 from configurator import configure, resolve_dtype
-from data import check_mel, open_split, read_json, write_json
+from data import check_mel, open_split, prompts, read_json, write_json
 from encoders import (GriffinLim, MediaError, MelConfig, StaleCache, load_checkpoint, load_toy, log_mel,
                       save_png, spectrogram_picture, to_tensor, upscale)
 from methods import load_pipeline
@@ -209,10 +208,10 @@ def task_enc(cfg, judges):
     out = {}
     for m, field in (('audio', 'mel'), ('image', 'image')):
         out.update(judged(judges, m, data[field], labels, f"judge_{m}."))
-    prompts = importlib.import_module(f"data.{cfg['dataset']}").prompts()
+    class_prompts = prompts(cfg['dataset'])
     for name in ('clip', 'clap', 'imagebind'):
         enc = toy(name, cfg, meta)
-        classes = F.normalize(torch.stack([F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in prompts]), dim=-1)  # (K, D)
+        classes = F.normalize(torch.stack([F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in class_prompts]), dim=-1)  # (K, D)
         texts = F.normalize(enc.encode_text([c['caption'] for c in captions]).emb, dim=-1)             # (N, D)
         for m, field in (('image', 'image'), ('audio', 'mel')):
             if m not in enc.roles:

@@ -670,14 +670,14 @@ def test_help_explains_every_option(script, monkeypatch, capsys):
     monkeypatch.setenv('COLUMNS', '1000')                           # argparse: one line per option
     monkeypatch.setattr(sys, 'argv', [module.__file__, '--help'])
     parsers = []
-    parse_args = argparse.ArgumentParser.parse_args
+    parse_known_args = argparse.ArgumentParser.parse_known_args
 
-    def recorded(self, *a):
-        """parse_args, remembering the parser."""
+    def recorded(self, *a, **kw):
+        """parse_known_args (parse_args calls it too), remembering the parser."""
         parsers.append(self)
-        return parse_args(self, *a)
+        return parse_known_args(self, *a, **kw)
 
-    monkeypatch.setattr(argparse.ArgumentParser, 'parse_args', recorded)
+    monkeypatch.setattr(argparse.ArgumentParser, 'parse_known_args', recorded)
     with pytest.raises(SystemExit) as stop:
         runpy.run_path(module.__file__, run_name='__main__')
     out = capsys.readouterr().out
