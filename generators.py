@@ -104,11 +104,14 @@ def audioldm_unet_config(c):
 
 
 def audioldm_vae_config(c):
-    """diffusers AutoencoderKL config -> KLAutoencoder kwargs."""
-    assert all(c.get(k, True) for k in ('mid_block_add_attention', 'use_quant_conv', 'use_post_quant_conv'))
+    """diffusers AutoencoderKL config (AudioLDM's, or FLUX.1's: 16 channels, no quant convs,
+    a shift) -> KLAutoencoder kwargs."""
+    quant = c.get('use_quant_conv', True)
+    assert c.get('mid_block_add_attention', True) and c.get('use_post_quant_conv', True) == quant
     return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(c['block_out_channels']),
                 layers=c['layers_per_block'], latent=c['latent_channels'], groups=c['norm_num_groups'],
-                scaling_factor=c.get('scaling_factor', 0.18215))
+                scaling_factor=c.get('scaling_factor', 0.18215), quant_conv=quant,
+                shift_factor=c.get('shift_factor') or 0.0)
 
 
 def pixart_config(c):
@@ -136,7 +139,8 @@ IMPORTERS = {  # kind -> (model.py module, diffusers config -> its kwargs, publi
     'audioldm_unet': (UNet, audioldm_unet_config, import_audioldm_unet),
     'audioldm_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
     'pixart': (DiT, pixart_config, import_pixart),
-    'dit': (DiT, dit_config, import_dit)}
+    'dit': (DiT, dit_config, import_dit),
+    'flux_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae)}
 DIFFUSERS_WEIGHTS = 'diffusion_pytorch_model.safetensors'  # diffusers' file name; sharded: <name>.index.json + shards
 
 

@@ -854,9 +854,11 @@ class UNet(nn.Module):
 class KLAutoencoder(nn.Module):
     """KL-regularised convolutional autoencoder (LDM; AudioLDM's mel VAE): encode -> (mean, logvar), decode latents."""
 
-    def __init__(self, in_ch=1, out_ch=1, channels=(128, 256, 512), layers=2, latent=8, groups=32, scaling_factor=1.0):
+    def __init__(self, in_ch=1, out_ch=1, channels=(128, 256, 512), layers=2, latent=8, groups=32, scaling_factor=1.0,
+                 quant_conv=True, shift_factor=0.0):
         super().__init__()
         self.scaling_factor, eps = scaling_factor, 1e-6  # the diffusion model sees scaling_factor · z
+        self.shift_factor = shift_factor  # ... or scaling_factor · (z - shift_factor) (Flux's VAE)
         c0, c1, n = channels[0], channels[-1], len(channels)
         mid = lambda: Mid(c1, None, groups, eps, lambda: PixelAttention(c1, groups))
         ins = [c0] + list(channels[:-1])
@@ -871,7 +873,8 @@ class KLAutoencoder(nn.Module):
         self.decoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(latent, c1, 3, padding=1), up_blocks=nn.ModuleList(ups),
                                           mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c0, eps),
                                           conv_out=nn.Conv2d(c0, out_ch, 3, padding=1)))
-        self.quant_conv, self.post_quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1), nn.Conv2d(latent, latent, 1)
+        self.quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1) if quant_conv else nn.Identity()  # Flux: none
+        self.post_quant_conv = nn.Conv2d(latent, latent, 1) if quant_conv else nn.Identity()
 
     def encode(self, x):
         """x (B, in_ch, H, W) -> mean, logvar, each (B, latent, H / 2^(n-1), W / 2^(n-1))."""
