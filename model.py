@@ -16,6 +16,8 @@ References:
 8) AudioLDM: Liu et al. 2023; Make-An-Audio: Huang et al. 2023
 9) DiT: Peebles & Xie 2023; PixArt-α: Chen et al. 2023; a pooled vector joined to the timestep: Flux.1, SD3 (Esser et al. 2024)
 10) V2A-Mapper: Wang et al. AAAI 2024; the diffusion prior on embeddings: DALL-E 2 (Ramesh et al. 2022)
+11) MMDiT: SD3 (Esser et al. 2024); RoPE: Su et al. 2021; QK-norm: Dehghani et al. 2023
+12) FLUX.1: Black Forest Labs 2024 (github.com/black-forest-labs/flux)
 """
 import math
 
@@ -1004,6 +1006,203 @@ class DiT(nn.Module):
         x = self.final_linear(self.final_norm(x) * (1 + scale) + shift)  # (B, N, p*p*out)
         x = x.view(B, h, w, self.p, self.p, self.out_channels).permute(0, 5, 1, 3, 2, 4)  # (B, out, h, p, w, p)
         return x.reshape(B, self.out_channels, H, W)  # (B, out, H, W)
+
+
+#################################################################################
+#          Flux.1: double- and single-stream transformer with 3-axis RoPE        #
+#################################################################################
+
+def rope_angles(ids, axes_dim, theta=10000):
+    """Rotary angles of position ids (S, axes) -> cos, sin, each (S, sum(axes_dim))."""
+    angles = []
+    for i, dim in enumerate(axes_dim):
+        exponents = torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim
+        angles.append(ids[:, i].double()[:, None] * theta ** -exponents[None])  # (S, dim/2)
+    angle = torch.cat(angles, 1).repeat_interleave(2, 1)  # (S, head_dim): one angle per pair
+    return angle.cos().float(), angle.sin().float()
+
+
+def rotate(x, cos, sin):
+    """RoPE as Flux applies it: each pair (x_2j, x_2j+1) of x (B, heads, S, hd) turned."""
+    x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, S, hd/2) each
+    turned = torch.stack([-x_odd, x_even], -1).flatten(-2)  # (B, heads, S, hd): pairs turned by 90°
+    return x * cos + turned * sin
+
+
+def flux_positions(n_txt, h, w, device=None):
+    """Position ids (n_txt + h*w, 3) on the axes (text, image row, image column): every text token
+    at 0, image patch (i, j) at (0, i, j)."""
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                                indexing='ij')
+    img = torch.stack([torch.zeros_like(rows), rows, cols], -1).flatten(0, 1)  # (h*w, 3)
+    txt = torch.zeros(n_txt, 3, dtype=img.dtype, device=device)  # (L, 3)
+    return torch.cat([txt, img])  # (L + h*w, 3)
+
+
+def joint_attention(q, k, v, cos, sin, mask=None):
+    """Attention over [text; image], q and k rotated: (B, heads, S, hd) each -> (B, S, C)."""
+    q = rotate(q, cos, sin)
+    k = rotate(k, cos, sin)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, S, hd)
+    return y.transpose(1, 2).flatten(2)  # (B, S, C)
+
+
+class QKNormProjection(nn.Module):
+    """Query, key and value projections in heads; queries and keys RMS-normalised per head."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(d, d)
+        self.to_k = nn.Linear(d, d)
+        self.to_v = nn.Linear(d, d)
+        self.norm_q = nn.RMSNorm(d // heads, eps=1e-6)
+        self.norm_k = nn.RMSNorm(d // heads, eps=1e-6)
+
+    def qkv(self, x):
+        """x (B, S, d) -> q, k, v, each (B, heads, S, d / heads)."""
+        split = lambda y: y.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, S, hd)
+        q = self.norm_q(split(self.to_q(x)))
+        k = self.norm_k(split(self.to_k(x)))
+        return q, k, split(self.to_v(x))
+
+
+class FluxStream(QKNormProjection):
+    """One modality's half of a double block: adaLN-Zero, QK-normed projections, output, MLP."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__(d, heads)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.to_out = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.fc1 = nn.Linear(d, int(d * mlp_ratio))
+        self.fc2 = nn.Linear(int(d * mlp_ratio), d)
+
+    def attention_input(self, x, c):
+        """x (B, S, d), c (B, d) -> q, k, v of the modulated x; the six modulations (B, 1, d)."""
+        m = self.adaLN_modulation(c)[:, None].chunk(6, -1)  # shift, scale, gate: attention, MLP
+        h = self.norm1(x) * (1 + m[1]) + m[0]  # (B, S, d)
+        return self.qkv(h), m
+
+    def update(self, x, y, m):
+        """x (B, S, d) plus its gated attention output y (B, S, d), then plus its gated MLP."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = m
+        x = x + gate1 * self.to_out(y)
+        h = self.norm2(x) * (1 + scale2) + shift2  # (B, S, d)
+        return x + gate2 * self.fc2(F.gelu(self.fc1(h), approximate='tanh'))
+
+
+class FluxDoubleBlock(nn.Module):
+    """MMDiT block (SD3, Flux): text and image streams with own weights, one joint attention."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__()
+        self.txt = FluxStream(d, heads, mlp_ratio)
+        self.img = FluxStream(d, heads, mlp_ratio)
+
+    def forward(self, txt, img, c, cos, sin, mask=None):
+        """txt (B, L, d), img (B, N, d), c (B, d), cos, sin (L+N, hd), mask (B, 1, 1, L+N)."""
+        L = txt.shape[1]
+        qkv_txt, m_txt = self.txt.attention_input(txt, c)
+        qkv_img, m_img = self.img.attention_input(img, c)
+        q, k, v = [torch.cat(pair, 2) for pair in zip(qkv_txt, qkv_img)]  # (B, heads, L+N, hd)
+        y = joint_attention(q, k, v, cos, sin, mask)  # (B, L + N, d)
+        return self.txt.update(txt, y[:, :L], m_txt), self.img.update(img, y[:, L:], m_img)
+
+
+class FluxSingleBlock(QKNormProjection):
+    """Single-stream block on [text; image]: one adaLN-Zero, attention and MLP side by side."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__(d, heads)
+        hidden = int(d * mlp_ratio)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 3 * d))
+        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.fc1 = nn.Linear(d, hidden)
+        self.proj_out = nn.Linear(d + hidden, d)
+
+    def forward(self, x, c, cos, sin, mask=None):
+        """x (B, S, d) the joint sequence, c (B, d), cos, sin (S, hd), mask (B, 1, 1, S)."""
+        shift, scale, gate = self.adaLN_modulation(c)[:, None].chunk(3, -1)  # (B, 1, d) each
+        h = self.norm(x) * (1 + scale) + shift  # (B, S, d)
+        y = joint_attention(*self.qkv(h), cos, sin, mask)  # (B, S, d)
+        hidden = F.gelu(self.fc1(h), approximate='tanh')  # (B, S, hidden)
+        return x + gate * self.proj_out(torch.cat([y, hidden], -1))
+
+
+class Flux(nn.Module):
+    """FLUX.1 transformer: rectified-flow velocity of latents given text tokens, a pooled text
+    vector and (if distilled) the guidance scale; double-stream, then single-stream blocks."""
+
+    def __init__(self, in_channels=16, patch_size=2, hidden_size=3072, num_heads=24, depth=19,
+                 depth_single=38, ctx_dim=4096, vec_dim=768, guidance_embed=True,
+                 axes_dim=(16, 56, 56), theta=10000, mlp_ratio=4.0):
+        super().__init__()
+        d = hidden_size
+        assert sum(axes_dim) == d // num_heads, f'RoPE axes {axes_dim} must fill one head'
+        self.p = patch_size
+        self.axes_dim = tuple(axes_dim)
+        self.theta = theta
+        self.x_embedder = nn.Linear(in_channels * patch_size ** 2, d)
+        self.ctx_embedder = nn.Linear(ctx_dim, d)
+        self.t_embedder = mlp(256, d, d)
+        self.vec_embedder = mlp(vec_dim, d, d)
+        self.guidance_embedder = mlp(256, d, d) if guidance_embed else None  # dev: yes, schnell: no
+        double = [FluxDoubleBlock(d, num_heads, mlp_ratio) for _ in range(depth)]
+        single = [FluxSingleBlock(d, num_heads, mlp_ratio) for _ in range(depth_single)]
+        self.double_blocks = nn.ModuleList(double)
+        self.single_blocks = nn.ModuleList(single)
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_mod = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))  # (shift, scale), as BFL's
+        self.final_linear = nn.Linear(d, patch_size ** 2 * in_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """adaLN-Zero: zero modulations and output layer; blocks start as identities, output 0."""
+        zero = [self.final_mod[1], self.final_linear]
+        for block in self.double_blocks:
+            zero += [block.txt.adaLN_modulation[1], block.img.adaLN_modulation[1]]
+        zero += [block.adaLN_modulation[1] for block in self.single_blocks]
+        for lin in zero:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x, t, ctx=None, ctx_mask=None, vec=None, guidance=None):
+        """x (B, C, H, W) latents (H, W multiples of the patch), t (B,) flow time in [0, 1]
+        (0: data, 1: noise), ctx (B, L, ctx_dim) text tokens (T5), ctx_mask (B, L) true where
+        real (the published pipeline masks none), vec (B, vec_dim) pooled text vector (CLIP),
+        guidance (B,) the distilled guidance scale (iff guidance_embed) -> velocity noise - x0,
+        (B, C, H, W)."""
+        assert ctx is not None and vec is not None, 'Flux needs text tokens and a pooled vector'
+        assert (guidance is None) == (self.guidance_embedder is None), 'guidance iff guidance_embed'
+        B, C, H, W = x.shape
+        p = self.p
+        h, w = H // p, W // p
+        patches = x.view(B, C, h, p, w, p).permute(0, 2, 4, 1, 3, 5)  # (B, h, w, C, p, p)
+        img = self.x_embedder(patches.reshape(B, h * w, C * p * p))  # (B, N, d), Flux's packing
+        txt = self.ctx_embedder(ctx)  # (B, L, d)
+        L = txt.shape[1]
+        c = self.t_embedder(timestep_embedding(1000 * t, 256).to(img.dtype))  # (B, d)
+        if self.guidance_embedder is not None:
+            c = c + self.guidance_embedder(timestep_embedding(1000 * guidance, 256).to(img.dtype))
+        c = c + self.vec_embedder(vec)
+        ids = flux_positions(L, h, w, x.device)  # (L + N, 3)
+        cos, sin = rope_angles(ids, self.axes_dim, self.theta)  # (L + N, hd) each
+        mask = None
+        if ctx_mask is not None:
+            image_keys = torch.ones(B, h * w, dtype=torch.bool, device=x.device)  # (B, N)
+            keep = torch.cat([ctx_mask.bool(), image_keys], 1)  # (B, L + N)
+            mask = keep[:, None, None, :]  # (B, 1, 1, L + N): no query attends to a padding token
+        for block in self.double_blocks:
+            txt, img = block(txt, img, c, cos, sin, mask)
+        seq = torch.cat([txt, img], 1)  # (B, L + N, d)
+        for block in self.single_blocks:
+            seq = block(seq, c, cos, sin, mask)
+        shift, scale = self.final_mod(c)[:, None].chunk(2, -1)  # (B, 1, d) each
+        out = self.final_linear(self.final_norm(seq[:, L:]) * (1 + scale) + shift)  # (B, N, C*p*p)
+        out = out.view(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, h, p, w, p)
+        return out.reshape(B, C, H, W)  # (B, C, H, W)
 
 
 
