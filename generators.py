@@ -210,6 +210,17 @@ def flux_config(c):
                 axes_dim=tuple(c['axes_dims_rope']))
 
 
+def flow_config(c):
+    """diffusers FlowMatchEulerDiscreteScheduler config (Flux's, SD3's) -> FlowMatching kwargs."""
+    unsupported = ('invert_sigmas', 'shift_terminal', 'use_karras_sigmas', 'use_exponential_sigmas',
+                   'use_beta_sigmas', 'stochastic_sampling')
+    assert not any(c.get(k) for k in unsupported), [k for k in unsupported if c.get(k)]
+    assert c.get('time_shift_type', 'exponential') == 'exponential', c['time_shift_type']
+    return dict(shift=c.get('shift', 1.0), dynamic_shift=c.get('use_dynamic_shifting', False),
+                base_seq=c.get('base_image_seq_len', 256), max_seq=c.get('max_image_seq_len', 4096),
+                base_shift=c.get('base_shift', 0.5), max_shift=c.get('max_shift', 1.15))
+
+
 IMPORTERS = {  # kind -> (model.py module, diffusers config -> its kwargs, published state dict -> its keys)
     'audioldm_unet': (UNet, audioldm_unet_config, import_audioldm_unet),
     'audioldm_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),

@@ -16,8 +16,9 @@ References:
 8) AudioLDM: Liu et al. 2023; Make-An-Audio: Huang et al. 2023
 9) DiT: Peebles & Xie 2023; PixArt-α: Chen et al. 2023; a pooled vector joined to the timestep: Flux.1, SD3 (Esser et al. 2024)
 10) V2A-Mapper: Wang et al. AAAI 2024; the diffusion prior on embeddings: DALL-E 2 (Ramesh et al. 2022)
-11) MMDiT: SD3 (Esser et al. 2024); RoPE: Su et al. 2021; QK-norm: Dehghani et al. 2023
-12) FLUX.1: Black Forest Labs 2024 (github.com/black-forest-labs/flux)
+11) rectified flow: Liu, Gong & Liu 2023; flow matching: Lipman et al. 2023; RoPE: Su et al. 2021
+12) MMDiT, logit-normal times, time shift: SD3 (Esser et al. 2024); QK-norm: Dehghani et al. 2023
+13) FLUX.1: Black Forest Labs 2024 (github.com/black-forest-labs/flux)
 """
 import math
 
@@ -1203,6 +1204,61 @@ class Flux(nn.Module):
         out = self.final_linear(self.final_norm(seq[:, L:]) * (1 + scale) + shift)  # (B, N, C*p*p)
         out = out.view(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, h, p, w, p)
         return out.reshape(B, C, H, W)  # (B, C, H, W)
+
+
+#################################################################################
+#                Rectified flow: flow matching as SD3 and Flux.1 use it          #
+#################################################################################
+
+def resolution_shift(n_tokens, base_seq=256, max_seq=4096, base_shift=0.5, max_shift=1.15):
+    """Flux's resolution-dependent time shift exp(mu), mu linear in the number of image tokens."""
+    slope = (max_shift - base_shift) / (max_seq - base_seq)
+    mu = base_shift + slope * (n_tokens - base_seq)
+    return math.exp(mu)
+
+
+class FlowMatching:
+    """Rectified flow: x_t = (1 - t) x0 + t noise; the network net(x_t, t, **cond), t in [0, 1],
+    predicts the velocity noise - x0; Euler sampling from t = 1 over shifted times, as diffusers'
+    FlowMatchEulerDiscreteScheduler does in the Flux pipeline."""
+
+    def __init__(self, shift=1.0, dynamic_shift=False, patch=2, base_seq=256, max_seq=4096,
+                 base_shift=0.5, max_shift=1.15, logit_normal=True):
+        self.shift = shift  # a fixed time shift (SD3: 3, FLUX.1-schnell: 1) ...
+        self.dynamic_shift = dynamic_shift  # ... or Flux's, from the image's tokens (FLUX.1-dev)
+        self.patch = patch  # latent pixels per token side, to count the tokens
+        self.seq_shift = (base_seq, max_seq, base_shift, max_shift)
+        self.logit_normal = logit_normal  # training times sigmoid(N(0, 1)) as SD3's, else uniform
+
+    def times(self, steps, x):
+        """The steps + 1 times of a chain for latents x (B, C, H, W): 1 .. 1/steps shifted, 0."""
+        n_tokens = x.shape[-2] * x.shape[-1] // self.patch ** 2
+        shift = resolution_shift(n_tokens, *self.seq_shift) if self.dynamic_shift else self.shift
+        t = torch.linspace(1, 1 / steps, steps, dtype=torch.float64)  # (steps,), as Flux's pipeline
+        t = shift * t / (1 + (shift - 1) * t)  # SD3's shift = Flux's exp(mu) / (exp(mu) + 1/t - 1)
+        return torch.cat([t, t.new_zeros(1)]).float()  # (steps + 1,)
+
+    def loss(self, net, x0, cond=None, generator=None):
+        """MSE between the network's velocity and noise - x0 at random times."""
+        B = x0.shape[0]
+        if self.logit_normal:
+            t = torch.randn(B, generator=generator, device=x0.device).sigmoid()  # (B,)
+        else:
+            t = torch.rand(B, generator=generator, device=x0.device)  # (B,)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        tb = t.to(x0.dtype).view(-1, *[1] * (x0.dim() - 1))  # (B, 1, ...)
+        x_t = (1 - tb) * x0 + tb * noise
+        return F.mse_loss(net(x_t, t, **(cond or {})), noise - x0)
+
+    @torch.no_grad()
+    def sample(self, net, x, cond=None, steps=28, generator=None):
+        """Integrate dx/dt = net(x, t) from x = noise at t = 1 to t = 0 in Euler steps
+        (deterministic: the generator is not used)."""
+        times = self.times(steps, x).to(x.device)
+        for t, t_next in zip(times[:-1], times[1:]):
+            v = net(x, t.expand(x.shape[0]), **(cond or {}))  # (B, C, H, W)
+            x = x + (t_next - t) * v
+        return x
 
 
 
