@@ -1027,7 +1027,7 @@ def rotate(x, cos, sin):
     """RoPE as Flux applies it: each pair (x_2j, x_2j+1) of x (B, heads, S, hd) turned."""
     x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, S, hd/2) each
     turned = torch.stack([-x_odd, x_even], -1).flatten(-2)  # (B, heads, S, hd): pairs turned by 90°
-    return x * cos + turned * sin
+    return (x * cos + turned * sin).to(x.dtype)  # angles in fp32, as diffusers and BFL
 
 
 def flux_positions(n_txt, h, w, device=None):

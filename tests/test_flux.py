@@ -164,6 +164,18 @@ def test_flux_zero_init_output_is_zero():
         net(x, t, ctx=ctx, vec=vec)
 
 
+def test_flux_runs_in_bfloat16():
+    # q and k leave the fp32 rotation in their own dtype, so a bf16 model's attention gets one dtype
+    net = randomize(_tiny_flux(guidance_embed=False))
+    x, t = torch.randn(2, 4, 8, 6), torch.tensor([0.1, 1.0])
+    ctx, vec = torch.randn(2, 3, 12), torch.randn(2, 10)
+    with torch.no_grad():
+        full = net(x, t, ctx=ctx, vec=vec)
+        half = net.to(torch.bfloat16)(x.bfloat16(), t, ctx=ctx.bfloat16(), vec=vec.bfloat16())
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - full).abs().max() < 0.05 * full.abs().max()
+
+
 def test_flux_learns_one_batch():
     torch.manual_seed(0)
     net, flow = _tiny_flux(guidance_embed=False), M.FlowMatching()
