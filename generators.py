@@ -1,12 +1,14 @@
 """Published generator weights -> model.py's modules by key mapping, and the AudioLDM pipeline built on them.
 
-AudioLDM's / Make-An-Audio's UNet and VAE and PixArt-alpha's transformer (diffusers layouts), and
-facebookresearch/DiT's checkpoints, loaded into model.py's UNet, KLAutoencoder and DiT: a config converter and
-a state-dict renamer per layout, both checked by parity tests against tiny random diffusers models
-(tests/test_generators.py). Nothing here trains; `load_generator` returns a module in eval mode.
+AudioLDM's / Make-An-Audio's UNet and VAE, PixArt-alpha's and FLUX.1's transformers and FLUX.1's VAE
+(diffusers layouts), facebookresearch/DiT's and black-forest-labs/flux's checkpoints, loaded into
+model.py's UNet, KLAutoencoder, DiT and Flux: a config converter and a state-dict renamer per
+layout, both checked by parity tests against tiny random diffusers models (tests/test_generators.py,
+tests/test_flux.py). Nothing here trains; `load_generator` returns a module in eval mode.
 
-References: AudioLDM (Liu et al. 2023), Make-An-Audio (Huang et al. 2023), PixArt-alpha (Chen et al. 2023),
-DiT (Peebles & Xie 2023), in the diffusers layouts (von Platen et al. 2022) or facebookresearch/DiT's.
+References: AudioLDM (Liu et al. 2023), Make-An-Audio (Huang et al. 2023), PixArt-alpha (Chen et al.
+2023), DiT (Peebles & Xie 2023), FLUX.1 (Black Forest Labs 2024), in the diffusers layouts
+(von Platen et al. 2022) or the authors' own.
 """
 import json
 import math
@@ -18,11 +20,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from encoders import Frozen, HFClapText, HFHifiGan
-from model import DiT, Diffusion, KLAutoencoder, UNet, guided
+from model import DiT, Diffusion, Flux, KLAutoencoder, UNet, guided
 
-# AudioLDM's / Make-An-Audio's UNet and VAE, PixArt-alpha's transformer (diffusers layouts) and
-# facebookresearch/DiT's checkpoints, loaded into model.py's UNet, KLAutoencoder and DiT: a config
-# converter and a state-dict renamer per layout, both checked by parity tests against diffusers.
 
 def _rename(sd, rules, drop=()):
     """Apply ordered (regex, replacement) rules to every key, leaving out `drop`; no two keys may land on one name."""
@@ -33,6 +32,20 @@ def _rename(sd, rules, drop=()):
                 k = re.sub(pattern, repl, k)
             assert k not in out, f'two source keys map onto {k!r}'
             out[k] = v
+    return out
+
+
+def _unfuse(sd, fused, names, width=None):
+    """Split the rows of every key naming `fused` (e.g. '.qkv.') into one key per name: equal parts,
+    or `width` rows for each name but the last, which takes the rest."""
+    out = {}
+    for k, v in sd.items():
+        if fused not in k:
+            out[k] = v
+            continue
+        rows = [width] * (len(names) - 1) + [len(v) - width * (len(names) - 1)] if width else None
+        parts = v.split(rows) if rows else v.chunk(len(names))
+        out.update({k.replace(fused, f'.{n}.'): w for n, w in zip(names, parts)})
     return out
 
 
@@ -69,10 +82,60 @@ def import_dit(sd):
         (r'^y_embedder\.embedding_table\.', 'y_embedder.'), (r'\.attn\.proj\.', '.attn.to_out.'), (r'\.mlp\.fc', '.fc'),
         (r'^final_layer\.linear\.', 'final_linear.'), (r'^final_layer\.adaLN_modulation\.', 'final_mod.')],
         drop=('pos_embed',))
-    out = {}
-    for k, v in sd.items():  # timm's fused qkv rows are [q; k; v]
-        out.update({k.replace('.qkv.', f'.to_{n}.'): w for n, w in zip('qkv', v.chunk(3))} if '.qkv.' in k else {k: v})
-    return out
+    return _unfuse(sd, '.qkv.', ['to_q', 'to_k', 'to_v'])  # timm's fused qkv rows are [q; k; v]
+
+
+_FLUX_DOUBLE = {  # diffusers FluxTransformerBlock -> FluxDoubleBlock ("context", "added": txt)
+    'norm1.linear': 'img.adaLN_modulation.1', 'norm1_context.linear': 'txt.adaLN_modulation.1',
+    'attn.to_q': 'img.to_q', 'attn.to_k': 'img.to_k', 'attn.to_v': 'img.to_v',
+    'attn.add_q_proj': 'txt.to_q', 'attn.add_k_proj': 'txt.to_k', 'attn.add_v_proj': 'txt.to_v',
+    'attn.norm_q': 'img.norm_q', 'attn.norm_k': 'img.norm_k',
+    'attn.norm_added_q': 'txt.norm_q', 'attn.norm_added_k': 'txt.norm_k',
+    'attn.to_out.0': 'img.to_out', 'attn.to_add_out': 'txt.to_out',
+    'ff.net.0.proj': 'img.fc1', 'ff.net.2': 'img.fc2',
+    'ff_context.net.0.proj': 'txt.fc1', 'ff_context.net.2': 'txt.fc2'}
+_FLUX = [(r'^transformer_blocks\.(\d+)\.' + re.escape(src) + r'\.', rf'double_blocks.\1.{dst}.')
+         for src, dst in _FLUX_DOUBLE.items()] + [
+    (r'^single_transformer_blocks\.(\d+)\.(attn\.)?', r'single_blocks.\1.'),
+    (r'^(single_blocks\.\d+)\.norm\.linear\.', r'\1.adaLN_modulation.1.'),
+    (r'\.proj_mlp\.', '.fc1.'), (r'^context_embedder\.', 'ctx_embedder.'),
+    (r'^time_text_embed\.timestep_embedder\.', 't_embedder.'),
+    (r'^time_text_embed\.guidance_embedder\.', 'guidance_embedder.'),
+    (r'^time_text_embed\.text_embedder\.', 'vec_embedder.'),
+    (r'\.linear_1\.', '.0.'), (r'\.linear_2\.', '.2.'),
+    (r'^norm_out\.linear\.', 'final_mod.1.'), (r'^proj_out\.', 'final_linear.')]
+_FLUX_BFL = [  # black-forest-labs/flux's names -> Flux's, the fused projections split afterwards
+    (r'^img_in\.', 'x_embedder.'), (r'^txt_in\.', 'ctx_embedder.'), (r'^time_in\.', 't_embedder.'),
+    (r'^vector_in\.', 'vec_embedder.'), (r'^guidance_in\.', 'guidance_embedder.'),
+    (r'\.in_layer\.', '.0.'), (r'\.out_layer\.', '.2.'),
+    (r'\.(img|txt)_mod\.lin\.', r'.\1.adaLN_modulation.1.'),
+    (r'\.modulation\.lin\.', '.adaLN_modulation.1.'),
+    (r'\.(img|txt)_attn\.qkv\.', r'.\1.qkv.'), (r'\.(img|txt)_attn\.proj\.', r'.\1.to_out.'),
+    (r'\.(img|txt)_attn\.norm\.', r'.\1.'), (r'^(single_blocks\.\d+)\.norm\.', r'\1.'),
+    (r'\.query_norm\.scale$', '.norm_q.weight'), (r'\.key_norm\.scale$', '.norm_k.weight'),
+    (r'\.(img|txt)_mlp\.0\.', r'.\1.fc1.'), (r'\.(img|txt)_mlp\.2\.', r'.\1.fc2.'),
+    (r'\.linear1\.', '.qkv_mlp.'), (r'\.linear2\.', '.proj_out.'),
+    (r'^final_layer\.linear\.', 'final_linear.'),
+    (r'^final_layer\.adaLN_modulation\.', 'final_mod.')]
+
+
+def _swap_halves(w):
+    """Rows (a; b) -> (b; a): diffusers' final AdaLayerNormContinuous is (scale, shift), Flux's
+    (shift, scale) as BFL's."""
+    first, second = w.chunk(2)
+    return torch.cat([second, first])
+
+
+def import_flux(sd):
+    """diffusers FluxTransformer2DModel state dict, or black-forest-labs/flux's
+    (flux1-dev.safetensors, flux1-schnell.safetensors) -> Flux's."""
+    if 'img_in.weight' not in sd:
+        final = {k: _swap_halves(v) for k, v in sd.items() if k.startswith('norm_out.linear.')}
+        return _rename({**sd, **final}, _FLUX)
+    sd = _rename(sd, _FLUX_BFL)
+    width = sd['x_embedder.weight'].shape[0]
+    sd = _unfuse(sd, '.qkv.', ['to_q', 'to_k', 'to_v'])  # double blocks: [q; k; v]
+    return _unfuse(sd, '.qkv_mlp.', ['to_q', 'to_k', 'to_v', 'fc1'], width)  # [q; k; v; MLP in]
 
 
 def load_state(model, sd):
@@ -104,11 +167,14 @@ def audioldm_unet_config(c):
 
 
 def audioldm_vae_config(c):
-    """diffusers AutoencoderKL config -> KLAutoencoder kwargs."""
-    assert all(c.get(k, True) for k in ('mid_block_add_attention', 'use_quant_conv', 'use_post_quant_conv'))
+    """diffusers AutoencoderKL config (AudioLDM's, or FLUX.1's: 16 channels, no quant convs,
+    a shift) -> KLAutoencoder kwargs."""
+    quant = c.get('use_quant_conv', True)
+    assert c.get('mid_block_add_attention', True) and c.get('use_post_quant_conv', True) == quant
     return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(c['block_out_channels']),
                 layers=c['layers_per_block'], latent=c['latent_channels'], groups=c['norm_num_groups'],
-                scaling_factor=c.get('scaling_factor', 0.18215))
+                scaling_factor=c.get('scaling_factor', 0.18215), quant_conv=quant,
+                shift_factor=c.get('shift_factor') or 0.0)
 
 
 def pixart_config(c):
@@ -132,11 +198,36 @@ def dit_config(c):
                 learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
 
 
+def flux_config(c):
+    """diffusers FluxTransformer2DModel config -> Flux kwargs (in_channels: 2x2 packed latents)."""
+    assert c.get('patch_size', 1) == 1 and c['in_channels'] % 4 == 0, 'Flux packs 2x2 patches'
+    assert c.get('out_channels') in (None, c['in_channels']), c.get('out_channels')
+    heads = c['num_attention_heads']
+    return dict(in_channels=c['in_channels'] // 4, patch_size=2,
+                hidden_size=heads * c['attention_head_dim'], num_heads=heads, depth=c['num_layers'],
+                depth_single=c['num_single_layers'], ctx_dim=c['joint_attention_dim'],
+                vec_dim=c['pooled_projection_dim'], guidance_embed=c['guidance_embeds'],
+                axes_dim=tuple(c['axes_dims_rope']))
+
+
+def flow_config(c):
+    """diffusers FlowMatchEulerDiscreteScheduler config (Flux's, SD3's) -> FlowMatching kwargs."""
+    unsupported = ('invert_sigmas', 'shift_terminal', 'use_karras_sigmas', 'use_exponential_sigmas',
+                   'use_beta_sigmas', 'stochastic_sampling')
+    assert not any(c.get(k) for k in unsupported), [k for k in unsupported if c.get(k)]
+    assert c.get('time_shift_type', 'exponential') == 'exponential', c['time_shift_type']
+    return dict(shift=c.get('shift', 1.0), dynamic_shift=c.get('use_dynamic_shifting', False),
+                base_seq=c.get('base_image_seq_len', 256), max_seq=c.get('max_image_seq_len', 4096),
+                base_shift=c.get('base_shift', 0.5), max_shift=c.get('max_shift', 1.15))
+
+
 IMPORTERS = {  # kind -> (model.py module, diffusers config -> its kwargs, published state dict -> its keys)
     'audioldm_unet': (UNet, audioldm_unet_config, import_audioldm_unet),
     'audioldm_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
     'pixart': (DiT, pixart_config, import_pixart),
-    'dit': (DiT, dit_config, import_dit)}
+    'dit': (DiT, dit_config, import_dit),
+    'flux': (Flux, flux_config, import_flux),
+    'flux_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae)}
 DIFFUSERS_WEIGHTS = 'diffusion_pytorch_model.safetensors'  # diffusers' file name; sharded: <name>.index.json + shards
 
 

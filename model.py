@@ -3,7 +3,8 @@
 Networks only: no file I/O, no printing, no device choices (generators.load_generator loads published weights
 into UNet, KLAutoencoder and DiT). A network's forward(batch) returns its training loss, so one loop in
 train.py trains them all; a paper's own network lives in methods/<key>.py. Generative processes take the network
-as a callable: masked decoding (`decode`) and Gaussian diffusion (`Diffusion`), each testable alone.
+as a callable: masked decoding (`decode`), Gaussian diffusion (`Diffusion`) and flow matching (`FlowMatching`),
+each testable alone.
 
 References:
 1) Transformer: Vaswani et al. 2017; pre-LN blocks as in GPT-2 / nanoGPT (Karpathy)
@@ -15,6 +16,9 @@ References:
 7) latent diffusion (KL autoencoder, U-Net with spatial transformers): Rombach et al. 2022
 8) AudioLDM: Liu et al. 2023; Make-An-Audio: Huang et al. 2023
 9) DiT: Peebles & Xie 2023; PixArt-α: Chen et al. 2023; a pooled vector joined to the timestep: Flux.1, SD3 (Esser et al. 2024)
+10) rectified flow: Liu, Gong & Liu 2023; flow matching: Lipman et al. 2023; RoPE: Su et al. 2021
+11) MMDiT, logit-normal times, time shift: SD3 (Esser et al. 2024); QK-norm: Dehghani et al. 2023
+12) FLUX.1: Black Forest Labs 2024 (github.com/black-forest-labs/flux)
 """
 import math
 
@@ -660,9 +664,11 @@ class UNet(nn.Module):
 class KLAutoencoder(nn.Module):
     """KL-regularised convolutional autoencoder (LDM; AudioLDM's mel VAE): encode -> (mean, logvar), decode latents."""
 
-    def __init__(self, in_ch=1, out_ch=1, channels=(128, 256, 512), layers=2, latent=8, groups=32, scaling_factor=1.0):
+    def __init__(self, in_ch=1, out_ch=1, channels=(128, 256, 512), layers=2, latent=8, groups=32, scaling_factor=1.0,
+                 quant_conv=True, shift_factor=0.0):
         super().__init__()
         self.scaling_factor, eps = scaling_factor, 1e-6  # the diffusion model sees scaling_factor · z
+        self.shift_factor = shift_factor  # ... or scaling_factor · (z - shift_factor) (Flux's VAE)
         c0, c1, n = channels[0], channels[-1], len(channels)
         mid = lambda: Mid(c1, None, groups, eps, lambda: PixelAttention(c1, groups))
         ins = [c0] + list(channels[:-1])
@@ -677,7 +683,8 @@ class KLAutoencoder(nn.Module):
         self.decoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(latent, c1, 3, padding=1), up_blocks=nn.ModuleList(ups),
                                           mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c0, eps),
                                           conv_out=nn.Conv2d(c0, out_ch, 3, padding=1)))
-        self.quant_conv, self.post_quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1), nn.Conv2d(latent, latent, 1)
+        self.quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1) if quant_conv else nn.Identity()  # Flux: none
+        self.post_quant_conv = nn.Conv2d(latent, latent, 1) if quant_conv else nn.Identity()
 
     def encode(self, x):
         """x (B, in_ch, H, W) -> mean, logvar, each (B, latent, H / 2^(n-1), W / 2^(n-1))."""
@@ -809,6 +816,258 @@ class DiT(nn.Module):
         x = self.final_linear(self.final_norm(x) * (1 + scale) + shift)  # (B, N, p*p*out)
         x = x.view(B, h, w, self.p, self.p, self.out_channels).permute(0, 5, 1, 3, 2, 4)  # (B, out, h, p, w, p)
         return x.reshape(B, self.out_channels, H, W)  # (B, out, H, W)
+
+
+#################################################################################
+#          Flux.1: double- and single-stream transformer with 3-axis RoPE        #
+#################################################################################
+
+def rope_angles(ids, axes_dim, theta=10000):
+    """Rotary angles of position ids (S, axes) -> cos, sin, each (S, sum(axes_dim))."""
+    angles = []
+    for i, dim in enumerate(axes_dim):
+        exponents = torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim
+        angles.append(ids[:, i].double()[:, None] * theta ** -exponents[None])  # (S, dim/2)
+    angle = torch.cat(angles, 1).repeat_interleave(2, 1)  # (S, head_dim): one angle per pair
+    return angle.cos().float(), angle.sin().float()
+
+
+def rotate(x, cos, sin):
+    """RoPE as Flux applies it: each pair (x_2j, x_2j+1) of x (B, heads, S, hd) turned."""
+    x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, S, hd/2) each
+    turned = torch.stack([-x_odd, x_even], -1).flatten(-2)  # (B, heads, S, hd): pairs turned by 90°
+    return (x * cos + turned * sin).to(x.dtype)  # angles in fp32, as diffusers and BFL
+
+
+def flux_positions(n_txt, h, w, device=None):
+    """Position ids (n_txt + h*w, 3) on the axes (text, image row, image column): every text token
+    at 0, image patch (i, j) at (0, i, j)."""
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                                indexing='ij')
+    img = torch.stack([torch.zeros_like(rows), rows, cols], -1).flatten(0, 1)  # (h*w, 3)
+    txt = torch.zeros(n_txt, 3, dtype=img.dtype, device=device)  # (L, 3)
+    return torch.cat([txt, img])  # (L + h*w, 3)
+
+
+def joint_attention(q, k, v, cos, sin, mask=None):
+    """Attention over [text; image], q and k rotated: (B, heads, S, hd) each -> (B, S, C)."""
+    q = rotate(q, cos, sin)
+    k = rotate(k, cos, sin)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, S, hd)
+    return y.transpose(1, 2).flatten(2)  # (B, S, C)
+
+
+class QKNormProjection(nn.Module):
+    """Query, key and value projections in heads; queries and keys RMS-normalised per head."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(d, d)
+        self.to_k = nn.Linear(d, d)
+        self.to_v = nn.Linear(d, d)
+        self.norm_q = nn.RMSNorm(d // heads, eps=1e-6)
+        self.norm_k = nn.RMSNorm(d // heads, eps=1e-6)
+
+    def qkv(self, x):
+        """x (B, S, d) -> q, k, v, each (B, heads, S, d / heads)."""
+        split = lambda y: y.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, S, hd)
+        q = self.norm_q(split(self.to_q(x)))
+        k = self.norm_k(split(self.to_k(x)))
+        return q, k, split(self.to_v(x))
+
+
+class FluxStream(QKNormProjection):
+    """One modality's half of a double block: adaLN-Zero, QK-normed projections, output, MLP."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__(d, heads)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.to_out = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.fc1 = nn.Linear(d, int(d * mlp_ratio))
+        self.fc2 = nn.Linear(int(d * mlp_ratio), d)
+
+    def attention_input(self, x, c):
+        """x (B, S, d), c (B, d) -> q, k, v of the modulated x; the six modulations (B, 1, d)."""
+        m = self.adaLN_modulation(c)[:, None].chunk(6, -1)  # shift, scale, gate: attention, MLP
+        h = self.norm1(x) * (1 + m[1]) + m[0]  # (B, S, d)
+        return self.qkv(h), m
+
+    def update(self, x, y, m):
+        """x (B, S, d) plus its gated attention output y (B, S, d), then plus its gated MLP."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = m
+        x = x + gate1 * self.to_out(y)
+        h = self.norm2(x) * (1 + scale2) + shift2  # (B, S, d)
+        return x + gate2 * self.fc2(F.gelu(self.fc1(h), approximate='tanh'))
+
+
+class FluxDoubleBlock(nn.Module):
+    """MMDiT block (SD3, Flux): text and image streams with own weights, one joint attention."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__()
+        self.txt = FluxStream(d, heads, mlp_ratio)
+        self.img = FluxStream(d, heads, mlp_ratio)
+
+    def forward(self, txt, img, c, cos, sin, mask=None):
+        """txt (B, L, d), img (B, N, d), c (B, d), cos, sin (L+N, hd), mask (B, 1, 1, L+N)."""
+        L = txt.shape[1]
+        qkv_txt, m_txt = self.txt.attention_input(txt, c)
+        qkv_img, m_img = self.img.attention_input(img, c)
+        q, k, v = [torch.cat(pair, 2) for pair in zip(qkv_txt, qkv_img)]  # (B, heads, L+N, hd)
+        y = joint_attention(q, k, v, cos, sin, mask)  # (B, L + N, d)
+        return self.txt.update(txt, y[:, :L], m_txt), self.img.update(img, y[:, L:], m_img)
+
+
+class FluxSingleBlock(QKNormProjection):
+    """Single-stream block on [text; image]: one adaLN-Zero, attention and MLP side by side."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__(d, heads)
+        hidden = int(d * mlp_ratio)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 3 * d))
+        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.fc1 = nn.Linear(d, hidden)
+        self.proj_out = nn.Linear(d + hidden, d)
+
+    def forward(self, x, c, cos, sin, mask=None):
+        """x (B, S, d) the joint sequence, c (B, d), cos, sin (S, hd), mask (B, 1, 1, S)."""
+        shift, scale, gate = self.adaLN_modulation(c)[:, None].chunk(3, -1)  # (B, 1, d) each
+        h = self.norm(x) * (1 + scale) + shift  # (B, S, d)
+        y = joint_attention(*self.qkv(h), cos, sin, mask)  # (B, S, d)
+        hidden = F.gelu(self.fc1(h), approximate='tanh')  # (B, S, hidden)
+        return x + gate * self.proj_out(torch.cat([y, hidden], -1))
+
+
+class Flux(nn.Module):
+    """FLUX.1 transformer: rectified-flow velocity of latents given text tokens, a pooled text
+    vector and (if distilled) the guidance scale; double-stream, then single-stream blocks."""
+
+    def __init__(self, in_channels=16, patch_size=2, hidden_size=3072, num_heads=24, depth=19,
+                 depth_single=38, ctx_dim=4096, vec_dim=768, guidance_embed=True,
+                 axes_dim=(16, 56, 56), theta=10000, mlp_ratio=4.0):
+        super().__init__()
+        d = hidden_size
+        assert sum(axes_dim) == d // num_heads, f'RoPE axes {axes_dim} must fill one head'
+        self.p = patch_size
+        self.axes_dim = tuple(axes_dim)
+        self.theta = theta
+        self.x_embedder = nn.Linear(in_channels * patch_size ** 2, d)
+        self.ctx_embedder = nn.Linear(ctx_dim, d)
+        self.t_embedder = mlp(256, d, d)
+        self.vec_embedder = mlp(vec_dim, d, d)
+        self.guidance_embedder = mlp(256, d, d) if guidance_embed else None  # dev: yes, schnell: no
+        double = [FluxDoubleBlock(d, num_heads, mlp_ratio) for _ in range(depth)]
+        single = [FluxSingleBlock(d, num_heads, mlp_ratio) for _ in range(depth_single)]
+        self.double_blocks = nn.ModuleList(double)
+        self.single_blocks = nn.ModuleList(single)
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_mod = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))  # (shift, scale), as BFL's
+        self.final_linear = nn.Linear(d, patch_size ** 2 * in_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """adaLN-Zero: zero modulations and output layer; blocks start as identities, output 0."""
+        zero = [self.final_mod[1], self.final_linear]
+        for block in self.double_blocks:
+            zero += [block.txt.adaLN_modulation[1], block.img.adaLN_modulation[1]]
+        zero += [block.adaLN_modulation[1] for block in self.single_blocks]
+        for lin in zero:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x, t, ctx=None, ctx_mask=None, vec=None, guidance=None):
+        """x (B, C, H, W) latents (H, W multiples of the patch), t (B,) flow time in [0, 1]
+        (0: data, 1: noise), ctx (B, L, ctx_dim) text tokens (T5), ctx_mask (B, L) true where
+        real (the published pipeline masks none), vec (B, vec_dim) pooled text vector (CLIP),
+        guidance (B,) the distilled guidance scale (iff guidance_embed) -> velocity noise - x0,
+        (B, C, H, W)."""
+        assert ctx is not None and vec is not None, 'Flux needs text tokens and a pooled vector'
+        assert (guidance is None) == (self.guidance_embedder is None), 'guidance iff guidance_embed'
+        B, C, H, W = x.shape
+        p = self.p
+        h, w = H // p, W // p
+        patches = x.view(B, C, h, p, w, p).permute(0, 2, 4, 1, 3, 5)  # (B, h, w, C, p, p)
+        img = self.x_embedder(patches.reshape(B, h * w, C * p * p))  # (B, N, d), Flux's packing
+        txt = self.ctx_embedder(ctx)  # (B, L, d)
+        L = txt.shape[1]
+        c = self.t_embedder(timestep_embedding(1000 * t, 256).to(img.dtype))  # (B, d)
+        if self.guidance_embedder is not None:
+            c = c + self.guidance_embedder(timestep_embedding(1000 * guidance, 256).to(img.dtype))
+        c = c + self.vec_embedder(vec)
+        ids = flux_positions(L, h, w, x.device)  # (L + N, 3)
+        cos, sin = rope_angles(ids, self.axes_dim, self.theta)  # (L + N, hd) each
+        mask = None
+        if ctx_mask is not None:
+            image_keys = torch.ones(B, h * w, dtype=torch.bool, device=x.device)  # (B, N)
+            keep = torch.cat([ctx_mask.bool(), image_keys], 1)  # (B, L + N)
+            mask = keep[:, None, None, :]  # (B, 1, 1, L + N): no query attends to a padding token
+        for block in self.double_blocks:
+            txt, img = block(txt, img, c, cos, sin, mask)
+        seq = torch.cat([txt, img], 1)  # (B, L + N, d)
+        for block in self.single_blocks:
+            seq = block(seq, c, cos, sin, mask)
+        shift, scale = self.final_mod(c)[:, None].chunk(2, -1)  # (B, 1, d) each
+        out = self.final_linear(self.final_norm(seq[:, L:]) * (1 + scale) + shift)  # (B, N, C*p*p)
+        out = out.view(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, h, p, w, p)
+        return out.reshape(B, C, H, W)  # (B, C, H, W)
+
+
+#################################################################################
+#                Rectified flow: flow matching as SD3 and Flux.1 use it          #
+#################################################################################
+
+def resolution_shift(n_tokens, base_seq=256, max_seq=4096, base_shift=0.5, max_shift=1.15):
+    """Flux's resolution-dependent time shift exp(mu), mu linear in the number of image tokens."""
+    slope = (max_shift - base_shift) / (max_seq - base_seq)
+    mu = base_shift + slope * (n_tokens - base_seq)
+    return math.exp(mu)
+
+
+class FlowMatching:
+    """Rectified flow: x_t = (1 - t) x0 + t noise; the network net(x_t, t, **cond), t in [0, 1],
+    predicts the velocity noise - x0; Euler sampling from t = 1 over shifted times, as diffusers'
+    FlowMatchEulerDiscreteScheduler does in the Flux pipeline."""
+
+    def __init__(self, shift=1.0, dynamic_shift=False, patch=2, base_seq=256, max_seq=4096,
+                 base_shift=0.5, max_shift=1.15, logit_normal=True):
+        self.shift = shift  # a fixed time shift (SD3: 3, FLUX.1-schnell: 1) ...
+        self.dynamic_shift = dynamic_shift  # ... or Flux's, from the image's tokens (FLUX.1-dev)
+        self.patch = patch  # latent pixels per token side, to count the tokens
+        self.seq_shift = (base_seq, max_seq, base_shift, max_shift)
+        self.logit_normal = logit_normal  # training times sigmoid(N(0, 1)) as SD3's, else uniform
+
+    def times(self, steps, x):
+        """The steps + 1 times of a chain for latents x (B, C, H, W): 1 .. 1/steps shifted, 0."""
+        n_tokens = x.shape[-2] * x.shape[-1] // self.patch ** 2
+        shift = resolution_shift(n_tokens, *self.seq_shift) if self.dynamic_shift else self.shift
+        t = torch.linspace(1, 1 / steps, steps, dtype=torch.float64)  # (steps,), as Flux's pipeline
+        t = shift * t / (1 + (shift - 1) * t)  # SD3's shift = Flux's exp(mu) / (exp(mu) + 1/t - 1)
+        return torch.cat([t, t.new_zeros(1)]).float()  # (steps + 1,)
+
+    def loss(self, net, x0, cond=None, generator=None):
+        """MSE between the network's velocity and noise - x0 at random times."""
+        B = x0.shape[0]
+        if self.logit_normal:
+            t = torch.randn(B, generator=generator, device=x0.device).sigmoid()  # (B,)
+        else:
+            t = torch.rand(B, generator=generator, device=x0.device)  # (B,)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        tb = t.to(x0.dtype).view(-1, *[1] * (x0.dim() - 1))  # (B, 1, ...)
+        x_t = (1 - tb) * x0 + tb * noise
+        return F.mse_loss(net(x_t, t, **(cond or {})), noise - x0)
+
+    @torch.no_grad()
+    def sample(self, net, x, cond=None, steps=28, generator=None):
+        """Integrate dx/dt = net(x, t) from x = noise at t = 1 to t = 0 in Euler steps
+        (deterministic: the generator is not used)."""
+        times = self.times(steps, x).to(x.device)
+        for t, t_next in zip(times[:-1], times[1:]):
+            v = net(x, t.expand(x.shape[0]), **(cond or {}))  # (B, C, H, W)
+            x = x + (t_next - t) * v
+        return x
 
 
 
