@@ -1,19 +1,24 @@
 """The full-scale parts of the maa method, offline on tiny random models: Make-An-Audio's CompVis
-checkpoint through generators.py's importers against diffusers' own CompVis converters.
+checkpoint through generators.py's importers against diffusers' own CompVis converters, and the hf
+suite's imagebind role against the CLIPModel it wraps.
 
 References: Make-An-Audio (Huang et al. 2023; Text-to-Audio/Make-An-Audio,
 configs/text_to_audio/txt2audio_args.yaml), latent diffusion (Rombach et al. 2022; CompVis layout),
-diffusers.loaders.single_file_utils (create_*_diffusers_config_from_ldm, convert_ldm_*_checkpoint).
+diffusers.loaders.single_file_utils (create_*_diffusers_config_from_ldm, convert_ldm_*_checkpoint),
+ImageBind (Girdhar et al. 2023; facebookresearch/ImageBind).
 """
 import copy
 import re
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import generators as G
 import model as M
-from conftest import randomize
+from conftest import CAPTIONS, randomize, save_hf, tiny_hf_clip, tiny_hf_imagebind
+from encoders import IMAGEBIND_CLIP, IMAGEBIND_LN_EPS, HFClip, HFImageBind, load_hf
 
 diffusers = pytest.importorskip('diffusers')
 ldm = pytest.importorskip('diffusers.loaders.single_file_utils')
@@ -257,3 +262,43 @@ def test_maa_vae_alone():
     part = {k[len(G.LDM_VAE):]: v for k, v in sd.items() if k.startswith(G.LDM_VAE)}
     part['loss.discriminator.main.0.weight'] = torch.zeros(4, 1, 4, 4)
     _same_state(G.import_maa_vae({'state_dict': part}), G.import_maa_vae(sd))
+
+# ----------------------------------------------------------------------------- imagebind role
+
+
+@pytest.fixture(scope='module')
+def imagebind():
+    return tiny_hf_imagebind()
+
+
+def test_imagebind_is_normalised_clip(imagebind):
+    clip = HFClip(imagebind.model, imagebind.processor, imagebind.tokenizer)
+    images = np.random.default_rng(0).integers(0, 256, (2, 20, 28, 3), dtype=np.uint8)
+    ours, ref = imagebind.encode_image(images), clip.encode_image(images)
+    torch.testing.assert_close(ours.emb, F.normalize(ref.emb, dim=-1))
+    torch.testing.assert_close(ours.tokens, ref.tokens)
+    assert not torch.allclose(ref.emb.norm(dim=-1), torch.ones(2))  # so the normalisation is ours
+    text, ref_text = imagebind.encode_text(CAPTIONS), clip.encode_text(CAPTIONS)
+    torch.testing.assert_close(text.emb, F.normalize(ref_text.emb, dim=-1))
+    torch.testing.assert_close(text.tokens, ref_text.tokens)
+    assert torch.equal(text.mask, ref_text.mask)
+
+
+def test_imagebind_from_pretrained(imagebind, tmp_path):
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+    assert HFImageBind.from_pretrained.__func__.__defaults__ == (IMAGEBIND_CLIP,)
+    clip = tiny_hf_clip()   # imagebind's weights with OpenCLIP's LayerNorm eps, as laion's has
+    assert clip.model.config.text_config.layer_norm_eps == 1e-5
+    loaded = load_hf('imagebind', save_hf(clip, tmp_path))
+    assert type(loaded) is HFImageBind
+    norms = [m for m in loaded.model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 7 and all(m.eps == IMAGEBIND_LN_EPS for m in norms)  # text 3, vision 4
+    proc = loaded.processor   # ImageBind's transform at the model's side (32 here, 224 for ViT-H)
+    assert (proc.size.shortest_edge, proc.crop_size.height, proc.crop_size.width) == (32, 32, 32)
+    assert proc.resample == PILImageResampling.BICUBIC
+    assert tuple(proc.image_mean) == tuple(OPENAI_CLIP_MEAN)
+    assert tuple(proc.image_std) == tuple(OPENAI_CLIP_STD)
+    images = np.random.default_rng(1).integers(0, 256, (2, 40, 30, 3), dtype=np.uint8)
+    torch.testing.assert_close(loaded.encode_image(images).emb, imagebind.encode_image(images).emb)
+    text = loaded.encode_text(CAPTIONS)
+    torch.testing.assert_close(text.emb, imagebind.encode_text(CAPTIONS).emb)
