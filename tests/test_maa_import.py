@@ -19,10 +19,10 @@ import generators as G
 import model as M
 from conftest import CAPTIONS, randomize, save_hf, tiny_hf_clip, tiny_hf_imagebind
 from encoders import IMAGEBIND_CLIP, IMAGEBIND_LN_EPS, HFClip, HFImageBind, load_hf
+from test_generators import _close, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
 diffusers = pytest.importorskip('diffusers')
 ldm = pytest.importorskip('diffusers.loaders.single_file_utils')
-ATOL = 1e-4
 
 # Make-An-Audio's configs/text_to_audio/txt2audio_args.yaml, the parts the converters read, verbatim
 MAA_UNET = dict(image_size=32, in_channels=4, out_channels=4, model_channels=320,
@@ -49,20 +49,6 @@ def _tiny_yaml(channel_mult, attention_resolutions):
     params['first_stage_config']['params']['ddconfig'].update(ch=32, resolution=32,
                                                               attn_resolutions=[8, 4])
     return tiny
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny ops on a shared 2-core machine: a second thread only adds synchronisation cost
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _close(a, b):
-    assert a.shape == b.shape, (a.shape, b.shape)
-    assert torch.allclose(a, b, atol=ATOL), f'max abs diff {(a - b).abs().max().item():.3g}'
 
 
 def _rename(sd, rules):
