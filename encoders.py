@@ -531,6 +531,47 @@ class HFClip(HFTextTower):
         return Features(out.pooler_output, out.last_hidden_state)          # (B, 512), (B, 50, 768)
 
 
+# ImageBind (Girdhar et al. 2023, facebookresearch/ImageBind): imagebind_huge's image and text
+# encoders are OpenCLIP ViT-H/14 (laion2b_s32b_b79k), initialised from it and kept frozen (its model
+# card); same widths, depths and heads, CLS / EOT pooling, LayerNorm + bias-free projection, L2
+# normalisation. It differs from that CLIP only in its LayerNorm eps and in a temporal patch
+# embedding that sees a still image as two equal frames. Its audio, depth, thermal, IMU trunks are
+# its own.
+IMAGEBIND_CLIP = 'laion/CLIP-ViT-H-14-laion2B-s32B-b79K'  # OpenCLIP ViT-H/14 in transformers
+IMAGEBIND_LN_EPS = 1e-6   # all of ImageBind's LayerNorms (OpenCLIP's: 1e-5)
+
+
+class HFImageBind(HFClip):
+    """ImageBind's image + text encoders as a CLIPModel; emb L2-normalised as ImageBind's is."""
+
+    @classmethod
+    def from_pretrained(cls, name=IMAGEBIND_CLIP, **kw):
+        """OpenCLIP ViT-H/14 with ImageBind's LayerNorm eps and image transform; CLIP tokenizer."""
+        from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessorPil, CLIPModel
+        from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+        config = CLIPConfig.from_pretrained(name)
+        config.text_config.layer_norm_eps = IMAGEBIND_LN_EPS
+        config.vision_config.layer_norm_eps = IMAGEBIND_LN_EPS
+        side = config.vision_config.image_size
+        crop = {'height': side, 'width': side}
+        # ImageBind's load_and_transform_vision_data: bicubic resize, centre crop, CLIP mean/std
+        processor = CLIPImageProcessorPil(size={'shortest_edge': side}, crop_size=crop,
+                                          resample=PILImageResampling.BICUBIC,
+                                          image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+        model = CLIPModel.from_pretrained(name, config=config, **kw)
+        return cls(model, processor, AutoTokenizer.from_pretrained(name))
+
+    def encode_image(self, images):
+        """uint8 images (B, H, W, 3) of any size -> ImageBind Features (unit emb, patch tokens)."""
+        f = super().encode_image(images)
+        return Features(F.normalize(f.emb, dim=-1), f.tokens)
+
+    def encode_text(self, texts):
+        """Captions -> ImageBind Features (unit emb without its text logit scale, tokens, mask)."""
+        f = super().encode_text(texts)
+        return Features(F.normalize(f.emb, dim=-1), f.tokens, f.mask)
+
+
 class HFClap(HFTextTower):
     """CLAP audio + text encoder (laion/clap-htsat-unfused, 48 kHz); emb is L2-normalised."""
 
@@ -683,12 +724,12 @@ class HFClapText(HFFrozen):
 
 
 HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan, 'encodec': HFEncodec,
-            'clap_text': HFClapText}
+            'clap_text': HFClapText, 'imagebind': HFImageBind}
 
 
 def load_hf(role_name, name=None, **kw):
-    """The hf-suite model of a role ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text'), from name or
-    its default."""
+    """The hf-suite model of a role ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text',
+    'imagebind'), from name or its default."""
     cls = HF_SUITE[role_name]
     return cls.from_pretrained(name, **kw) if name else cls.from_pretrained(**kw)
 

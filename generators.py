@@ -1,14 +1,15 @@
 """Published generator weights -> model.py's modules by key mapping, and the AudioLDM pipeline built on them.
 
-AudioLDM's / Make-An-Audio's UNet and VAE, PixArt-alpha's and FLUX.1's transformers and FLUX.1's VAE
-(diffusers layouts), facebookresearch/DiT's and black-forest-labs/flux's checkpoints, loaded into
-model.py's UNet, KLAutoencoder, DiT and Flux: a config converter and a state-dict renamer per
-layout, both checked by parity tests against tiny random diffusers models (tests/test_generators.py,
-tests/test_flux.py). Nothing here trains; `load_generator` returns a module in eval mode.
+AudioLDM's UNet and VAE, PixArt-alpha's and FLUX.1's transformers and FLUX.1's VAE (diffusers
+layouts), Make-An-Audio's UNet and VAE (CompVis latent-diffusion layout), facebookresearch/DiT's and
+black-forest-labs/flux's checkpoints, loaded into model.py's UNet, KLAutoencoder, DiT and Flux: a config
+converter and a state-dict renamer per layout, both checked by parity tests against tiny random diffusers
+models (tests/test_generators.py, tests/test_flux.py, tests/test_maa_import.py). Nothing here trains;
+`load_generator` returns a module in eval mode.
 
 References: AudioLDM (Liu et al. 2023), Make-An-Audio (Huang et al. 2023), PixArt-alpha (Chen et al.
 2023), DiT (Peebles & Xie 2023), FLUX.1 (Black Forest Labs 2024), in the diffusers layouts
-(von Platen et al. 2022) or the authors' own.
+(von Platen et al. 2022), CompVis latent diffusion's (Rombach et al. 2022) or the authors' own.
 """
 import json
 import math
@@ -221,13 +222,144 @@ def flow_config(c):
                 base_shift=c.get('base_shift', 0.5), max_shift=c.get('max_shift', 1.15))
 
 
+# Make-An-Audio (Text-to-Audio/Make-An-Audio) ships one CompVis latent-diffusion checkpoint,
+# maa1_full.ckpt: model.diffusion_model.* (openaimodel.UNetModel), first_stage_model.*
+# (autoencoder.AutoencoderKL), cond_stage_model.* (its MS-CLAP text encoder), described by
+# configs/text_to_audio/txt2audio_args.yaml. The converters read that yaml as a dict (whole, or
+# one part's params); the renamers read the checkpoint (Lightning's, its state dict, or one part).
+
+LDM_GROUPS = 32            # CompVis normalization(): GroupNorm(32, c) in every layer
+LDM_UNET = 'model.diffusion_model.'
+LDM_VAE = 'first_stage_model.'
+_RESNET = [(r'\.in_layers\.0\.', '.norm1.'), (r'\.in_layers\.2\.', '.conv1.'),
+           (r'\.emb_layers\.1\.', '.time_emb_proj.'), (r'\.out_layers\.0\.', '.norm2.'),
+           (r'\.out_layers\.3\.', '.conv2.'), (r'\.skip_connection\.', '.conv_shortcut.')]
+_LDM_VAE = [
+    (r'^encoder\.down\.(\d+)\.block\.', r'encoder.down_blocks.\1.resnets.'),
+    (r'^encoder\.down\.(\d+)\.attn\.', r'encoder.down_blocks.\1.attentions.'),
+    (r'^encoder\.down\.(\d+)\.downsample\.conv\.', r'encoder.down_blocks.\1.resample.'),
+    (r'(up_blocks\.\d+\.)block\.', r'\1resnets.'), (r'(up_blocks\.\d+\.)attn\.', r'\1attentions.'),
+    (r'(up_blocks\.\d+\.)upsample\.conv\.', r'\1resample.'),
+    (r'\.mid\.block_1\.', '.mid_block.resnets.0.'), (r'\.mid\.block_2\.', '.mid_block.resnets.1.'),
+    (r'\.mid\.attn_1\.', '.mid_block.attentions.0.'), (r'\.norm_out\.', '.conv_norm_out.'),
+    (r'\.nin_shortcut\.', '.conv_shortcut.'), (r'(attentions\.\d+\.)norm\.', r'\1group_norm.'),
+    (r'(attentions\.\d+\.)(q|k|v)\.', r'\1to_\2.'),
+    (r'(attentions\.\d+\.)proj_out\.', r'\1to_out.')]
+_CONV_ATTENTION = re.compile(r'attentions\.\d+\.to_(q|k|v|out)\.weight$')  # 1x1 convs, linear here
+
+
+def _ldm_params(c, part):
+    """The params of a part ('unet_config', 'first_stage_config') of a CompVis yaml, or c itself."""
+    return c['model']['params'][part]['params'] if 'model' in c else c
+
+
+def _ldm_part(sd, prefix):
+    """The keys of one part of a CompVis checkpoint, prefix removed; a part alone as it is."""
+    sd = sd.get('state_dict', sd)
+    part = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return part or sd
+
+
+def _indices(sd, name):
+    """The sorted block numbers n of the keys 'name.n.*'."""
+    return sorted({int(k.split('.')[1]) for k in sd if k.startswith(name + '.')})
+
+
+def _maa_unet_blocks(sd):
+    """CompVis U-Net block prefixes -> UNet's, walked in order: a level ends at its resampler."""
+    names = {'time_embed.': 'time_embedding.', 'input_blocks.0.0.': 'conv_in.',
+             'out.0.': 'conv_norm_out.', 'out.2.': 'conv_out.',
+             'middle_block.0.': 'mid_block.resnets.0.',
+             'middle_block.1.': 'mid_block.attentions.0.',
+             'middle_block.2.': 'mid_block.resnets.1.'}
+    level, j = 0, 0
+    for i in _indices(sd, 'input_blocks')[1:]:  # ResBlock [+ SpatialTransformer] or Downsample
+        if f'input_blocks.{i}.0.op.weight' in sd:
+            names[f'input_blocks.{i}.0.op.'] = f'down_blocks.{level}.resample.'
+            level, j = level + 1, 0
+            continue
+        names[f'input_blocks.{i}.0.'] = f'down_blocks.{level}.resnets.{j}.'
+        names[f'input_blocks.{i}.1.'] = f'down_blocks.{level}.attentions.{j}.'
+        j += 1
+    level, j = 0, 0
+    for i in _indices(sd, 'output_blocks'):  # ResBlock [+ SpatialTransformer] [+ Upsample 'conv']
+        block = f'output_blocks.{i}.'
+        names[block + '0.'] = f'up_blocks.{level}.resnets.{j}.'
+        names[block + '1.'] = f'up_blocks.{level}.attentions.{j}.'
+        ups = [f'{block}{s}.conv.' for s in (1, 2) if f'{block}{s}.conv.weight' in sd]
+        if not ups:
+            j += 1
+            continue
+        names[ups[0]] = f'up_blocks.{level}.resample.'
+        level, j = level + 1, 0
+    return names
+
+
+def import_maa_unet(sd):
+    """Make-An-Audio's checkpoint (CompVis UNetModel, model.diffusion_model.*) -> UNet's."""
+    sd = _ldm_part(sd, LDM_UNET)
+    names = {'': '', **_maa_unet_blocks(sd)}  # '': a key of no block stays, for load_state to name
+    prefixes = sorted(names, key=len, reverse=True)  # 'output_blocks.2.1.conv.' before '...2.1.'
+    out = {}
+    for k, v in sd.items():
+        prefix = next(p for p in prefixes if k.startswith(p))
+        out[names[prefix] + k[len(prefix):]] = v
+    return _rename(out, _RESNET + _COMMON)
+
+
+def import_maa_vae(sd):
+    """Make-An-Audio's checkpoint (CompVis AutoencoderKL, first_stage_model.*) -> KLAutoencoder."""
+    part = _ldm_part(sd, LDM_VAE)
+    sd = {k: v for k, v in part.items() if not k.startswith('loss.')}  # a VAE run keeps its loss
+    n = len({k.split('.')[2] for k in sd if k.startswith('decoder.up.')})
+    top_down = lambda m: f'decoder.up_blocks.{n - 1 - int(m[1])}.'  # CompVis numbers from the top
+    sd = _rename(sd, [(r'^decoder\.up\.(\d+)\.', top_down)] + _LDM_VAE)
+    return {k: v.flatten(1) if _CONV_ATTENTION.search(k) else v for k, v in sd.items()}
+
+
+def maa_unet_config(c):
+    """Make-An-Audio's yaml (or its unet_config params) -> UNet kwargs, cross-attending tokens."""
+    p = _ldm_params(c, 'unet_config')
+    heads = p.get('num_heads', -1)
+    extras = ('use_scale_shift_norm', 'resblock_updown', 'use_linear_in_transformer', 'num_classes')
+    supported = p.get('use_spatial_transformer') and not any(p.get(k) for k in extras)
+    assert supported, f'a UNetModel with one of {extras} or without spatial transformers'
+    assert heads > 0 and p.get('num_head_channels', -1) == -1, 'per-level heads are not supported'
+    levels = range(len(p['channel_mult']))
+    channels = tuple(p['model_channels'] * m for m in p['channel_mult'])
+    attn = tuple(2 ** i in p['attention_resolutions'] for i in levels)  # downsampling factor 2^i
+    return dict(in_ch=p['in_channels'], out_ch=p['out_channels'], channels=channels,
+                layers=p['num_res_blocks'], attn=attn, heads=heads, groups=LDM_GROUPS, eps=1e-5,
+                depth=p.get('transformer_depth', 1), ctx_dim=p['context_dim'])
+
+
+def maa_vae_config(c):
+    """Make-An-Audio's yaml (or its first_stage_config params) -> KLAutoencoder kwargs.
+
+    The scale factor is learned (scale_by_std) and kept in the checkpoint's 'scale_factor' buffer;
+    it is read from the yaml's model.params.scale_factor when put there, else 1.0."""
+    p = _ldm_params(c, 'first_stage_config')
+    d = p['ddconfig']
+    assert d.get('double_z', True) and p['embed_dim'] == d['z_channels'], 'embed_dim != z_channels'
+    levels = range(len(d['ch_mult']))
+    channels = tuple(d['ch'] * m for m in d['ch_mult'])
+    sides = [d['resolution'] // 2 ** i for i in levels]  # one side of a level's feature map
+    attn = tuple(side in d['attn_resolutions'] for side in sides)
+    scale = c['model']['params'].get('scale_factor', 1.0) if 'model' in c else 1.0
+    return dict(in_ch=d['in_channels'], out_ch=d['out_ch'], channels=channels,
+                layers=d['num_res_blocks'], latent=d['z_channels'], groups=LDM_GROUPS,
+                scaling_factor=float(scale), attn=attn)
+
+
 IMPORTERS = {  # kind -> (model.py module, diffusers config -> its kwargs, published state dict -> its keys)
     'audioldm_unet': (UNet, audioldm_unet_config, import_audioldm_unet),
     'audioldm_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
     'pixart': (DiT, pixart_config, import_pixart),
     'dit': (DiT, dit_config, import_dit),
     'flux': (Flux, flux_config, import_flux),
-    'flux_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae)}
+    'flux_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
+    'maa_unet': (UNet, maa_unet_config, import_maa_unet),  # config: Make-An-Audio's yaml, a dict
+    'maa_vae': (KLAutoencoder, maa_vae_config, import_maa_vae)}
 DIFFUSERS_WEIGHTS = 'diffusion_pytorch_model.safetensors'  # diffusers' file name; sharded: <name>.index.json + shards
 
 

@@ -664,22 +664,26 @@ class UNet(nn.Module):
 class KLAutoencoder(nn.Module):
     """KL-regularised convolutional autoencoder (LDM; AudioLDM's mel VAE): encode -> (mean, logvar), decode latents."""
 
-    def __init__(self, in_ch=1, out_ch=1, channels=(128, 256, 512), layers=2, latent=8, groups=32, scaling_factor=1.0,
-                 quant_conv=True, shift_factor=0.0):
+    def __init__(self, in_ch=1, out_ch=1, channels=(128, 256, 512), layers=2, latent=8, groups=32,
+                 scaling_factor=1.0, quant_conv=True, shift_factor=0.0, attn=None):
         super().__init__()
         self.scaling_factor, eps = scaling_factor, 1e-6  # the diffusion model sees scaling_factor · z
         self.shift_factor = shift_factor  # ... or scaling_factor · (z - shift_factor) (Flux's VAE)
         c0, c1, n = channels[0], channels[-1], len(channels)
-        mid = lambda: Mid(c1, None, groups, eps, lambda: PixelAttention(c1, groups))
+        attn = attn or (False,) * n  # per level: attention after each ResNet block (LDM)
+        pixel = lambda c: lambda: PixelAttention(c, groups)
+        mid = lambda: Mid(c1, None, groups, eps, pixel(c1))
         ins = [c0] + list(channels[:-1])
-        downs = [Level([ci] + [co] * (layers - 1), co, None, groups, eps, None, 'down' if i < n - 1 else None, pad=0)
-                 for i, (ci, co) in enumerate(zip(ins, channels))]
+        downs = [Level([ci] + [co] * (layers - 1), co, None, groups, eps, a and pixel(co),
+                       'down' if i < n - 1 else None, pad=0)
+                 for i, (ci, co, a) in enumerate(zip(ins, channels, attn))]
         self.encoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(in_ch, c0, 3, padding=1), down_blocks=nn.ModuleList(downs),
                                           mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c1, eps),
                                           conv_out=nn.Conv2d(c1, 2 * latent, 3, padding=1)))
         rev = list(channels[::-1])
-        ups = [Level([ci] + [co] * layers, co, None, groups, eps, None, 'up' if i < n - 1 else None)
-               for i, (ci, co) in enumerate(zip([c1] + rev[:-1], rev))]
+        ups = [Level([ci] + [co] * layers, co, None, groups, eps, a and pixel(co),
+                     'up' if i < n - 1 else None)
+               for i, (ci, co, a) in enumerate(zip([c1] + rev[:-1], rev, attn[::-1]))]
         self.decoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(latent, c1, 3, padding=1), up_blocks=nn.ModuleList(ups),
                                           mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c0, eps),
                                           conv_out=nn.Conv2d(c0, out_ch, 3, padding=1)))

@@ -71,17 +71,24 @@ def word_tokenizer():
                                       eos_token='</s>')
 
 
-def tiny_hf_clip(dim=24):
-    """encoders.HFClip around a random 1-layer CLIPModel on 32x32 pictures, projecting to dim."""
+def tiny_hf_clip(dim=24, cls=None, layer_norm_eps=1e-5):
+    """encoders.HFClip (or subclass cls) around a random 1-layer CLIPModel on 32x32 pictures, to dim."""
     from encoders import HFClip
     torch.manual_seed(0)
     text = dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=TEXT_LEN, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+                max_position_embeddings=TEXT_LEN, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
+                layer_norm_eps=layer_norm_eps)
     vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-                  patch_size=8)
+                  patch_size=8, layer_norm_eps=layer_norm_eps)
     model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim))
     proc = tf.CLIPImageProcessorPil(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32})
-    return HFClip(model, proc, word_tokenizer())
+    return (cls or HFClip)(model, proc, word_tokenizer())
+
+
+def tiny_hf_imagebind(dim=24):
+    """encoders.HFImageBind around tiny_hf_clip's CLIPModel with ImageBind's LayerNorm eps."""
+    from encoders import IMAGEBIND_LN_EPS, HFImageBind
+    return tiny_hf_clip(dim, HFImageBind, IMAGEBIND_LN_EPS)
 
 
 def tiny_clap_text_config(max_positions=TEXT_LEN + PAD + 1):

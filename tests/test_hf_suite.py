@@ -9,7 +9,8 @@ import torch
 import transformers as tf
 from PIL import Image
 
-from conftest import CAPTIONS, EOS, PAD, TEXT_LEN, WORDS, tiny_clap_text_config, save_hf, tiny_hf_clap, tiny_hf_clip, word_tokenizer
+from conftest import (CAPTIONS, EOS, PAD, TEXT_LEN, WORDS, tiny_clap_text_config, save_hf, tiny_hf_clap, tiny_hf_clip,
+                      tiny_hf_imagebind, word_tokenizer)
 from encoders import (CLAP_TEXT_TOKENS, HF_SUITE, Features, HFAst, HFClapText, HFEncodec, HFHifiGan, HFT5, MelConfig,
                       hifigan_mel_config, load_hf, log_mel, resample_waves)
 
@@ -28,6 +29,11 @@ def clip():
 @pytest.fixture(scope='module')
 def clap():
     return tiny_hf_clap()
+
+
+@pytest.fixture(scope='module')
+def imagebind():
+    return tiny_hf_imagebind()
 
 
 @pytest.fixture(scope='module')
@@ -69,7 +75,7 @@ def clap_text():
     return HFClapText(tf.ClapTextModelWithProjection(cfg), word_tokenizer())
 
 
-ROLES = ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text')    # the roles with a tiny instance above
+ROLES = ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text', 'imagebind')  # with a tiny instance above
 
 
 @pytest.fixture(scope='module')
@@ -79,7 +85,7 @@ def suite(request):
 
 def test_load_hf_refuses_an_unknown_role():
     with pytest.raises(KeyError):
-        load_hf('imagebind')
+        load_hf('no_such_role')
 
 
 @pytest.mark.parametrize('role', sorted(set(HF_SUITE) | set(ROLES)))   # a role load_hf lost fails, one untested fails
@@ -207,5 +213,5 @@ def test_from_pretrained_local(suite, role, tmp_path):
     assert type(loaded) is type(enc) and not loaded.training
     for a, b in zip(enc.state_dict().values(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b)
-    if role in ('clip', 'clap', 't5', 'clap_text'):  # default text lengths may differ: real tokens agree, padding is masked
+    if role in ('clip', 'clap', 't5', 'clap_text', 'imagebind'):  # default text lengths may differ: padding is masked
         torch.testing.assert_close(loaded.encode_text(CAPTIONS).emb, enc.encode_text(CAPTIONS).emb)
