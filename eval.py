@@ -41,10 +41,10 @@ out_dir = 'out/toyav_eval'      # where metrics.json, table.md and samples.png a
 dataset = 'toyav'               # data/<dataset>/
 data_dir = 'data'               # where datasets live
 ckpt_dir = 'out'                # where trained models live (out/<dataset>_<name>/ckpt.pt)
-tasks = 'enc'                   # comma-separated: enc, or generation tasks of the run (i2a, a2i, t2a, ...)
-ckpt = ''                       # the run to evaluate (a training run directory or checkpoint), for all but enc
-method = ''                     # run this method's pipeline on the run ('': the run's own; e.g. a baseline)
-options = {}                    # the pipeline's options (methods/<method>.py OPTIONS), e.g. {'cfg_scale': 1.0}
+tasks = 'enc'  # comma-separated: enc, or generation tasks of the run (i2a, a2i, t2a, ...)
+ckpt = ''  # the run to evaluate (a training run directory or checkpoint), for all but enc
+method = ''  # run this method's pipeline on the run ('': the run's own; e.g. a baseline)
+options = {}  # the pipeline's options (methods/<method>.py OPTIONS), e.g. {'cfg_scale': 1.0}
 n_eval = 500                    # test samples judged per generation task (at most the split's size)
 n_diverse = 16                  # inputs given several outputs each for the diversity metric
 n_outputs = 4                   # outputs per input for the diversity metric
@@ -53,7 +53,7 @@ split = 'test'                  # split whose media is judged
 batch_size = 250                # batch size for judging, encoding and generating
 seed = 1337                     # seed of any sampling
 device = 'cpu'                  # 'cpu' or 'cuda'
-dtype = 'auto'                  # generation: 'auto' (bfloat16 where native, else float32), 'float32', 'bfloat16'
+dtype = 'auto'  # generation: 'auto' (bfloat16 where native, else float32), 'float32', 'bfloat16'
 # -----------------------------------------------------------------------------
 CONFIG_KEYS = [k for k, v in globals().items()
                if not k.startswith('_') and k.islower() and isinstance(v, (int, float, bool, str, dict))]
@@ -74,12 +74,14 @@ def _np(x):
 
 
 def frechet_distance(x, y):
-    """Fréchet distance of Gaussians fitted to embeddings x (N, D) and y (M, D), as audioldm_eval computes it."""
+    """Fréchet distance of Gaussians fitted to embeddings x (N, D) and y (M, D), as audioldm_eval
+    computes it."""
     x, y = _np(x), _np(y)
     if len(x) < 2 or len(y) < 2:
         raise ValueError(f"frechet_distance needs >= 2 embeddings per set, got {len(x)} and {len(y)}")
-    mu1, mu2 = x.mean(0), y.mean(0)                                                            # (D,)
-    s1, s2 = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))  # (D, D)
+    mu1, mu2 = x.mean(0), y.mean(0)  # (D,)
+    # (D, D)
+    s1, s2 = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
     covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         offset = np.eye(len(s1)) * 1e-6
@@ -100,16 +102,18 @@ def accuracy(pred, target):
 
 
 def multilabel_set_accuracy(probs, target_multi_hot, threshold=0.5):
-    """Fraction of rows whose predicted set (probs (N, C) >= threshold) equals the target set exactly."""
+    """Fraction of rows whose predicted set (probs (N, C) >= threshold) equals the target set exactly.
+    """
     return float(((_np(probs) >= threshold) == (_np(target_multi_hot) > 0.5)).all(-1).mean())
 
 
 def recall_at_k(query_emb, key_emb, query_labels, key_labels, k):
-    """Fraction of queries (Q, D) with a key (K, D) of their label among the k most cosine-similar keys."""
+    """Fraction of queries (Q, D) with a key (K, D) of their label among the k most cosine-similar keys.
+    """
     q, keys = _np(query_emb), _np(key_emb)
     q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
     keys = keys / np.maximum(np.linalg.norm(keys, axis=-1, keepdims=True), 1e-12)
-    top = np.argsort(-(q @ keys.T), axis=-1, kind='stable')[:, :k]                             # (Q, k)
+    top = np.argsort(-(q @ keys.T), axis=-1, kind='stable')[:, :k]  # (Q, k)
     return float((_np(key_labels)[top] == _np(query_labels)[:, None]).any(-1).mean())
 
 
@@ -119,19 +123,21 @@ def spearman(x, y):
 
 
 def inception_score(logits, splits=10):
-    """exp(E KL(p(y|x) || p(y))) of classifier logits (N, C), mean over splits after torch-fidelity's shuffle."""
-    p = special.softmax(_np(logits), axis=-1)                                                  # (N, C)
+    """exp(E KL(p(y|x) || p(y))) of classifier logits (N, C), mean over splits after
+    torch-fidelity's shuffle."""
+    p = special.softmax(_np(logits), axis=-1)  # (N, C)
     p = p[np.random.RandomState(2020).permutation(len(p))]
     scores = []
     for chunk in np.array_split(p, min(splits, len(p))):
-        marginal = chunk.mean(0, keepdims=True)                                                # (1, C)
+        marginal = chunk.mean(0, keepdims=True)  # (1, C)
         kl = (special.xlogy(chunk, chunk) - special.xlogy(chunk, marginal)).sum(-1)           # (n,)
         scores.append(np.exp(kl.mean()))
     return float(np.mean(scores))
 
 
 def kl_divergence(logits_p, logits_q):
-    """Mean over pairs of KL(softmax(p_i) || softmax(q_i)), logits (N, C); p is the reference (real) side."""
+    """Mean over pairs of KL(softmax(p_i) || softmax(q_i)), logits (N, C); p is the reference (real) side.
+    """
     log_p, log_q = special.log_softmax(_np(logits_p), -1), special.log_softmax(_np(logits_q), -1)
     return float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
 
@@ -147,7 +153,8 @@ def mean_pairwise_distance(emb):
 def cosine_score(a, b):
     """100 x mean cosine similarity of paired embeddings a (N, D) and b (N, D)."""
     a, b = _np(a), _np(b)
-    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)  # (N,)
+    # (N,)
+    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
     return float(100 * cos.mean())
 
 
@@ -156,7 +163,8 @@ def cosine_score(a, b):
 # ---------------------------------------------------------------------------------------------
 
 def toy(name, cfg, meta):
-    """A frozen toy model of the dataset (encoders.load_toy), refused if it was trained with other mel settings."""
+    """A frozen toy model of the dataset (encoders.load_toy), refused if it was trained with other
+    mel settings."""
     frozen = load_toy(name, cfg['dataset'], cfg['ckpt_dir'], cfg['device'])
     check_mel(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}"), frozen.mel_config.dict(), meta)
     return frozen
@@ -211,15 +219,16 @@ def task_enc(cfg, judges):
     class_prompts = prompts(cfg['dataset'])
     for name in ('clip', 'clap', 'imagebind'):
         enc = toy(name, cfg, meta)
-        classes = F.normalize(torch.stack([F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in class_prompts]), dim=-1)  # (K, D)
-        texts = F.normalize(enc.encode_text([c['caption'] for c in captions]).emb, dim=-1)             # (N, D)
+        # (K, D)
+        classes = F.normalize(torch.stack([F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in class_prompts]), dim=-1)
+        texts = F.normalize(enc.encode_text([c['caption'] for c in captions]).emb, dim=-1)  # (N, D)
         for m, field in (('image', 'image'), ('audio', 'mel')):
             if m not in enc.roles:
                 continue
             run = enc.encode_image if m == 'image' else enc.encode_mel
-            raw = batched(lambda x: run(x).emb, data[field], cfg['batch_size'])                   # (N, D)
+            raw = batched(lambda x: run(x).emb, data[field], cfg['batch_size'])  # (N, D)
             emb = F.normalize(raw, dim=-1)
-            zero_shot = (emb @ classes.T).argmax(-1).numpy()                                      # prompt ensembles
+            zero_shot = (emb @ classes.T).argmax(-1).numpy()  # prompt ensembles
             codes = set_codes(labels['sources'])
             out[f"{name}.{m}_source_acc"] = accuracy(zero_shot[single], labels['sources'][single].argmax(1))
             out[f"{name}.{m}_text_r_at_5"] = recall_at_k(emb.numpy(), texts.numpy(), codes, codes, 5)
@@ -227,9 +236,9 @@ def task_enc(cfg, judges):
     out['clip.source_acc'], out['clap.source_acc'] = out['clip.image_source_acc'], out['clap.audio_source_acc']
     mel_cfg = MelConfig(**meta['mel'])
     vocoder = GriffinLim(mel_cfg)
-    vocoded = lambda mel: log_mel(vocoder(to_tensor(mel)), mel_cfg)                      # through the waveform
+    vocoded = lambda mel: log_mel(vocoder(to_tensor(mel)), mel_cfg)  # through the waveform
     out.update(judged(judges, 'audio', batched(vocoded, data['mel'], cfg['batch_size']), labels, 'vocoder.'))
-    for name in ('vq_image', 'vq_audio', 'ae_image', 'ae_audio'):                       # tokenizers, autoencoders
+    for name in ('vq_image', 'vq_audio', 'ae_image', 'ae_audio'):  # tokenizers, autoencoders
         if not os.path.exists(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}", 'ckpt.pt')):
             continue
         tok = toy(name, cfg, meta)
@@ -244,14 +253,16 @@ def task_enc(cfg, judges):
 # ---------------------------------------------------------------------------------------------
 
 def label_fields(meta):
-    """The dataset's label fields with class names (toyav: sources, env, loud; avmnist: sources, speaker)."""
+    """The dataset's label fields with class names (toyav: sources, env, loud; avmnist: sources, speaker).
+    """
     return [k for k in meta['classes'] if k in meta['fields']]
 
 
 def judged(judges, modality, media, labels, prefix=''):
-    """Judge media against its labels (a condition's, for generated media): the exact source set, every other
-    head the judge and the labels share (toyav: environment, loudness or size class and its rank correlation),
-    and the recall of the sources of two-source samples where there are any."""
+    """Judge media against its labels (a condition's, for generated media): the exact source set,
+    every other head the judge and the labels share (toyav: environment, loudness or size class
+    and its rank correlation), and the recall of the sources of two-source samples where there
+    are any."""
     logits = judges.logits(modality, media)
     pred = (logits['sources'].sigmoid() > 0.5).numpy()
     true = np.asarray(labels['sources']).astype(bool)
@@ -262,20 +273,23 @@ def judged(judges, modality, media, labels, prefix=''):
     for head in [h for h in logits if h != 'sources' and h in labels]:
         out[f"{head}_acc"] = accuracy(logits[head], labels[head])
     if 'loud' in logits and 'loud' in labels:
-        level = (logits['loud'].softmax(-1) * torch.arange(logits['loud'].shape[-1])).sum(-1).numpy()  # expected class
+        # expected class
+        level = (logits['loud'].softmax(-1) * torch.arange(logits['loud'].shape[-1])).sum(-1).numpy()
         out['loudness_rho' if modality == 'audio' else 'size_rho'] = spearman(labels['loud'], level)
     return {prefix + k: v for k, v in out.items()}
 
 
 class Spaces:
-    """The named embedding spaces of generated media: toy CLAP (audio), toy CLIP (images), toy ImageBind (both)."""
+    """The named embedding spaces of generated media: toy CLAP (audio), toy CLIP (images), toy
+    ImageBind (both)."""
 
     def __init__(self, cfg, meta):
         self.clap, self.clip, self.bind = (toy(n, cfg, meta) for n in ('clap', 'clip', 'imagebind'))
         self.n = cfg['batch_size']
 
     def fd_space(self, modality, media):
-        """Embeddings (N, D) for Fréchet distance and diversity: CLAP audio for sound, CLIP image for pictures."""
+        """Embeddings (N, D) for Fréchet distance and diversity: CLAP audio for sound, CLIP image for pictures.
+        """
         run = (lambda x: self.clap.encode_mel(x).emb) if modality == 'audio' else (lambda x: self.clip.encode_image(x).emb)
         return batched(run, media, self.n).numpy()
 
@@ -301,12 +315,14 @@ def conditions(rows, captions, inputs):
 
 
 def as_float(media):
-    """Generated media for judging: pictures stay uint8, anything else float32 (bf16 autocast's too)."""
+    """Generated media for judging: pictures stay uint8, anything else float32 (bf16 autocast's too).
+    """
     return media if media.dtype == torch.uint8 else media.float()
 
 
 def generate_rows(cfg, pipeline, task, rows, captions, rng, dtype):
-    """The pipeline's outputs {modality: (n, ...)} for the task's conditions of n rows, in batches."""
+    """The pipeline's outputs {modality: (n, ...)} for the task's conditions of n rows, in batches.
+    """
     inputs = pipeline.tasks[task][0]
     n = len(captions)
     parts = []
@@ -347,7 +363,7 @@ def task_generate(cfg, judges, pipeline, spaces, task, dtype):
     for m in outputs:
         media = out[m]
         prefix = '' if len(outputs) == 1 else f"{m}_"
-        if task == 'inpaint':                     # judge the regenerated span alone, and the real span beside it
+        if task == 'inpaint':  # judge the regenerated span alone, and the real span beside it
             span = pipeline.options['span']
             media = span_tiled(media, span)
             real_span = span_tiled(to_tensor(rows['mel']), span)
@@ -363,16 +379,17 @@ def task_generate(cfg, judges, pipeline, spaces, task, dtype):
             metrics['cs'] = cosine_score(given, spaces.joint_space(m, media))
     if task == 'joint':
         a, i = (judges.logits(m, out[m])['sources'].sigmoid() > 0.5 for m in ('audio', 'image'))
-        metrics['source_acc'] = float((a == i).all(1).float().mean())   # both judged the same source set
+        # both judged the same source set
+        metrics['source_acc'] = float((a == i).all(1).float().mean())
     metrics.update(diversity_and_speed(cfg, pipeline, spaces, task, rows, texts, dtype))
     grid = task_grid(task, inputs, outputs, rows, texts, out, cfg['n_grid'])
     return {f"{task}.{k}": float(v) for k, v in metrics.items()}, grid
 
 
 def span_tiled(mels, span):
-    """The time span (start, end fractions) of log-mels (N, n_mels, frames) repeated to fill the clip: a
-    judge trained on whole clips reads a span this way far better than with the rest silenced (toyav real
-    spans: 0.89 vs 0.42 sources)."""
+    """The time span (start, end fractions) of log-mels (N, n_mels, frames) repeated to fill the
+    clip: a judge trained on whole clips reads a span this way far better than with the rest
+    silenced (toyav real spans: 0.89 vs 0.42 sources)."""
     lo, hi = span
     frames = mels.shape[-1]
     a = int(lo * frames)
@@ -397,7 +414,7 @@ def diversity_and_speed(cfg, pipeline, spaces, task, rows, texts, dtype):
     t1, n_batch = time.time(), min(32, len(texts))
     run({k: v[:n_batch] for k, v in rows.items()}, texts[:n_batch])
     speed = {'sec_per_sample': (t1 - t0) / n_timed, 'sec_per_sample_b32': (time.time() - t1) / n_batch}
-    return {'diversity': float(np.mean(dists)), **speed} if dists else speed      # n_diverse=0: none
+    return {'diversity': float(np.mean(dists)), **speed} if dists else speed  # n_diverse=0: none
 
 
 def picture(modality, media):
@@ -407,7 +424,8 @@ def picture(modality, media):
 
 
 def task_grid(task, inputs, outputs, rows, texts, out, n):
-    """Rows of [input(s) | generated output(s) | real target(s)] for the first n test rows -> uint8."""
+    """Rows of [input(s) | generated output(s) | real target(s)] for the first n test rows -> uint8.
+    """
     n = min(n, len(texts))
     lines = []
     for j in range(n):

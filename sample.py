@@ -33,7 +33,8 @@ FLAGS = {'image': '--image', 'audio': '--audio', 'text': '--text'}   # the input
 
 
 def write_media(stem, out, mel_config):
-    """Write every output of one sample: {audio: log-mel, wave?: (T,), image: uint8} -> written paths."""
+    """Write every output of one sample: {audio: log-mel, wave?: (T,), image: uint8} -> written paths.
+    """
     written = []
     if 'audio' in out:
         mel = np.asarray(out['audio'])
@@ -65,7 +66,8 @@ def edit_sound(wave, args, mel_config):
 
 
 def read_inputs(args, dataset, image_size, mel_config, data_dir):
-    """The inputs the arguments name -> ({modality: media (1, ...) or [text]}, a name for the outputs)."""
+    """The inputs the arguments name -> ({modality: media (1, ...) or [text]}, a name for the outputs).
+    """
     if args.index is not None:
         _, meta = open_split(data_dir, dataset, 'test', [])
         fields = [f for f in ('image', 'mel') if f in meta['fields']]
@@ -81,16 +83,19 @@ def read_inputs(args, dataset, image_size, mel_config, data_dir):
     cond, names = {}, []
     if args.audio:
         wave = load_audio(args.audio, mel_config.sample_rate)
-        wave = fit_length(wave, mel_config.hop * mel_config.frames)     # one clip, as prepare.py cuts one
+        # one clip, as prepare.py cuts one
+        wave = fit_length(wave, mel_config.hop * mel_config.frames)
         wave = edit_sound(wave, args, mel_config)
-        cond['audio'] = log_mel(torch.from_numpy(wave)[None], mel_config).numpy()   # (1, n_mels, frames)
+        # (1, n_mels, frames)
+        cond['audio'] = log_mel(torch.from_numpy(wave)[None], mel_config).numpy()
         names.append(os.path.basename(args.audio))
     if args.image:
         cond['image'] = load_image(args.image, image_size)[None]                     # (1, S, S, 3)
         names.append(os.path.basename(args.image))
     if args.video:
         frames = load_video_frames(args.video, VIDEO_FRAMES)                          # (F, H, W, 3)
-        cond['image'] = np.stack([resize_image(f, image_size) for f in frames])[None]  # (1, F, S, S, 3)
+        # (1, F, S, S, 3)
+        cond['image'] = np.stack([resize_image(f, image_size) for f in frames])[None]
         names.append(os.path.basename(args.video))
     if args.text:
         cond['text'] = [args.text]
@@ -130,7 +135,8 @@ def choose_tasks(tasks, cond, args):
 
 
 def default_run(args):
-    """The run for inputs given without --ckpt, named in one line, or exit naming its training command."""
+    """The run for inputs given without --ckpt, named in one line, or exit naming its training command.
+    """
     given = tuple(sorted(m for m, flag in (('audio', args.audio), ('image', args.image or args.video),
                                            ('text', args.text)) if flag))
     if given not in DEFAULT_RUNS:
@@ -153,7 +159,8 @@ def option_help():
 
 
 def parse_options(rest, cls):
-    """--name=value (or --name value) leftovers -> typed overrides of the pipeline class's options."""
+    """--name=value (or --name value) leftovers -> typed overrides of the pipeline class's options.
+    """
     overrides = {}
     known = ', '.join(f"--{n}" for n in cls.OPTIONS) or 'none'
     args = list(rest)

@@ -1,19 +1,20 @@
-"""One training loop for every method of nanoAV: a method is a network whose forward(batch) is its loss.
+"""One training loop for every method of nanoAV: a method is a network whose forward(batch) is its
+loss.
 
     python train.py config/toyav_clip.py
     python train.py config/toyav_clip.py --max_iters=100 --batch_size=32
     torchrun --standalone --nproc_per_node=2 train.py config/toyav_clip.py     # DDP
 
 Iterations, not epochs; warmup + cosine LR; AdamW, or Muon for the linear layers' weights; gradient
-accumulation; EMA when ema_decay > 0; bf16 autocast where the device computes it natively (dtype='auto');
-augment=True warps, shifts and masks training log-mels; eval every eval_interval iterations on a fixed RNG
-state, the last checkpoint (ckpt.pt) and the best on validation (best.pt) written atomically, early stopping
-after `patience` evaluations without a better one; init_from='resume' continues at the exact iteration,
-init_from=<run dir> starts from another run's weights. The method's optional hooks (methods/__init__.py):
-setup, transform, param_groups.
-References: nanoGPT (Karpathy) for the loop; MMAudio (Cheng et al. 2025) for the fixed eval RNG; VTLP (Jaitly &
-Hinton 2013) and SpecAugment (Park et al. 2019) for the log-mel augmentation; Muon (Jordan et al. 2024).
-"""
+accumulation; EMA when ema_decay > 0; bf16 autocast where the device computes it natively
+(dtype='auto'); augment=True warps, shifts and masks training log-mels; eval every eval_interval
+iterations on a fixed RNG state, the last checkpoint (ckpt.pt) and the best on validation (best.pt)
+written atomically, early stopping after `patience` evaluations without a better one;
+init_from='resume' continues at the exact iteration, init_from=<run dir> starts from another run's
+weights. The method's optional hooks (methods/__init__.py): setup, transform, param_groups.
+References: nanoGPT (Karpathy) for the loop; MMAudio (Cheng et al. 2025) for the fixed eval RNG;
+VTLP (Jaitly & Hinton 2013) and SpecAugment (Park et al. 2019) for the log-mel augmentation; Muon
+(Jordan et al. 2024)."""
 import copy
 import inspect
 import math
@@ -41,10 +42,10 @@ method = 'contrastive'             # a key of methods.NETWORKS
 model_args = {}                    # the network's constructor arguments (dataset sizes are added)
 dataset = 'toyav'                  # data/<dataset>/ made by prepare.py
 data_dir = 'data'                  # where datasets live
-ckpt_dir = 'out'                   # where the frozen parts behind cached features live (out/<dataset>_<name>/)
-init_from = 'scratch'              # 'scratch', 'resume' (out_dir/ckpt.pt) or another run's directory
-init_new = []                      # with init_from=<run>: parameter name prefixes created afresh, not loaded
-freeze = []                        # parameter name prefixes kept as initialised (eval mode, no gradients)
+ckpt_dir = 'out'  # where the frozen parts behind cached features live (out/<dataset>_<name>/)
+init_from = 'scratch'  # 'scratch', 'resume' (out_dir/ckpt.pt) or another run's directory
+init_new = []  # with init_from=<run>: parameter name prefixes created afresh, not loaded
+freeze = []  # parameter name prefixes kept as initialised (eval mode, no gradients)
 lr_groups = {}                     # learning rate of each parameter group the method declares
 batch_size = 64                    # samples per micro-batch (per process)
 grad_accum = 1                     # micro-batches per optimizer step
@@ -56,17 +57,17 @@ decay_lr = True                    # cosine decay to min_lr at max_iters
 weight_decay = 0.05                # weight decay on matrices
 beta1 = 0.9                        # AdamW beta1
 beta2 = 0.99                       # AdamW beta2
-optimizer = 'adamw'                # 'adamw', or 'muon': Muon for linear layers' weights, AdamW for the rest
+optimizer = 'adamw'  # 'adamw', or 'muon': Muon for linear layers' weights, AdamW for the rest
 grad_clip = 1.0                    # clip the gradient norm at this value (0 = off)
-augment = False                    # training log-mels: band warp, time stretch and shift, time and band masks
+augment = False  # training log-mels: band warp, time stretch and shift, time and band masks
 ema_decay = 0.0                    # EMA of the weights (0 = off); the EMA is what gets sampled
 eval_interval = 250                # evaluate and checkpoint every this many steps
 eval_iters = 10                    # batches per split in an evaluation
-patience = 0                       # stop after this many evaluations without a better val loss (0 = never)
+patience = 0  # stop after this many evaluations without a better val loss (0 = never)
 log_interval = 50                  # print a log line every this many steps
 seed = 1337                        # one seed for initialisation, batches, masking and noise
 device = 'cpu'                     # 'cpu', 'cuda', 'cuda:0', 'mps'
-dtype = 'auto'                     # 'auto' (bfloat16 where native, else float32), 'float32', 'bfloat16'
+dtype = 'auto'  # 'auto' (bfloat16 where native, else float32), 'float32', 'bfloat16'
 compile = False                    # torch.compile the network
 threads = 0                        # torch CPU threads (0 = torch's default)
 # -----------------------------------------------------------------------------
@@ -94,7 +95,8 @@ def get_lr(it, cfg):
 
 
 def data_args(cls, meta):
-    """Constructor arguments a network takes from the dataset's meta.json (sizes, vocabulary, mel stats)."""
+    """Constructor arguments a network takes from the dataset's meta.json (sizes, vocabulary, mel stats).
+    """
     known = dict(vocab_size=len(meta['vocab']) + 2, max_len=meta['max_len'], image_size=meta['image_size'],
                  n_mels=meta['mel']['n_mels'], frames=meta['mel']['frames'], mel_mean=meta['mel_mean'],
                  mel_std=meta['mel_std'])
@@ -115,11 +117,12 @@ def get_batch(data, n, gen, device):
 
 
 def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, band_mask=8):
-    """Log-mels (B, n_mels, frames) with each clip's bands scaled by up to 1 +- warp (a vocal tract of another
-    length), time by up to 1 +- stretch and moved by up to +-shift of its length (empty places at the clip's
-    floor), then one run of < time_mask frames and one of < band_mask bands set to the floor."""
+    """Log-mels (B, n_mels, frames) with each clip's bands scaled by up to 1 +- warp (a vocal tract
+    of another length), time by up to 1 +- stretch and moved by up to +-shift of its length
+    (empty places at the clip's floor), then one run of < time_mask frames and one of < band_mask
+    bands set to the floor."""
     B, H, W = mel.shape
-    sym = lambda: 2 * torch.rand(B, 1, 1, generator=gen) - 1                        # (B, 1, 1) in [-1, 1]
+    sym = lambda: 2 * torch.rand(B, 1, 1, generator=gen) - 1  # (B, 1, 1) in [-1, 1]
     ys = torch.linspace(-1, 1, H)[None, :, None] / (1 + warp * sym())               # (B, H, 1)
     xs = torch.linspace(-1, 1, W)[None, None, :] / (1 + stretch * sym())            # (B, 1, W)
     xs = xs - 2 * shift * sym()
@@ -139,7 +142,8 @@ NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)   # Muon's quintic Newton-Schulz coef
 
 
 def orthogonalize(grad, steps, dtype, eps=1e-7):
-    """Newton-Schulz iteration towards U V^T of a matrix's SVD (Muon's zeroth power), computed in dtype."""
+    """Newton-Schulz iteration towards U V^T of a matrix's SVD (Muon's zeroth power), computed in dtype.
+    """
     a, b, c = NS_COEFFICIENTS
     tall = grad.size(0) > grad.size(1)
     x = grad.to(dtype)
@@ -153,9 +157,9 @@ def orthogonalize(grad, steps, dtype, eps=1e-7):
 
 
 class Muon(torch.optim.Optimizer):
-    """Muon as torch.optim.Muon computes it (Nesterov momentum, orthogonalised update, step scaled to
-    AdamW's RMS), with the orthogonalisation in ns_dtype: torch's runs it in bfloat16 whatever the model,
-    which a CPU without native bf16 computes ~100x slower than float32."""
+    """Muon as torch.optim.Muon computes it (Nesterov momentum, orthogonalised update, step scaled
+    to AdamW's RMS), with the orthogonalisation in ns_dtype: torch's runs it in bfloat16 whatever
+    the model, which a CPU without native bf16 computes ~100x slower than float32."""
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, ns_steps=5, ns_dtype=torch.bfloat16):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps))
@@ -206,8 +210,9 @@ def init_weights(model, cfg):
 
 
 def build_optimizers(model, cfg, ns_dtype):
-    """AdamW (and Muon for linear weights) over the method's parameter groups, each group's peak rate
-    from lr_groups (default learning_rate) kept as its 'scale' of the schedule; frozen ones left out."""
+    """AdamW (and Muon for linear weights) over the method's parameter groups, each group's peak
+    rate from lr_groups (default learning_rate) kept as its 'scale' of the schedule; frozen ones
+    left out."""
     declared = model.param_groups() if hasattr(model, 'param_groups') else {}
     unknown = set(cfg['lr_groups']) - set(declared)
     if unknown:
@@ -278,7 +283,8 @@ def train(cfg):
         init_weights(model, cfg)
     check_prefixes(model, 'init_new', cfg['init_new'])
     check_prefixes(model, 'freeze', cfg['freeze'])
-    warp = cfg['augment'] and 'mel' in meta['fields'] and 'mel' not in model.fields   # transform re-makes
+    # transform re-makes
+    warp = cfg['augment'] and 'mel' in meta['fields'] and 'mel' not in model.fields
     fields = model.fields + (['mel'] if warp else [])
     data = {}
     for split in ('train', 'val'):
@@ -307,7 +313,7 @@ def train(cfg):
             raise SystemExit(f"{path}: no checkpoint to resume; train with --init_from=scratch first")
         try:
             ckpt = read_checkpoint(path, dev)
-        except MediaError as e:                                 # truncated, empty or not a checkpoint at all
+        except MediaError as e:  # truncated, empty or not a checkpoint at all
             raise SystemExit(str(e)) from e
         if ckpt['model_args'] != args or ckpt['method'] != cfg['method']:
             raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does not match "
@@ -340,7 +346,8 @@ def train(cfg):
 
     @torch.no_grad()
     def estimate_loss():
-        """Mean loss over eval_iters batches per split, on a fixed RNG so numbers compare across runs."""
+        """Mean loss over eval_iters batches per split, on a fixed RNG so numbers compare across runs.
+        """
         out = {}
         model.eval()
         for split, d in data.items():
@@ -401,7 +408,8 @@ def train(cfg):
             opt.step()
             opt.zero_grad(set_to_none=True)
         if ema is not None:
-            ema_update(ema, raw, min(cfg['ema_decay'], (1 + it) / (10 + it)))   # early weights fade fast
+            # early weights fade fast
+            ema_update(ema, raw, min(cfg['ema_decay'], (1 + it) / (10 + it)))
         it += 1
         if master and (it % cfg['log_interval'] == 0 or it == 1):
             dt = (time.time() - t0) / (cfg['log_interval'] if it > 1 else 1)
@@ -430,5 +438,6 @@ def train(cfg):
 if __name__ == '__main__':
     try:
         train(configure(default_config(), script=__file__))
-    except (StaleCache, MediaError, FileNotFoundError) as e:   # one line naming the file, no traceback
+    # one line naming the file, no traceback
+    except (StaleCache, MediaError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

@@ -29,7 +29,8 @@ METHODS = {'v2a': v2a, 'echoes': echoes, 'ldm': ldm}   # key -> module with Mode
 
 
 class Reconstruction:
-    """A trained tokenizer or autoencoder as a pipeline: media -> codes -> media (what the codes keep)."""
+    """A trained tokenizer or autoencoder as a pipeline: media -> codes -> media (what the codes keep).
+    """
 
     OPTIONS = {}
 
@@ -65,12 +66,14 @@ def checkpoint_path(run):
 
 
 def load_checkpoint(run, device='cpu'):
-    """Rebuild any trained network from its checkpoint alone (EMA weights when present) -> (model, ckpt)."""
+    """Rebuild any trained network from its checkpoint alone (EMA weights when present) -> (model, ckpt).
+    """
     return load_network(checkpoint_path(run), device, NETWORKS)
 
 
 def options(pipeline, overrides):
-    """A pipeline's OPTIONS defaults with overrides applied; an unknown option is a one-line error."""
+    """A pipeline's OPTIONS defaults with overrides applied; an unknown option is a one-line error.
+    """
     known = pipeline.OPTIONS
     unknown = sorted(set(overrides) - set(known))
     if unknown:
@@ -80,7 +83,8 @@ def options(pipeline, overrides):
 
 
 def pipeline_class(ckpt, path, method=None):
-    """The pipeline class of a checkpoint's method (or of `method`); a frozen part's is a one-line error."""
+    """The pipeline class of a checkpoint's method (or of `method`); a frozen part's is a one-line error.
+    """
     key = method or ckpt['method']
     if key not in PIPELINES:
         runnable = ', '.join(PIPELINES)
@@ -90,7 +94,8 @@ def pipeline_class(ckpt, path, method=None):
 
 
 def load_pipeline(run, ckpt_dir='out', device='cpu', method=None, **overrides):
-    """The pipeline of a trained run (or of `method`, given another's run) with its options resolved."""
+    """The pipeline of a trained run (or of `method`, given another's run) with its options resolved.
+    """
     model, ckpt = load_checkpoint(run, device)
     cls = pipeline_class(ckpt, checkpoint_path(run), method)
     return cls(model, ckpt, ckpt_dir, device, **options(cls, overrides)), ckpt

@@ -1,18 +1,20 @@
-"""Text-conditioned latent diffusion: the generators the other methods stand on, trained here at toy scale.
+"""Text-conditioned latent diffusion: the generators the other methods stand on, trained here at toy
+scale.
 
-One `model.LatentDiffusion` serves three recipes, each a config: a U-Net on the toy autoencoder's mel latents
-conditioned on the toy CLAP *audio* vector (AudioLDM: trained on audio embeddings, sampled from the text
-embedding of the same CLAP), the same U-Net cross-attending to CLAP text tokens (Make-An-Audio), and a DiT
-on image latents reading CLIP text tokens and the pooled CLIP vector (PixArt / Flux at toy scale).
-Conditions are dropped for a tenth of the rows (U-Net: zeros, DiT: learned nulls) for classifier-free
-guidance; v-prediction on a cosine schedule, DDIM with any number of steps.
+One `model.LatentDiffusion` serves three recipes, each a config: a U-Net on the toy autoencoder's
+mel latents conditioned on the toy CLAP *audio* vector (AudioLDM: trained on audio embeddings,
+sampled from the text embedding of the same CLAP), the same U-Net cross-attending to CLAP text
+tokens (Make-An-Audio), and a DiT on image latents reading CLIP text tokens and the pooled CLIP
+vector (PixArt / Flux at toy scale). Conditions are dropped for a tenth of the rows (U-Net: zeros,
+DiT: learned nulls) for classifier-free guidance; v-prediction on a cosine schedule, DDIM with any
+number of steps.
 
     python train.py config/ldm.py            # text -> sound (AudioLDM's recipe), out/toyav_t2a
     python sample.py --ckpt out/toyav_t2a --text "a loud dog barking in a tunnel"
 
-References: latent diffusion (Rombach et al. 2022), AudioLDM (Liu et al. 2023), Make-An-Audio (Huang et al.
-2023), DiT (Peebles & Xie 2023), PixArt-alpha (Chen et al. 2023), classifier-free guidance (Ho & Salimans 2022).
-"""
+References: latent diffusion (Rombach et al. 2022), AudioLDM (Liu et al. 2023), Make-An-Audio (Huang
+et al. 2023), DiT (Peebles & Xie 2023), PixArt-alpha (Chen et al. 2023), classifier-free guidance
+(Ho & Salimans 2022)."""
 import torch
 
 from encoders import load_encoder, load_latent_decoder
@@ -39,8 +41,9 @@ class Pipeline:
         self.tasks = {task: (('text',), (self.modality,))}
 
     def condition(self, texts):
-        """Captions -> {role: features}: pooled embeddings for vec roles, token sequences for ctx.
-        A generator trained on audio embeddings (AudioLDM's recipe) gets the same encoder's text ones."""
+        """Captions -> {role: features}: pooled embeddings for vec roles, token sequences for ctx. A
+        generator trained on audio embeddings (AudioLDM's recipe) gets the same encoder's text
+        ones."""
         feats = self.encoder.encode_text(texts)
         cond = {}
         for role, field in self.model.roles.items():

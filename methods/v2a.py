@@ -36,14 +36,15 @@ from model import Diffusion, Transformer, guided, mlp, timestep_embedding
 #################################################################################
 
 def aggregate_frames(emb, how='middle', generator=None):
-    """Frame embeddings (B, F, D) -> one per clip (B, D): a 'random' frame, the 'middle' one, the 'mean'."""
+    """Frame embeddings (B, F, D) -> one per clip (B, D): a 'random' frame, the 'middle' one, the 'mean'.
+    """
     B, n = emb.shape[:2]
     if how == 'middle':
         return emb[:, n // 2]
     if how == 'mean':
         return emb.mean(1)
     if how == 'random':
-        pick = torch.randint(n, (B,), generator=generator).to(emb.device)      # (B,) a frame per clip
+        pick = torch.randint(n, (B,), generator=generator).to(emb.device)  # (B,) a frame per clip
         return emb[torch.arange(B, device=emb.device), pick]
     raise ValueError(f'unknown frame aggregation {how!r}')
 
@@ -51,11 +52,11 @@ def aggregate_frames(emb, how='middle', generator=None):
 class V2AMapper(nn.Module):
     """Source embedding (CLIP image) -> target embedding (CLAP audio), by regression or a diffusion prior.
 
-    kind 'mlp' sums the projected inputs and runs residual MLP blocks; kind 'transformer' reads a learned
-    query token after attending over the input tokens ([timestep, noisy target, condition, query] for the
-    prior, DALL-E 2's layout without its causal mask; [condition, query] for regression). The prior
-    predicts x0 under a cosine schedule of T steps and drops the condition to a learned (or zero) null
-    with probability p_uncond for classifier-free guidance."""
+    kind 'mlp' sums the projected inputs and runs residual MLP blocks; kind 'transformer' reads a
+    learned query token after attending over the input tokens ([timestep, noisy target, condition,
+    query] for the prior, DALL-E 2's layout without its causal mask; [condition, query] for
+    regression). The prior predicts x0 under a cosine schedule of T steps and drops the condition to
+    a learned (or zero) null with probability p_uncond for classifier-free guidance."""
 
     def __init__(self, source='clip_image_emb', target='clap_audio_emb', in_dim=128, out_dim=128,
                  kind='mlp', prior=False, width=256, n_layer=4, n_head=4, p_uncond=0.1, learn_null=True,
@@ -89,12 +90,14 @@ class V2AMapper(nn.Module):
         self.diffusion = Diffusion('cosine', T, 'x0') if prior else None
 
     def scaled(self, x):
-        """Embeddings (B, D) as the network sees them; normalize: unit-norm times sqrt(D) (DALL-E 2)."""
+        """Embeddings (B, D) as the network sees them; normalize: unit-norm times sqrt(D) (DALL-E 2).
+        """
         x = x.float()
         return F.normalize(x, dim=-1) * x.shape[-1] ** 0.5 if self.normalize else x
 
     def predict(self, x, t, cond):
-        """Target estimate (B, out_dim) from cond (B, in_dim); the prior also reads x_t and t (B,)."""
+        """Target estimate (B, out_dim) from cond (B, in_dim); the prior also reads x_t and t (B,).
+        """
         parts = [self.embed_c(cond)]                                             # (B, width) each
         if self.prior:
             t_emb = timestep_embedding(t, self.width).to(x)                      # (B, width)
@@ -104,18 +107,20 @@ class V2AMapper(nn.Module):
             for block in self.body:
                 h = h + block(h)
             return self.head(self.ln(h))
-        tokens = torch.stack(parts + [self.query.expand_as(parts[0])], 1)       # (B, n_tokens, width)
+        tokens = torch.stack(parts + [self.query.expand_as(parts[0])], 1)  # (B, n_tokens, width)
         h = self.body(tokens + self.pos)
-        return self.head(h[:, -1])                                               # the query's output
+        return self.head(h[:, -1])  # the query's output
 
     def condition(self, emb, generator=None):
-        """Source embeddings (B, D), or frame embeddings (B, F, D) aggregated first, as the condition."""
+        """Source embeddings (B, D), or frame embeddings (B, F, D) aggregated first, as the condition.
+        """
         if emb.dim() == 3:
             emb = aggregate_frames(emb, self.frames, generator)
         return self.scaled(emb)
 
     def forward(self, batch, generator=None):
-        """MSE to the target: directly (regression), or of the x0 prediction at a random step (prior)."""
+        """MSE to the target: directly (regression), or of the x0 prediction at a random step (prior).
+        """
         cond = self.condition(batch[self.fields[0]], generator)                  # (B, in_dim)
         target = self.scaled(batch[self.fields[1]])                              # (B, out_dim)
         if not self.prior:
@@ -147,7 +152,8 @@ Model = V2AMapper
 #################################################################################
 
 class Pipeline:
-    """A picture or a video to sound through a mapper, or through one of the paper's two baselines."""
+    """A picture or a video to sound through a mapper, or through one of the paper's two baselines.
+    """
 
     TASKS = {'i2a': (('image',), ('audio',))}
     VIDEO = True                     # takes video frames (B, F, H, W, 3) as its picture
@@ -210,7 +216,8 @@ class Pipeline:
         return keys, values
 
     def clap_vector(self, images, rng):
-        """Pictures (B, H, W, 3) or videos (B, F, H, W, 3) -> CLAP-space vectors (B, D) by the route."""
+        """Pictures (B, H, W, 3) or videos (B, F, H, W, 3) -> CLAP-space vectors (B, D) by the route.
+        """
         flat = images.reshape(-1, *images.shape[-3:])                            # (B * F, H, W, 3)
         emb = self.clip.encode_image(flat).emb                                   # (B * F, D)
         emb = emb.view(*images.shape[:-3], -1)                                   # (B, [F,] D)
@@ -223,10 +230,11 @@ class Pipeline:
             vec = emb
         if route == 'caption':
             keys, values = self.captions
-            nearest = (F.normalize(emb, dim=-1) @ keys.T).argmax(-1)             # (B,) caption index
+            nearest = (F.normalize(emb, dim=-1) @ keys.T).argmax(-1)  # (B,) caption index
             vec = values[nearest]
         if self.options['interp']:
-            text = F.normalize(self.clap.encode_text([self.options['interp']]).emb, dim=-1)  # (1, D)
+            # (1, D)
+            text = F.normalize(self.clap.encode_text([self.options['interp']]).emb, dim=-1)
             alpha = self.options['alpha']
             vec = (1 - alpha) * F.normalize(vec, dim=-1) + alpha * text
         return vec
