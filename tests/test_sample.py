@@ -180,3 +180,19 @@ def test_help_keeps_the_docstring_layout_and_shows_every_default(capsys, monkeyp
     head = out.splitlines()
     options = head[head.index('options:'):head.index('pipeline options, given after the others as --name=value:')]
     assert all(x.count('default') <= 1 for x in options)                   # none said twice
+
+
+def test_without_ckpt_the_default_run_for_the_inputs_is_named_or_its_command(tiny, echoes, tmp_path,
+                                                                             monkeypatch, capsys):
+    Image.new('RGB', (40, 30), (0, 200, 0)).save(tmp_path / 'cat.png')
+    argv = ['--image', str(tmp_path / 'cat.png'), '--ckpt_dir', str(tiny / 'out'), '--out', str(tmp_path / 'x')]
+    monkeypatch.setitem(methods.DEFAULT_RUNS, ('image',), (str(tmp_path / 'nothing'), 'python train.py config/x.py'))
+    message = refusal(argv)
+    assert message == (f"error: the default run for image, {tmp_path / 'nothing'}, is not trained yet: "
+                       "python train.py config/x.py")
+    monkeypatch.setitem(methods.DEFAULT_RUNS, ('image',), (str(echoes), 'python train.py config/echoes.py'))
+    sample.main(argv + ['--steps=1'])
+    assert f"using {echoes} (the default run for image" in capsys.readouterr().out
+    assert (tmp_path / 'x.i2a.wav').exists() and (tmp_path / 'x.i2a.spec.png').exists()
+    assert refusal(['--text', 'a dog', '--audio', str(tmp_path / 'cat.png')]).startswith(
+        'error: no default run for audio + text')
