@@ -426,11 +426,16 @@ class ToyTokenizer(Frozen):
         return self.net.decode(codes.long() if hasattr(self, 'codebook_size') else codes.float())
 
 
+def toy_checkpoint(name, dataset='toyav', out_dir='out'):
+    """Where train.py saves the toy model `name` trained on a dataset: out/<dataset>_<name>/ckpt.pt."""
+    return os.path.join(out_dir, f"{dataset}_{name}", 'ckpt.pt')
+
+
 def load_toy(name, dataset='toyav', out_dir='out', device='cpu', user=None):
     """A frozen toy model trained here: out/<dataset>_<name>/ckpt.pt (or the Griffin-Lim vocoder). With user, the
     checkpoint of a model trained on this one's cached features: StaleCache unless this is the checkpoint file whose
     hash user['data']['features'] records."""
-    path = os.path.join(out_dir, f"{dataset}_{name}", 'ckpt.pt')
+    path = toy_checkpoint(name, dataset, out_dir)
     model, ckpt = load_checkpoint(path, device)
     wrapper = ToyTokenizer if ckpt['method'] in ('vq', 'autoencoder') else ToyEncoder
     frozen = wrapper(model, ckpt)

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from encoders import TOY_ENCODERS, StaleCache, file_hash
+from encoders import TOY_ENCODERS, StaleCache, file_hash, toy_checkpoint
 
 SPLITS = ('train', 'val', 'test')
 
@@ -128,7 +128,7 @@ def check_features(root, meta, fields, out_dir):
         if feats['suite'] == 'hf':
             continue    # published weights named in feats['encoders']: nothing here to go stale
         name = next(n for n in feats['encoders'] if f.startswith(n + '_'))
-        ckpt = os.path.join(out_dir, f"{meta['dataset']}_{name}", 'ckpt.pt')
+        ckpt = toy_checkpoint(name, meta['dataset'], out_dir)
         now = file_hash(ckpt) if os.path.exists(ckpt) else 'missing'
         if now != feats['encoders'][name]:
             raise StaleCache(f"{path}: {f} was made by {name} checkpoint "
