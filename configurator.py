@@ -1,7 +1,7 @@
 """Plain-Python configuration, nanoGPT style.
 
 Usage from a script that has its defaults as module-level globals:
-    exec(open('configurator.py').read())   # or: from configurator import configure; configure(globals())
+    from configurator import configure; configure(globals())
     $ python train.py config/toyav_clip.py --batch_size=64 --device=cpu
 
 A positional argument is a config file of plain assignments, executed over the defaults;
@@ -28,17 +28,26 @@ def parse_value(key, raw, default):
         return float(value)
     elif isinstance(value, type(default)):
         return value
-    raise SystemExit(f"--{key}={raw}: expected {type(default).__name__} like the default {default!r}")
+    raise SystemExit(f"--{key}={raw}: expected {type(default).__name__} "
+                     f"like the default {default!r}")
 
 
 def usage(script):
     """The help text of a script: its docstring, then every default with its trailing comment."""
     src = open(script).read()
     doc = ast.get_docstring(ast.parse(src)) or ''
-    block = src.split('\n# ---')[1] if src.count('\n# ---') >= 2 else src   # the defaults between the rules
+    block = src
+    if src.count('\n# ---') >= 2:          # the defaults between the rules
+        block = src.split('\n# ---')[1]
     rows = re.findall(r"^([a-z_][a-z0-9_]*) = (.+?)(?:  # (.*))?$", block, re.M)
-    lines = [f"  --{k}={v.strip()}".ljust(44) + (f" {c}" if c else '') for k, v, c in rows]
-    return f"{doc}\n\noptions (config files may set any of them; --key.sub=value sets one entry of a dict):\n" + "\n".join(lines)
+    lines = []
+    for key, value, comment in rows:
+        line = f"  --{key}={value.strip()}".ljust(44)
+        if comment:
+            line += f" {comment}"
+        lines.append(line)
+    head = "options (config files may set any of them; --key.sub=value sets one entry of a dict):"
+    return f"{doc}\n\n{head}\n" + "\n".join(lines)
 
 
 def configure(config, argv=None, script=None):
@@ -76,21 +85,22 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def native_bf16(device):
-    """Why bfloat16 is native on a device ('' when it is not): CUDA with bf16, or a CPU with AMX or
-    AVX512-BF16 units; elsewhere (AVX2-only CPUs, most laptops) bf16 runs ~100x slower than float32."""
+    """Why bfloat16 is native on a device ('' if not): CUDA bf16, a CPU with AMX or AVX512-BF16."""
     import torch
     kind = device.split(':')[0]
-    if kind == 'cuda':
-        return 'CUDA with bf16' if torch.cuda.is_bf16_supported() else ''
+    if kind == 'cuda' and torch.cuda.is_bf16_supported():
+        return 'CUDA with bf16'
     if kind != 'cpu':
         return ''
     if torch.cpu._is_amx_tile_supported():
         return 'CPU with AMX'
-    return 'CPU with AVX512-BF16' if torch.cpu._is_avx512_bf16_supported() else ''
+    if torch.cpu._is_avx512_bf16_supported():
+        return 'CPU with AVX512-BF16'
+    return ''         # elsewhere (AVX2-only CPUs, most laptops) bf16 is ~100x slower than float32
 
 
 def resolve_dtype(dtype, device, verbose=True):
-    """'auto' -> 'bfloat16' where the device computes it natively, else 'float32', said in one line."""
+    """'auto' -> 'bfloat16' where the device computes it natively, else 'float32' (said once)."""
     if dtype not in ('auto', 'float32', 'bfloat16'):
         raise SystemExit(f"dtype={dtype!r}: expected 'auto', 'float32' or 'bfloat16'")
     if dtype != 'auto':
@@ -98,5 +108,6 @@ def resolve_dtype(dtype, device, verbose=True):
     why = native_bf16(device)
     resolved = 'bfloat16' if why else 'float32'
     if verbose:
-        print(f"dtype auto -> {resolved} ({why or f'no native bfloat16 on this {device}'})", flush=True)
+        reason = why or f'no native bfloat16 on this {device}'
+        print(f"dtype auto -> {resolved} ({reason})", flush=True)
     return resolved

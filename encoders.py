@@ -1,19 +1,22 @@
 """Frozen encoders, tokenizers and vocoders behind one interface per role, in two suites.
 
 Roles (every frozen model exposes only the methods of its roles):
-    image encoder   encode_image(images uint8 (B, H, W, 3))        -> Features(emb (B, D), tokens (B, N, C))
-    audio encoder   encode_audio(waves float (B, T) at sample_rate) -> Features(emb, tokens)
-    text encoder    encode_text(list of str)                        -> Features(emb, tokens, mask (B, L))
-    tokenizer       encode(media) -> ids (B, N) long;  decode(ids) -> media
-    autoencoder     encode(media) -> latents (B, C, h, w); decode(latents) -> media
-    vocoder         __call__(log-mel (B, n_mels, frames)) -> waves (B, T)
+    image encoder  encode_image(images uint8 (B, H, W, 3))    -> Features(emb (B, D), tokens)
+    audio encoder  encode_audio(waves (B, T) at sample_rate)  -> Features(emb, tokens (B, N, C))
+    text encoder   encode_text(list of str)                   -> Features(emb, tokens, mask (B, L))
+    tokenizer      encode(media) -> ids (B, N) long;  decode(ids) -> media
+    autoencoder    encode(media) -> latents (B, C, h, w); decode(latents) -> media
+    vocoder        __call__(log-mel (B, n_mels, frames)) -> waves (B, T)
 Suites: `toy` (networks of model.py trained here on the embedded dataset, loaded from out/) and
-`hf` (the published models through transformers `from_pretrained`; generators.py loads the published
-generator weights). Audio and image loading, resampling and log-mel spectrograms live here too.
+`hf` (the published models through transformers `from_pretrained`; generators.py loads the
+published generator weights). Audio and image loading, resampling and log-mel spectrograms live
+here too.
 
-References: CLIP (Radford et al. 2021), CLAP (Wu et al. 2023), AST (Gong et al. 2021),
-SpeechT5 HiFi-GAN vocoder as used by AudioLDM (Liu et al. 2023), EnCodec (Défossez et al. 2022),
-Griffin & Lim 1984 for the toy vocoder.
+References:
+1) CLIP: Radford et al. 2021; CLAP: Wu et al. 2023; ImageBind: Girdhar et al. 2023
+2) AST: Gong et al. 2021; EnCodec: Défossez et al. 2022; FLAN-T5: Chung et al. 2022
+3) the SpeechT5 HiFi-GAN vocoder as AudioLDM (Liu et al. 2023) uses it
+4) Griffin & Lim 1984 for the toy vocoder
 """
 import hashlib
 import math
@@ -42,7 +45,7 @@ class Features:
 
 
 class Frozen(nn.Module):
-    """Base of every frozen model: eval mode and requires_grad=False, whatever train() is called with."""
+    """Base of every frozen model: eval mode and requires_grad=False, whatever train() asks."""
 
     def freeze(self):
         """Eval mode and requires_grad=False on every parameter."""
@@ -51,7 +54,7 @@ class Frozen(nn.Module):
         return super().train(False)
 
     def train(self, mode=True):
-        """Stay in eval mode whatever is asked (a training loop's model.train() does not reach frozen parts)."""
+        """Stay in eval mode: a training loop's model.train() does not reach frozen parts."""
         return super().train(False)
 
 
@@ -64,8 +67,11 @@ class MediaError(ValueError):
 
 def _media_error(path, what, err=None):
     """MediaError '<path>: <what> (<first line of err>)'."""
-    detail = str(err).strip().splitlines()[0] if err is not None and str(err).strip() else ''
-    return MediaError(f"{path}: {what}" + (f" ({detail})" if detail else ''))
+    message = f"{path}: {what}"
+    detail = str(err).strip() if err is not None else ''
+    if detail:
+        message += f" ({detail.splitlines()[0]})"
+    return MediaError(message)
 
 
 def _check_file(path):
@@ -83,11 +89,14 @@ def _decode_audio_av(path):
             raise _media_error(path, 'no audio stream')
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format='fltp')  # float planar, input layout and rate kept
-        frames = [f for frame in container.decode(stream) for f in resampler.resample(frame)]
-        frames += resampler.resample(None)
+        frames = []
+        for decoded in container.decode(stream):
+            frames += resampler.resample(decoded)
+        frames += resampler.resample(None)                      # what the resampler still holds
     if not frames:
         return np.zeros(0, np.float32), stream.codec_context.sample_rate
-    return np.concatenate([f.to_ndarray().mean(0) for f in frames]), frames[0].sample_rate  # (T,)
+    wave = np.concatenate([f.to_ndarray().mean(0) for f in frames])   # (T,)
+    return wave, frames[0].sample_rate
 
 
 def load_audio(path, sample_rate):
@@ -95,12 +104,14 @@ def load_audio(path, sample_rate):
     _check_file(path)
     try:
         with sf.SoundFile(path) as f:
-            sr, wave = f.samplerate, f.read(dtype='float32', always_2d=True).mean(1)  # (T,)
+            sr = f.samplerate
+            wave = f.read(dtype='float32', always_2d=True).mean(1)  # (T,)
     except RuntimeError:  # not a libsndfile format (mp4, mkv, webm, m4a, ...): try ffmpeg
         try:
             wave, sr = _decode_audio_av(path)
         except av.error.FFmpegError as e:
-            raise _media_error(path, 'not a readable audio file (corrupt or unknown format)') from e
+            raise _media_error(path, 'not a readable audio file '
+                                     '(corrupt or unknown format)') from e
     if wave.size == 0:
         raise _media_error(path, 'empty audio (0 samples)')
     if not np.isfinite(wave).all():
@@ -111,27 +122,34 @@ def load_audio(path, sample_rate):
 
 
 def fit_length(wave, n):
-    """Mono wave (T,) -> (n,): zero-padded at the end, or cut to its n-sample window with the most energy."""
+    """Mono wave (T,) -> (n,): zero-padded at the end, or cut to its loudest n-sample window."""
     if len(wave) <= n:
         return np.pad(wave, (0, n - len(wave)))
     energy = np.concatenate([[0.0], np.cumsum(wave.astype(np.float64) ** 2)])   # (T + 1,)
-    start = int(np.argmax(energy[n:] - energy[:-n]))                            # first of the loudest windows
+    start = int(np.argmax(energy[n:] - energy[:-n]))          # the first of the loudest windows
     return wave[start:start + n]
 
 
 def _to_rgb(im):
-    """Any PIL image -> uint8 (H, W, 3): alpha over white, I/I;16 from 0..65535, F from 0..1 (else 0..255)."""
+    """Any PIL image -> uint8 (H, W, 3): alpha over white, I/I;16 from 0..65535, F from 0..1."""
     if im.mode in ('I', 'F') or im.mode.startswith('I;16'):
         x = np.nan_to_num(np.asarray(im, dtype=np.float64))                  # (H, W)
-        scale = 255 / 65535 if im.mode != 'F' else (255.0 if x.max() <= 1.0 else 1.0)
-        return np.repeat(np.clip(np.rint(x * scale), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        if im.mode != 'F':
+            scale = 255 / 65535
+        elif x.max() <= 1.0:
+            scale = 255.0
+        else:                                                             # F beyond 0..1: 0..255
+            scale = 1.0
+        gray = np.clip(np.rint(x * scale), 0, 255).astype(np.uint8)         # (H, W)
+        return np.repeat(gray[..., None], 3, axis=2)                        # (H, W, 3)
     if {'A', 'a'} & set(im.getbands()) or 'transparency' in im.info:
-        im = Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA'))
+        white = Image.new('RGBA', im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im.convert('RGBA'))
     return np.array(im.convert('RGB'))
 
 
 def load_image(path, size=None):
-    """Any image PIL reads -> uint8 (H, W, 3); size int: shorter side then center crop, (h, w): resize (bicubic)."""
+    """Any image PIL reads -> uint8 (H, W, 3), resized by resize_image when size is given."""
     _check_file(path)
     try:
         with Image.open(path) as im:
@@ -145,12 +163,15 @@ def load_image(path, size=None):
 
 
 def resize_image(rgb, size):
-    """uint8 (H, W, 3) -> size int: shorter side to size, then center crop; (h, w): resize. Bicubic."""
-    img, bicubic = Image.fromarray(rgb), Image.Resampling.BICUBIC
+    """uint8 (H, W, 3), bicubic -> size int: shorter side to size, centre crop; (h, w): resize."""
+    img = Image.fromarray(rgb)
+    bicubic = Image.Resampling.BICUBIC
     if isinstance(size, int):
         scale = size / min(img.size)
-        w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-        left, top = (w - size) // 2, (h - size) // 2
+        w = max(size, round(img.width * scale))
+        h = max(size, round(img.height * scale))
+        left = (w - size) // 2
+        top = (h - size) // 2
         img = img.resize((w, h), bicubic).crop((left, top, left + size, top + size))
     else:
         img = img.resize((size[1], size[0]), bicubic)
@@ -169,11 +190,12 @@ def load_video_frames(path, n_frames):
                 raise _media_error(path, 'no video stream')
             count = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
         want = np.linspace(0, max(count - 1, 0), n_frames).round().astype(int)     # (n_frames,)
-        wanted, hw = set(want.tolist()), {}
+        wanted = set(want.tolist())
+        hw = {}                                  # every frame at the first one's size
         with av.open(str(path)) as container:
             for i, frame in enumerate(container.decode(container.streams.video[0])):
                 if i in wanted:
-                    got[i] = frame.to_ndarray(format='rgb24', **hw)              # (H, W, 3), first frame's size
+                    got[i] = frame.to_ndarray(format='rgb24', **hw)              # (H, W, 3)
                     hw = hw or dict(height=got[i].shape[0], width=got[i].shape[1])
                 if i >= want[-1]:
                     break
@@ -181,8 +203,12 @@ def load_video_frames(path, n_frames):
         raise _media_error(path, 'not a decodable video', e) from e
     if not got:
         raise _media_error(path, 'no decodable video frames')
-    keys = sorted(got)  # frames the decoder did not deliver fall back to the nearest earlier one
-    return np.stack([got[max([k for k in keys if k <= i], default=keys[0])] for i in want])
+    keys = sorted(got)
+    frames = []
+    for i in want:     # a frame the decoder did not deliver falls back to the nearest earlier one
+        earlier = [k for k in keys if k <= i]
+        frames.append(got[max(earlier, default=keys[0])])
+    return np.stack(frames)                                                # (n_frames, H, W, 3)
 
 
 PICTURE_SIZE = 256   # pictures are written this large (nearest neighbour), the raw size beside them
@@ -203,18 +229,17 @@ def save_png(path, image):
 
 
 def upscale(image, size=PICTURE_SIZE):
-    """uint8 (H, W, 3) -> nearest-neighbour enlarged by the integer factor that brings it nearest size."""
+    """uint8 (H, W, 3) -> enlarged (nearest neighbour) by the integer factor nearest to size."""
     factor = max(1, round(size / image.shape[0]))
     return np.kron(image, np.ones((factor, factor, 1), np.uint8))
 
 
 def spectrogram_picture(mel, size=PICTURE_SIZE):
-    """Log-mel (n_mels, frames) -> uint8 picture, low frequencies at the bottom, contrast over 80 dB."""
+    """Log-mel (n_mels, frames) -> uint8 picture, low frequencies at the bottom, 80 dB contrast."""
     db = mel * 20 / np.log(10)                                                  # natural log -> dB
     x = np.clip((db - db.max() + 80) / 80, 0, 1)[::-1]
     pic = np.stack([x ** 0.5, x ** 1.5, x * 0.3 + 0.7 * x ** 3], -1)           # a dark-to-warm ramp
     return upscale((pic * 255).astype(np.uint8), size)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +265,8 @@ class MelConfig:
 
 def mel_basis(cfg):
     """Slaney-normalised mel filterbank as a tensor (n_mels, n_fft // 2 + 1)."""
-    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                             fmin=cfg.fmin, fmax=cfg.fmax)
     return torch.from_numpy(fb)
 
 
@@ -248,19 +274,24 @@ def log_mel(waves, cfg):
     """Natural-log mel spectrogram of waves (B, T) -> (B, n_mels, cfg.frames)."""
     waves = torch.as_tensor(waves, dtype=torch.float32)
     window = torch.hann_window(cfg.n_fft, device=waves.device)
-    spec = torch.stft(waves, cfg.n_fft, cfg.hop, window=window, center=True, return_complex=True).abs()  # (B, F, frames')
-    mel = mel_basis(cfg).to(waves.device) @ spec                                                   # (B, n_mels, frames')
-    mel = F.pad(mel, (0, max(0, cfg.frames - mel.shape[-1])))[..., :cfg.frames]
+    spec = torch.stft(waves, cfg.n_fft, cfg.hop, window=window, center=True, return_complex=True)
+    mag = spec.abs()                                                     # (B, F, frames')
+    mel = mel_basis(cfg).to(waves.device) @ mag                          # (B, n_mels, frames')
+    pad = max(0, cfg.frames - mel.shape[-1])
+    mel = F.pad(mel, (0, pad))[..., :cfg.frames]                         # (B, n_mels, frames)
     return torch.log(mel.clamp(min=cfg.floor))
 
 
 class GriffinLim(Frozen):
-    """Toy vocoder: log-mel -> linear magnitude (least squares) -> phase by Griffin-Lim iterations."""
+    """Toy vocoder: log-mel -> linear magnitude (least squares) -> phase by Griffin-Lim."""
 
     def __init__(self, cfg, n_iter=32, momentum=0.99):
         super().__init__()
-        self.cfg, self.n_iter, self.momentum = cfg, n_iter, momentum
-        self.register_buffer('inverse', torch.linalg.pinv(mel_basis(cfg)), persistent=False)  # (F, n_mels)
+        self.cfg = cfg
+        self.n_iter = n_iter
+        self.momentum = momentum
+        inverse = torch.linalg.pinv(mel_basis(cfg))                      # (F, n_mels)
+        self.register_buffer('inverse', inverse, persistent=False)
         self.freeze()
 
     @torch.no_grad()
@@ -288,22 +319,25 @@ class GriffinLim(Frozen):
 # ---------------------------------------------------------------------------------------------
 
 TOY_ENCODERS = {  # trained by config/<dataset>_<name>.py -> the media fields their training needs
-    'clip': ('image',), 'clap': ('mel',), 'imagebind': ('image', 'mel'), 'vq_image': ('image',), 'vq_audio': ('mel',),
-    'ae_audio': ('mel',), 'ae_image': ('image',)}
+    'clip': ('image',), 'clap': ('mel',), 'imagebind': ('image', 'mel'),
+    'vq_image': ('image',), 'vq_audio': ('mel',), 'ae_audio': ('mel',), 'ae_image': ('image',)}
 
 
 class WordTokenizer:
     """Word-level tokenizer over a fixed vocabulary: 0 is padding, 1 an unknown word."""
 
     def __init__(self, vocab, max_len):
-        self.vocab, self.max_len = list(vocab), max_len
+        self.vocab = list(vocab)
+        self.max_len = max_len
         self.index = {w: i + 2 for i, w in enumerate(self.vocab)}
 
     @staticmethod
     def words(text):
-        """The words of a text as the tokenizer sees them: lower-case runs of letters, digits and apostrophes."""
-        kept = ''.join(c if c.isalnum() or c == "'" else ' ' for c in text.lower())   # punctuation -> spaces
-        return [w for w in (w.strip("'") for w in kept.split()) if w]
+        """A text's words as the tokenizer sees them: lower-case runs of letters, digits and '."""
+        # punctuation -> spaces
+        kept = ''.join(c if c.isalnum() or c == "'" else ' ' for c in text.lower())
+        stripped = [w.strip("'") for w in kept.split()]
+        return [w for w in stripped if w]
 
     @classmethod
     def vocabulary(cls, texts):
@@ -315,7 +349,8 @@ class WordTokenizer:
         ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)
         for i, text in enumerate(texts):
             words = self.words(text)[:self.max_len]
-            ids[i, :len(words)] = torch.tensor([self.index.get(w, 1) for w in words], dtype=torch.long)
+            row = [self.index.get(w, 1) for w in words]
+            ids[i, :len(words)] = torch.tensor(row, dtype=torch.long)
         return ids
 
 
@@ -338,39 +373,47 @@ class StaleCache(RuntimeError):
 
 
 def read_checkpoint(path, device='cpu'):
-    """torch.load(path) with weights_only; a missing file is a FileNotFoundError, an unreadable one a MediaError."""
+    """torch.load(path), weights only; FileNotFoundError if missing, MediaError if unreadable."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no checkpoint; train it first (python train.py config/<name>.py)")
+        raise FileNotFoundError(f"{path}: no checkpoint; "
+                                f"train it first (python train.py config/<name>.py)")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:   # empty, cut short or not a torch.save file: torch raises many kinds
         what = str(e).split('. ')[0]
-        raise _media_error(path, 'not a readable checkpoint', 'empty file (0 bytes)' if os.path.getsize(path) == 0
-                           else f"{type(e).__name__}: {what}" if what else type(e).__name__) from e
+        if os.path.getsize(path) == 0:
+            detail = 'empty file (0 bytes)'
+        elif what:
+            detail = f"{type(e).__name__}: {what}"
+        else:
+            detail = type(e).__name__
+        raise _media_error(path, 'not a readable checkpoint', detail) from e
 
 
-FROZEN_NETWORKS = {  # method -> the model.py network of a frozen part (trained by train.py, read here)
+FROZEN_NETWORKS = {  # method -> model.py network of a frozen part (trained by train.py, read here)
     'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'autoencoder': MediaAutoencoder,
     'ldm': LatentDiffusion}
 
 
 def load_checkpoint(path, device='cpu', networks=FROZEN_NETWORKS):
-    """Rebuild a trained network from its checkpoint alone (EMA weights when present) -> (model, ckpt);
-    `networks` maps the checkpoint's method to the class (methods.NETWORKS knows every method)."""
+    """Rebuild a trained network from its checkpoint alone (EMA weights if any) -> (model, ckpt)."""
+    # `networks` maps the checkpoint's method to the class (methods.NETWORKS knows every method)
     ckpt = read_checkpoint(path, device)
     if ckpt.get('method') not in networks:
-        raise _media_error(path, f"a checkpoint of {ckpt.get('method')!r}, none of {', '.join(networks)}")
+        raise _media_error(path, f"a checkpoint of {ckpt.get('method')!r}, "
+                                 f"none of {', '.join(networks)}")
     model = networks[ckpt['method']](**ckpt['model_args'])
     model.load_state_dict(ckpt.get('ema') or ckpt['model'])
     return model.to(device).eval(), ckpt
 
 
 class ToyEncoder(Frozen):
-    """A toy contrastive model (CLIP-, CLAP- or ImageBind-like) behind the image/audio/text roles."""
+    """A toy contrastive model (CLIP-, CLAP- or ImageBind-like) behind image/audio/text roles."""
 
     def __init__(self, model, ckpt):
         super().__init__()
-        self.net, self.roles = model, set(model.modalities)
+        self.net = model
+        self.roles = set(model.modalities)
         data = ckpt['data']
         self.mel_config = MelConfig(**data['mel'])
         self.sample_rate = self.mel_config.sample_rate
@@ -403,15 +446,17 @@ class ToyEncoder(Frozen):
 
 
 class ToyTokenizer(Frozen):
-    """A toy VQ-VAE (tokenizer role: ids) or KL autoencoder (autoencoder role: latents) for images (B, H, W, 3)
-    uint8 or log-mels (B, n_mels, frames)."""
+    """A toy VQ-VAE (tokenizer role: ids) or KL autoencoder (autoencoder role: latents)."""
+    # media: uint8 images (B, H, W, 3) or log-mels (B, n_mels, frames)
 
     def __init__(self, model, ckpt):
         super().__init__()
-        self.net, self.modality = model, model.modality
+        self.net = model
+        self.modality = model.modality
         self.mel_config = MelConfig(**ckpt['data']['mel'])
         if hasattr(model, 'quantizer'):
-            self.codebook_size, self.n_tokens = len(model.quantizer.codebook), model.grid[0] * model.grid[1]
+            self.codebook_size = len(model.quantizer.codebook)
+            self.n_tokens = model.grid[0] * model.grid[1]
         self.freeze()
 
     @torch.no_grad()
@@ -423,32 +468,46 @@ class ToyTokenizer(Frozen):
     def decode(self, codes):
         """Ids or latents -> media of the modality."""
         codes = torch.as_tensor(codes)
-        return self.net.decode(codes.long() if hasattr(self, 'codebook_size') else codes.float())
+        if hasattr(self, 'codebook_size'):
+            return self.net.decode(codes.long())
+        return self.net.decode(codes.float())
+
+
+def toy_checkpoint(name, dataset='toyav', out_dir='out'):
+    """Where train.py saves the toy model `name` of a dataset: out/<dataset>_<name>/ckpt.pt."""
+    return os.path.join(out_dir, f"{dataset}_{name}", 'ckpt.pt')
 
 
 def load_toy(name, dataset='toyav', out_dir='out', device='cpu', user=None):
-    """A frozen toy model trained here: out/<dataset>_<name>/ckpt.pt (or the Griffin-Lim vocoder). With user, the
-    checkpoint of a model trained on this one's cached features: StaleCache unless this is the checkpoint file whose
-    hash user['data']['features'] records."""
-    path = os.path.join(out_dir, f"{dataset}_{name}", 'ckpt.pt')
+    """A frozen toy model trained here: out/<dataset>_<name>/ckpt.pt."""
+    # With user, the checkpoint of a model trained on this one's cached features: StaleCache unless
+    # this is the checkpoint file whose hash user['data']['features'] records.
+    path = toy_checkpoint(name, dataset, out_dir)
     model, ckpt = load_checkpoint(path, device)
     wrapper = ToyTokenizer if ckpt['method'] in ('vq', 'autoencoder') else ToyEncoder
     frozen = wrapper(model, ckpt)
-    frozen.checkpoint_hash = now = file_hash(path)
-    features = (user or {}).get('data', {}).get('features') or {}
-    want = features['encoders'].get(name) if features.get('suite') == 'toy' else None
+    now = file_hash(path)
+    frozen.checkpoint_hash = now
+    want = None
+    if user:
+        features = user.get('data', {}).get('features') or {}
+        if features.get('suite') == 'toy':
+            want = features['encoders'].get(name)
     if want and now != want:
-        raise StaleCache(f"{path}: {name} checkpoint {now}, not the {want} this {user['method']} model was trained "
-                         f"with; retrain the model (python prepare.py {dataset} --features toy, then train.py) or "
-                         f"restore that {name} checkpoint")
+        raise StaleCache(f"{path}: {name} checkpoint {now}, not the {want} this {user['method']} "
+                         f"model was trained with; retrain the model (python prepare.py {dataset} "
+                         f"--features toy, then train.py) or restore that {name} checkpoint")
     return frozen
 
 
 def load_latent_decoder(generator, ckpt, out_dir='out', device='cpu'):
-    """The frozen toy autoencoder whose latents a generator (its checkpoint ckpt) targets (ae_audio_latent ->
-    ae_audio), checked to be the one it was trained on; None when the generator works on media directly."""
-    return None if generator.modality else load_toy(generator.target.rsplit('_', 1)[0], ckpt['data']['dataset'],
-                                                     out_dir, device, ckpt)
+    """The frozen toy autoencoder whose latents a generator targets; None if it works on media."""
+    # ae_audio_latent -> ae_audio, checked (load_toy with the generator's checkpoint ckpt) to be the
+    # one the generator was trained on
+    if generator.modality:
+        return None
+    name = generator.target.rsplit('_', 1)[0]
+    return load_toy(name, ckpt['data']['dataset'], out_dir, device, ckpt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,41 +521,57 @@ def load_latent_decoder(generator, ckpt, out_dir='out', device='cpu'):
 HF_DEFAULT_SR = 16000    # the project's audio rate: encode_audio's default sample_rate
 CLAP_TEXT_TOKENS = 77    # LAION-CLAP pads captions to 77 RoBERTa tokens
 T5_TEXT_TOKENS = 120     # PixArt-alpha's T5 caption length
-AUDIOLDM_N_FFT, AUDIOLDM_FMIN, AUDIOLDM_FMAX = 1024, 0.0, 8000.0  # AudioLDM's mel, besides rate/hop/n_mels
+AUDIOLDM_N_FFT = 1024    # AudioLDM's mel, besides the rate, hop and n_mels its vocoder config has
+AUDIOLDM_FMIN = 0.0
+AUDIOLDM_FMAX = 8000.0
 
 
 def resample_waves(waves, sample_rate, target_rate):
-    """Mono waves (B, T) at sample_rate -> float32 ndarray (B, T') at target_rate (soxr via librosa)."""
+    """Mono waves (B, T) at sample_rate -> float32 ndarray (B, T') at target_rate (soxr)."""
     waves = torch.as_tensor(waves).float().cpu().numpy()
     if sample_rate == target_rate:
         return waves
-    out = librosa.resample(waves, orig_sr=sample_rate, target_sr=target_rate, res_type='soxr_hq', axis=-1)
+    out = librosa.resample(waves, orig_sr=sample_rate, target_sr=target_rate, res_type='soxr_hq',
+                           axis=-1)
     return out.astype(np.float32)
 
 
 class HFFrozen(Frozen):
-    """Shared plumbing: holds one frozen transformers model, moves processor outputs to it, tokenizes text."""
+    """Shared plumbing: one frozen transformers model, inputs moved to it, text tokenized."""
 
     def __init__(self, model, tokenizer=None, max_length=None):
         super().__init__()
-        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
         self.freeze()
+
+    @classmethod
+    def _published(cls, name, model_class, *part_classes, **kw):
+        """cls(model, *parts), each loaded by its transformers class's from_pretrained(name)."""
+        model = model_class.from_pretrained(name, **kw)
+        parts = [part.from_pretrained(name) for part in part_classes]
+        return cls(model, *parts)
 
     def to_model(self, batch):
         """Tensors of a processor's output on the model's device; floating ones in its dtype."""
         p = next(self.model.parameters())
-        return {k: v.to(p.device, p.dtype if v.is_floating_point() else None)
-                for k, v in batch.items() if torch.is_tensor(v)}
+        out = {}
+        for k, v in batch.items():
+            if torch.is_tensor(v):
+                dtype = p.dtype if v.is_floating_point() else None
+                out[k] = v.to(p.device, dtype)
+        return out
 
     def tokenize(self, texts):
-        """Captions -> input_ids, attention_mask, padded to max_length so cached tokens have one shape."""
-        batch = self.tokenizer(list(texts), padding='max_length', max_length=self.max_length, truncation=True,
-                               return_tensors='pt')
+        """Captions -> input_ids, attention_mask, padded to max_length: cached tokens, one shape."""
+        batch = self.tokenizer(list(texts), padding='max_length', max_length=self.max_length,
+                               truncation=True, return_tensors='pt')
         return self.to_model(batch)
 
 
 class HFTextTower(HFFrozen):
-    """A joint-space model whose text side is get_text_features: pooled emb, last hidden states, mask."""
+    """A joint-space model whose text side is get_text_features: pooled emb, hidden states, mask."""
 
     @torch.no_grad()
     def encode_text(self, texts):
@@ -508,7 +583,7 @@ class HFTextTower(HFFrozen):
 
 
 class HFClip(HFTextTower):
-    """CLIP image + text (openai/clip-vit-base-patch32); emb is projected, NOT L2-normalised (transformers 5)."""
+    """CLIP image + text (openai/clip-vit-base-patch32); emb projected, NOT L2-normalised."""
 
     def __init__(self, model, processor, tokenizer):
         super().__init__(model, tokenizer, model.config.text_config.max_position_embeddings)
@@ -518,12 +593,11 @@ class HFClip(HFTextTower):
     def from_pretrained(cls, name='openai/clip-vit-base-patch32', **kw):
         """The published CLIP (transformers CLIPModel) with its image processor and tokenizer."""
         from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
-        return cls(CLIPModel.from_pretrained(name, **kw), CLIPImageProcessorPil.from_pretrained(name),
-                   AutoTokenizer.from_pretrained(name))
+        return cls._published(name, CLIPModel, CLIPImageProcessorPil, AutoTokenizer, **kw)
 
     @torch.no_grad()
     def encode_image(self, images):
-        """uint8 images (B, H, W, 3) of any size -> CLIP image Features (pooled projection, patch tokens)."""
+        """uint8 images (B, H, W, 3) of any size -> CLIP Features (pooled projection, patches)."""
         from PIL import Image
         images = torch.as_tensor(images).cpu().numpy()                      # (B, H, W, 3) uint8
         batch = self.processor(images=[Image.fromarray(im) for im in images], return_tensors='pt')
@@ -581,25 +655,26 @@ class HFClap(HFTextTower):
 
     @classmethod
     def from_pretrained(cls, name='laion/clap-htsat-unfused', **kw):
-        """The published LAION-CLAP (transformers ClapModel) with its feature extractor and tokenizer."""
+        """The published LAION-CLAP (transformers ClapModel), its feature extractor, tokenizer."""
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
-        return cls(ClapModel.from_pretrained(name, **kw), ClapFeatureExtractor.from_pretrained(name),
-                   AutoTokenizer.from_pretrained(name))
+        return cls._published(name, ClapModel, ClapFeatureExtractor, AutoTokenizer, **kw)
 
     @torch.no_grad()
     def encode_audio(self, waves, sample_rate=HF_DEFAULT_SR):
         """Mono waves (B, T) at sample_rate -> CLAP audio Features (first 10 s, no random crop)."""
         fe = self.feature_extractor
-        waves = resample_waves(waves, sample_rate, fe.sampling_rate)[:, :fe.nb_max_samples]  # (B, <=10 s), no random crop
+        waves = resample_waves(waves, sample_rate, fe.sampling_rate)
+        waves = waves[:, :fe.nb_max_samples]              # (B, <= 10 s): no random crop
         # rand_trunc: one mel channel for the unfused patch embed (the fused default stacks 4)
-        batch = fe(list(waves), sampling_rate=fe.sampling_rate, truncation='rand_trunc', return_tensors='pt')
+        batch = fe(list(waves), sampling_rate=fe.sampling_rate, truncation='rand_trunc',
+                   return_tensors='pt')
         out = self.model.get_audio_features(**self.to_model(batch))
-        tokens = out.last_hidden_state.flatten(2).transpose(1, 2)           # (B, C, H, W) map -> (B, H*W, C)
-        return Features(out.pooler_output, tokens)                          # (B, 512), (B, 64, 768)
+        tokens = out.last_hidden_state.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
+        return Features(out.pooler_output, tokens)                  # (B, 512), (B, 64, 768)
 
 
 class HFAst(HFFrozen):
-    """Audio Spectrogram Transformer (MIT/ast-finetuned-audioset-10-10-0.4593, 16 kHz Kaldi fbank): audio tokens."""
+    """Audio Spectrogram Transformer (16 kHz Kaldi fbank): audio tokens."""
 
     def __init__(self, model, feature_extractor):
         super().__init__(model)
@@ -609,7 +684,7 @@ class HFAst(HFFrozen):
     def from_pretrained(cls, name='MIT/ast-finetuned-audioset-10-10-0.4593', **kw):
         """The published AST (transformers ASTModel) with its feature extractor."""
         from transformers import ASTFeatureExtractor, ASTModel
-        return cls(ASTModel.from_pretrained(name, **kw), ASTFeatureExtractor.from_pretrained(name))
+        return cls._published(name, ASTModel, ASTFeatureExtractor, **kw)
 
     @torch.no_grad()
     def encode_audio(self, waves, sample_rate=HF_DEFAULT_SR):
@@ -618,11 +693,11 @@ class HFAst(HFFrozen):
         waves = resample_waves(waves, sample_rate, sr)                     # (B, T') at 16 kHz
         batch = self.feature_extractor(list(waves), sampling_rate=sr, return_tensors='pt')
         out = self.model(**self.to_model(batch))
-        return Features(out.pooler_output, out.last_hidden_state)          # (B, 768), (B, 1214, 768)
+        return Features(out.pooler_output, out.last_hidden_state)       # (B, 768), (B, 1214, 768)
 
 
 class HFT5(HFFrozen):
-    """T5 text encoder (google/flan-t5-base); T5 has no pooler, so emb is the masked mean of the tokens."""
+    """T5 text encoder (google/flan-t5-base); no pooler, so emb is the masked mean of the tokens."""
 
     def __init__(self, model, tokenizer, max_length=T5_TEXT_TOKENS):
         super().__init__(model, tokenizer, max_length)
@@ -631,7 +706,7 @@ class HFT5(HFFrozen):
     def from_pretrained(cls, name='google/flan-t5-base', **kw):
         """The published FLAN-T5 encoder (transformers T5EncoderModel) with its tokenizer."""
         from transformers import AutoTokenizer, T5EncoderModel
-        return cls(T5EncoderModel.from_pretrained(name, **kw), AutoTokenizer.from_pretrained(name))
+        return cls._published(name, T5EncoderModel, AutoTokenizer, **kw)
 
     @torch.no_grad()
     def encode_text(self, texts):
@@ -645,13 +720,14 @@ class HFT5(HFFrozen):
 
 
 def hifigan_mel_config(config):
-    """The MelConfig a SpeechT5HifiGan expects; for AudioLDM's: 16 kHz, hop 160, n_fft 1024, 64 mels, 0-8000 Hz."""
-    return MelConfig(sample_rate=config.sampling_rate, n_fft=AUDIOLDM_N_FFT, hop=math.prod(config.upsample_rates),
+    """The MelConfig a SpeechT5HifiGan expects (AudioLDM's: 16 kHz, hop 160, 64 mels, 0-8 kHz)."""
+    hop = math.prod(config.upsample_rates)
+    return MelConfig(sample_rate=config.sampling_rate, n_fft=AUDIOLDM_N_FFT, hop=hop,
                      n_mels=config.model_in_dim, fmin=AUDIOLDM_FMIN, fmax=AUDIOLDM_FMAX)
 
 
 class HFHifiGan(HFFrozen):
-    """AudioLDM's HiFi-GAN vocoder (SpeechT5HifiGan): log-mel (B, n_mels, frames) -> waves (B, hop * frames)."""
+    """AudioLDM's HiFi-GAN vocoder (SpeechT5HifiGan): log-mels -> waves."""
 
     def __init__(self, model):
         super().__init__(model)
@@ -660,7 +736,7 @@ class HFHifiGan(HFFrozen):
 
     @classmethod
     def from_pretrained(cls, name='cvssp/audioldm-s-full-v2', **kw):
-        """AudioLDM's published HiFi-GAN vocoder (transformers SpeechT5HifiGan, the pipeline's vocoder/ folder)."""
+        """AudioLDM's published HiFi-GAN (transformers SpeechT5HifiGan, the pipeline's vocoder/)."""
         from transformers import SpeechT5HifiGan
         return cls(SpeechT5HifiGan.from_pretrained(name, subfolder='vocoder', **kw))
 
@@ -668,19 +744,21 @@ class HFHifiGan(HFFrozen):
     def forward(self, logmel):
         """AudioLDM log-mels (B, n_mels, frames) -> waves (B, T) at the vocoder's rate."""
         p = next(self.model.parameters())
-        spec = logmel.to(p.device, p.dtype).transpose(1, 2)               # (B, frames, n_mels), the published layout
-        return self.model(spec)                                            # (B, hop * frames)
+        spec = logmel.to(p.device, p.dtype).transpose(1, 2)   # (B, frames, n_mels), as published
+        return self.model(spec)                                # (B, hop * frames)
 
 
 class HFEncodec(HFFrozen):
-    """EnCodec tokenizer (facebook/encodec_24khz): waves -> ids (B, n_q, frames) -> waves at 24 kHz (sample_rate)."""
+    """EnCodec tokenizer (facebook/encodec_24khz): waves -> ids (B, n_q, frames) -> 24 kHz waves."""
 
     def __init__(self, model, bandwidth=None):
         super().__init__(model)
         if model.config.chunk_length is not None or model.config.normalize:
-            raise ValueError('HFEncodec needs an unchunked, unnormalised EnCodec (encodec_24khz): ids carry no scales')
+            raise ValueError('HFEncodec needs an unchunked, unnormalised EnCodec (encodec_24khz): '
+                             'ids carry no scales')
         self.sample_rate = model.config.sampling_rate
-        self.bandwidth = bandwidth or model.config.target_bandwidths[0]  # kbps; 1.5 -> 2 codebooks at 24 kHz
+        # kbps; 1.5 -> 2 codebooks at 24 kHz
+        self.bandwidth = bandwidth or model.config.target_bandwidths[0]
 
     @classmethod
     def from_pretrained(cls, name='facebook/encodec_24khz', bandwidth=None, **kw):
@@ -692,51 +770,60 @@ class HFEncodec(HFFrozen):
     def encode(self, waves, sample_rate=HF_DEFAULT_SR):
         """Mono waves (B, T) at sample_rate -> code ids (B, n_q, frames)."""
         p = next(self.model.parameters())
-        x = torch.from_numpy(resample_waves(waves, sample_rate, self.sample_rate)).to(p.device, p.dtype)  # (B, T')
-        return self.model.encode(x.unsqueeze(1), bandwidth=self.bandwidth).audio_codes[0]  # (B, n_q, frames)
+        waves = resample_waves(waves, sample_rate, self.sample_rate)           # (B, T')
+        x = torch.from_numpy(waves).to(p.device, p.dtype)                     # (B, T')
+        codes = self.model.encode(x.unsqueeze(1), bandwidth=self.bandwidth).audio_codes
+        return codes[0]                                                       # (B, n_q, frames)
 
     @torch.no_grad()
     def decode(self, ids):
         """Code ids (B, n_q, frames) -> waves (B, T) at the codec's rate."""
-        ids = ids.to(next(self.model.parameters()).device).unsqueeze(0)   # (1 chunk, B, n_q, frames)
-        return self.model.decode(ids, [None]).audio_values[:, 0]           # (B, hop * frames) at self.sample_rate
+        device = next(self.model.parameters()).device
+        ids = ids.to(device).unsqueeze(0)                          # (1 chunk, B, n_q, frames)
+        waves = self.model.decode(ids, [None]).audio_values        # (B, 1, hop * frames)
+        return waves[:, 0]                                         # (B, T) at self.sample_rate
 
 
 class HFClapText(HFFrozen):
-    """A CLAP text tower alone (ClapTextModelWithProjection, as AudioLDM pipelines ship it): L2-normalised text_embeds."""
+    """A CLAP text tower alone, as AudioLDM pipelines ship it; emb: L2-normalised text_embeds."""
 
     def __init__(self, model, tokenizer, max_length=CLAP_TEXT_TOKENS):
         super().__init__(model, tokenizer, max_length)
 
     @classmethod
     def from_pretrained(cls, name='cvssp/audioldm-s-full-v2', **kw):
-        """AudioLDM's CLAP text tower (transformers ClapTextModelWithProjection, the pipeline's text_encoder/ folder)."""
+        """AudioLDM's CLAP text tower (ClapTextModelWithProjection, in the text_encoder/ folder)."""
         from transformers import AutoTokenizer, ClapTextModelWithProjection
-        return cls(ClapTextModelWithProjection.from_pretrained(name, subfolder='text_encoder', **kw),
-                   AutoTokenizer.from_pretrained(name, subfolder='tokenizer'))
+        model = ClapTextModelWithProjection.from_pretrained(name, subfolder='text_encoder', **kw)
+        tokenizer = AutoTokenizer.from_pretrained(name, subfolder='tokenizer')
+        return cls(model, tokenizer)
 
     @torch.no_grad()
     def encode_text(self, texts):
         """Captions -> CLAP text Features (projected pooled emb, hidden states, padding mask)."""
         batch = self.tokenize(texts)
         out = self.model(**batch)
-        return Features(F.normalize(out.text_embeds, dim=-1), out.last_hidden_state, batch['attention_mask'].bool())
+        emb = F.normalize(out.text_embeds, dim=-1)                         # (B, D)
+        mask = batch['attention_mask'].bool()                              # (B, L)
+        return Features(emb, out.last_hidden_state, mask)
 
 
-HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan, 'encodec': HFEncodec,
-            'clap_text': HFClapText, 'imagebind': HFImageBind}
+HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan,
+            'encodec': HFEncodec, 'clap_text': HFClapText, 'imagebind': HFImageBind}
 
 
 def load_hf(role_name, name=None, **kw):
-    """The hf-suite model of a role ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text',
-    'imagebind'), from name or its default."""
+    """The hf-suite model of a role (a key of HF_SUITE), from name or the role's default."""
     cls = HF_SUITE[role_name]
-    return cls.from_pretrained(name, **kw) if name else cls.from_pretrained(**kw)
+    if name:
+        return cls.from_pretrained(name, **kw)
+    return cls.from_pretrained(**kw)
 
 
 def load_encoder(name, ckpt, out_dir='out', device='cpu'):
-    """The frozen encoder behind a checkpoint's cached features (its ckpt['data']['features']): the published model
-    it names for the hf suite, else the toy one trained on its dataset (checked by load_toy)."""
+    """The frozen encoder behind a checkpoint's cached features (its ckpt['data']['features'])."""
+    # the published model they name for the hf suite, else the toy one trained on the dataset
+    # (checked by load_toy)
     features = ckpt['data'].get('features') or {}
     if features.get('suite') == 'hf':
         return load_hf(name, features['encoders'][name]).to(device)

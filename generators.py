@@ -1,15 +1,17 @@
-"""Published generator weights -> model.py's modules by key mapping, and the AudioLDM pipeline built on them.
+"""Published generator weights -> model.py's modules by key mapping; the AudioLDM pipeline on them.
 
 AudioLDM's UNet and VAE, PixArt-alpha's and FLUX.1's transformers and FLUX.1's VAE (diffusers
-layouts), Make-An-Audio's UNet and VAE (CompVis latent-diffusion layout), facebookresearch/DiT's and
-black-forest-labs/flux's checkpoints, loaded into model.py's UNet, KLAutoencoder, DiT and Flux: a config
-converter and a state-dict renamer per layout, both checked by parity tests against tiny random diffusers
-models (tests/test_generators.py, tests/test_flux.py, tests/test_maa_import.py). Nothing here trains;
-`load_generator` returns a module in eval mode.
+layouts), Make-An-Audio's UNet and VAE (CompVis latent-diffusion layout), facebookresearch/DiT's
+and black-forest-labs/flux's checkpoints, loaded into model.py's UNet, KLAutoencoder, DiT and Flux:
+a config converter and a state-dict renamer per layout, both checked by parity tests against tiny
+random diffusers models (tests/test_generators.py, tests/test_flux.py, tests/test_maa_import.py).
+Nothing here trains; `load_generator` returns a module in eval mode.
 
-References: AudioLDM (Liu et al. 2023), Make-An-Audio (Huang et al. 2023), PixArt-alpha (Chen et al.
-2023), DiT (Peebles & Xie 2023), FLUX.1 (Black Forest Labs 2024), in the diffusers layouts
-(von Platen et al. 2022), CompVis latent diffusion's (Rombach et al. 2022) or the authors' own.
+References:
+1) AudioLDM: Liu et al. 2023; Make-An-Audio: Huang et al. 2023
+2) DiT: Peebles & Xie 2023; PixArt-alpha: Chen et al. 2023; FLUX.1: Black Forest Labs 2024
+3) layouts: diffusers (von Platen et al. 2022), CompVis latent diffusion (Rombach et al. 2022),
+   or the authors' own (facebookresearch/DiT, black-forest-labs/flux)
 """
 import json
 import math
@@ -25,7 +27,7 @@ from model import DiT, Diffusion, Flux, KLAutoencoder, UNet, guided
 
 
 def _rename(sd, rules, drop=()):
-    """Apply ordered (regex, replacement) rules to every key, leaving out `drop`; no two keys may land on one name."""
+    """Apply ordered (regex, replacement) rules to every key not in `drop`; no two may meet."""
     out = {}
     for k, v in sd.items():
         if k not in drop:
@@ -37,21 +39,25 @@ def _rename(sd, rules, drop=()):
 
 
 def _unfuse(sd, fused, names, width=None):
-    """Split the rows of every key naming `fused` (e.g. '.qkv.') into one key per name: equal parts,
-    or `width` rows for each name but the last, which takes the rest."""
+    """Split the rows of every key naming `fused` (e.g. '.qkv.') into one key per name."""
     out = {}
     for k, v in sd.items():
         if fused not in k:
             out[k] = v
             continue
-        rows = [width] * (len(names) - 1) + [len(v) - width * (len(names) - 1)] if width else None
-        parts = v.split(rows) if rows else v.chunk(len(names))
-        out.update({k.replace(fused, f'.{n}.'): w for n, w in zip(names, parts)})
+        if width:       # `width` rows for each name but the last, which takes the rest
+            rest = len(v) - width * (len(names) - 1)
+            parts = v.split([width] * (len(names) - 1) + [rest])
+        else:           # equal parts
+            parts = v.chunk(len(names))
+        for n, w in zip(names, parts):
+            out[k.replace(fused, f'.{n}.')] = w
     return out
 
 
 _COMMON = [(r'to_out\.0\.', 'to_out.'), (r'ff\.net\.0\.proj\.', 'fc1.'), (r'ff\.net\.2\.', 'fc2.'),
-           (r'(down|up)samplers\.0\.conv\.', 'resample.'), (r'\.linear_1\.', '.0.'), (r'\.linear_2\.', '.2.')]
+           (r'(down|up)samplers\.0\.conv\.', 'resample.'),
+           (r'\.linear_1\.', '.0.'), (r'\.linear_2\.', '.2.')]
 
 
 def import_audioldm_unet(sd):
@@ -60,8 +66,9 @@ def import_audioldm_unet(sd):
 
 
 def import_audioldm_vae(sd):
-    """diffusers AutoencoderKL state dict (also with its pre-0.15 attention names) -> KLAutoencoder's."""
-    old = [(r'\.query\.', '.to_q.'), (r'\.key\.', '.to_k.'), (r'\.value\.', '.to_v.'), (r'\.proj_attn\.', '.to_out.')]
+    """diffusers AutoencoderKL state dict (also its pre-0.15 attention names) -> KLAutoencoder's."""
+    old = [(r'\.query\.', '.to_q.'), (r'\.key\.', '.to_k.'), (r'\.value\.', '.to_v.'),
+           (r'\.proj_attn\.', '.to_out.')]
     return _rename(sd, _COMMON + old)
 
 
@@ -70,19 +77,21 @@ def import_pixart(sd):
     emb = r'^adaln_single\.emb\.'
     return _rename(sd, _COMMON + [
         (r'^pos_embed\.proj\.', 'x_embedder.'), (emb + r'timestep_embedder\.', 't_embedder.'),
-        (emb + r'resolution_embedder\.', 'res_embedder.'), (emb + r'aspect_ratio_embedder\.', 'ar_embedder.'),
+        (emb + r'resolution_embedder\.', 'res_embedder.'),
+        (emb + r'aspect_ratio_embedder\.', 'ar_embedder.'),
         (r'^adaln_single\.linear\.', 't_block.1.'), (r'^caption_projection\.', 'ctx_embedder.'),
         (r'^transformer_blocks\.', 'blocks.'), (r'\.attn1\.', '.attn.'), (r'\.attn2\.', '.cross.'),
         (r'^scale_shift_table$', 'final_mod'), (r'^proj_out\.', 'final_linear.')])
 
 
 def import_dit(sd):
-    """facebookresearch/DiT checkpoint (or a training checkpoint's 'ema') -> DiT's; pos_embed is recomputed."""
+    """facebookresearch/DiT checkpoint (or a training checkpoint's 'ema') -> DiT's, no pos_embed."""
     sd = _rename(sd.get('ema', sd), [
         (r'^x_embedder\.proj\.', 'x_embedder.'), (r'^t_embedder\.mlp\.', 't_embedder.'),
-        (r'^y_embedder\.embedding_table\.', 'y_embedder.'), (r'\.attn\.proj\.', '.attn.to_out.'), (r'\.mlp\.fc', '.fc'),
-        (r'^final_layer\.linear\.', 'final_linear.'), (r'^final_layer\.adaLN_modulation\.', 'final_mod.')],
-        drop=('pos_embed',))
+        (r'^y_embedder\.embedding_table\.', 'y_embedder.'), (r'\.attn\.proj\.', '.attn.to_out.'),
+        (r'\.mlp\.fc', '.fc'), (r'^final_layer\.linear\.', 'final_linear.'),
+        (r'^final_layer\.adaLN_modulation\.', 'final_mod.')],
+        drop=('pos_embed',))                                  # DiT recomputes it
     return _unfuse(sd, '.qkv.', ['to_q', 'to_k', 'to_v'])  # timm's fused qkv rows are [q; k; v]
 
 
@@ -96,7 +105,8 @@ _FLUX_DOUBLE = {  # diffusers FluxTransformerBlock -> FluxDoubleBlock ("context"
     'ff.net.0.proj': 'img.fc1', 'ff.net.2': 'img.fc2',
     'ff_context.net.0.proj': 'txt.fc1', 'ff_context.net.2': 'txt.fc2'}
 _FLUX = [(r'^transformer_blocks\.(\d+)\.' + re.escape(src) + r'\.', rf'double_blocks.\1.{dst}.')
-         for src, dst in _FLUX_DOUBLE.items()] + [
+         for src, dst in _FLUX_DOUBLE.items()]
+_FLUX += [
     (r'^single_transformer_blocks\.(\d+)\.(attn\.)?', r'single_blocks.\1.'),
     (r'^(single_blocks\.\d+)\.norm\.linear\.', r'\1.adaLN_modulation.1.'),
     (r'\.proj_mlp\.', '.fc1.'), (r'^context_embedder\.', 'ctx_embedder.'),
@@ -121,15 +131,14 @@ _FLUX_BFL = [  # black-forest-labs/flux's names -> Flux's, the fused projections
 
 
 def _swap_halves(w):
-    """Rows (a; b) -> (b; a): diffusers' final AdaLayerNormContinuous is (scale, shift), Flux's
-    (shift, scale) as BFL's."""
+    """Rows (a; b) -> (b; a): diffusers' final norm is (scale, shift), Flux's (shift, scale)."""
     first, second = w.chunk(2)
     return torch.cat([second, first])
 
 
 def import_flux(sd):
-    """diffusers FluxTransformer2DModel state dict, or black-forest-labs/flux's
-    (flux1-dev.safetensors, flux1-schnell.safetensors) -> Flux's."""
+    """diffusers FluxTransformer2DModel state dict, or black-forest-labs/flux's file -> Flux's."""
+    # BFL's files: flux1-dev.safetensors, flux1-schnell.safetensors
     if 'img_in.weight' not in sd:
         final = {k: _swap_halves(v) for k, v in sd.items() if k.startswith('norm_out.linear.')}
         return _rename({**sd, **final}, _FLUX)
@@ -140,63 +149,84 @@ def import_flux(sd):
 
 
 def load_state(model, sd):
-    """Load an imported state dict after nanoGPT-style checks: same keys and count, same shapes, offender named."""
+    """Load an imported state dict after nanoGPT-style checks of keys, count and shapes."""
     own = model.state_dict()
-    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
     assert not missing and not unexpected, \
-        f'{len(missing)} missing keys (first {missing[:1]}), {len(unexpected)} unexpected (first {unexpected[:1]})'
+        f'{len(missing)} missing keys (first {missing[:1]}), ' \
+        f'{len(unexpected)} unexpected (first {unexpected[:1]})'
     assert len(sd) == len(own), (len(sd), len(own))
     for k, v in own.items():
-        assert sd[k].shape == v.shape, f'shape mismatch at {k}: imported {tuple(sd[k].shape)}, model {tuple(v.shape)}'
+        assert sd[k].shape == v.shape, \
+            f'shape mismatch at {k}: imported {tuple(sd[k].shape)}, model {tuple(v.shape)}'
     model.load_state_dict(sd)
     return model
 
 
 def audioldm_unet_config(c):
-    """diffusers UNet2DConditionModel config -> UNet kwargs (diffusers' `attention_head_dim` counts heads here)."""
-    ch, cross, vec = list(c['block_out_channels']), c['cross_attention_dim'], c.get('class_embed_type')
-    heads, depth = c.get('num_attention_heads') or c['attention_head_dim'], c.get('transformer_layers_per_block', 1)
-    assert isinstance(heads, int) and isinstance(depth, int), 'per-level heads / depths are not supported'
-    assert vec in (None, 'simple_projection') and not (c.get('addition_embed_type') or c.get('use_linear_projection'))
-    assert isinstance(cross, int) or list(cross) == ch, 'per-level cross_attention_dim must be block_out_channels'
-    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(ch), layers=c['layers_per_block'],
+    """diffusers UNet2DConditionModel config -> UNet kwargs."""
+    ch = list(c['block_out_channels'])
+    cross = c['cross_attention_dim']
+    vec = c.get('class_embed_type')
+    heads = c.get('num_attention_heads') or c['attention_head_dim']   # diffusers' misnomer: heads
+    depth = c.get('transformer_layers_per_block', 1)
+    assert isinstance(heads, int) and isinstance(depth, int), \
+        'per-level heads / depths are not supported'
+    unsupported = c.get('addition_embed_type') or c.get('use_linear_projection')
+    assert vec in (None, 'simple_projection') and not unsupported
+    assert isinstance(cross, int) or list(cross) == ch, \
+        'per-level cross_attention_dim must be block_out_channels'
+    ctx_dim = None                         # None: AudioLDM's self-attending "cross"-attention
+    if isinstance(cross, int):
+        ctx_dim = cross
+    vec_dim = c['projection_class_embeddings_input_dim'] if vec else None
+    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(ch),
+                layers=c['layers_per_block'],
                 attn=tuple(b.startswith('CrossAttn') for b in c['down_block_types']), heads=heads,
-                groups=c['norm_num_groups'], eps=c['norm_eps'], depth=depth,
-                ctx_dim=cross if isinstance(cross, int) else None,  # None: AudioLDM's self-attending "cross"-attention
-                vec_dim=c['projection_class_embeddings_input_dim'] if vec else None,
-                vec_concat=bool(c.get('class_embeddings_concat')))
+                groups=c['norm_num_groups'], eps=c['norm_eps'], depth=depth, ctx_dim=ctx_dim,
+                vec_dim=vec_dim, vec_concat=bool(c.get('class_embeddings_concat')))
 
 
 def audioldm_vae_config(c):
-    """diffusers AutoencoderKL config (AudioLDM's, or FLUX.1's: 16 channels, no quant convs,
-    a shift) -> KLAutoencoder kwargs."""
-    quant = c.get('use_quant_conv', True)
+    """diffusers AutoencoderKL config -> KLAutoencoder kwargs (AudioLDM's, or FLUX.1's)."""
+    quant = c.get('use_quant_conv', True)      # FLUX.1's: 16 channels, no quant convs, a shift
     assert c.get('mid_block_add_attention', True) and c.get('use_post_quant_conv', True) == quant
-    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'], channels=tuple(c['block_out_channels']),
-                layers=c['layers_per_block'], latent=c['latent_channels'], groups=c['norm_num_groups'],
+    return dict(in_ch=c['in_channels'], out_ch=c['out_channels'],
+                channels=tuple(c['block_out_channels']), layers=c['layers_per_block'],
+                latent=c['latent_channels'], groups=c['norm_num_groups'],
                 scaling_factor=c.get('scaling_factor', 0.18215), quant_conv=quant,
                 shift_factor=c.get('shift_factor') or 0.0)
 
 
 def pixart_config(c):
-    """diffusers PixArtTransformer2DModel config -> DiT kwargs (adaLN-single, caption cross-attention, no nulls)."""
-    d, n = c['num_attention_heads'] * c['attention_head_dim'], c['sample_size']
+    """diffusers PixArtTransformer2DModel config -> DiT kwargs (adaLN-single, captions, no null)."""
+    d = c['num_attention_heads'] * c['attention_head_dim']     # hidden size
+    n = c['sample_size']                                        # latent side
     size_cond = c.get('use_additional_conditions')
-    assert c.get('cross_attention_dim', d) == d and c['out_channels'] in (c['in_channels'], 2 * c['in_channels'])
-    return dict(input_size=n, patch_size=c['patch_size'], in_channels=c['in_channels'], hidden_size=d,
-                depth=c['num_layers'], num_heads=c['num_attention_heads'], ctx_dim=c['caption_channels'],
-                learn_sigma=c['out_channels'] != c['in_channels'], adaln='single', learn_null=False,
-                size_cond=n == 128 if size_cond is None else size_cond,  # diffusers' default: on for the 1024 model
-                pos_scale=c.get('interpolation_scale') or max(n // 64, 1), eps=c.get('norm_eps', 1e-6))
+    assert c.get('cross_attention_dim', d) == d
+    assert c['out_channels'] in (c['in_channels'], 2 * c['in_channels'])
+    if size_cond is None:
+        size_cond = n == 128                # diffusers' default: on for the 1024 model
+    return dict(input_size=n, patch_size=c['patch_size'], in_channels=c['in_channels'],
+                hidden_size=d, depth=c['num_layers'], num_heads=c['num_attention_heads'],
+                ctx_dim=c['caption_channels'], learn_sigma=c['out_channels'] != c['in_channels'],
+                adaln='single', learn_null=False, size_cond=size_cond,
+                pos_scale=c.get('interpolation_scale') or max(n // 64, 1),
+                eps=c.get('norm_eps', 1e-6))
 
 
 def dit_config(c):
-    """diffusers DiTTransformer2DModel config -> DiT kwargs for official weights (import_dit): timestep frequencies
-    as facebookresearch/DiT computes them (shift 0; diffusers' port uses 1) and LayerNorm eps 1e-6."""
-    return dict(input_size=c['sample_size'], patch_size=c['patch_size'], in_channels=c['in_channels'],
-                hidden_size=c['num_attention_heads'] * c['attention_head_dim'], depth=c['num_layers'],
-                num_heads=c['num_attention_heads'], num_classes=c['num_embeds_ada_norm'],
-                learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero', freq_shift=0.0, eps=1e-6)
+    """diffusers DiTTransformer2DModel config -> DiT kwargs for official weights (import_dit)."""
+    # timestep frequencies (shift 0; diffusers' port uses 1) and LayerNorm eps 1e-6 as
+    # facebookresearch/DiT has them
+    return dict(input_size=c['sample_size'], patch_size=c['patch_size'],
+                in_channels=c['in_channels'],
+                hidden_size=c['num_attention_heads'] * c['attention_head_dim'],
+                depth=c['num_layers'], num_heads=c['num_attention_heads'],
+                num_classes=c['num_embeds_ada_norm'],
+                learn_sigma=c['out_channels'] == 2 * c['in_channels'], adaln='zero',
+                freq_shift=0.0, eps=1e-6)
 
 
 def flux_config(c):
@@ -272,16 +302,19 @@ def _maa_unet_blocks(sd):
              'middle_block.0.': 'mid_block.resnets.0.',
              'middle_block.1.': 'mid_block.attentions.0.',
              'middle_block.2.': 'mid_block.resnets.1.'}
-    level, j = 0, 0
+    level = 0
+    j = 0                                        # the block's index within its level
     for i in _indices(sd, 'input_blocks')[1:]:  # ResBlock [+ SpatialTransformer] or Downsample
         if f'input_blocks.{i}.0.op.weight' in sd:
             names[f'input_blocks.{i}.0.op.'] = f'down_blocks.{level}.resample.'
-            level, j = level + 1, 0
+            level += 1
+            j = 0
             continue
         names[f'input_blocks.{i}.0.'] = f'down_blocks.{level}.resnets.{j}.'
         names[f'input_blocks.{i}.1.'] = f'down_blocks.{level}.attentions.{j}.'
         j += 1
-    level, j = 0, 0
+    level = 0
+    j = 0
     for i in _indices(sd, 'output_blocks'):  # ResBlock [+ SpatialTransformer] [+ Upsample 'conv']
         block = f'output_blocks.{i}.'
         names[block + '0.'] = f'up_blocks.{level}.resnets.{j}.'
@@ -291,7 +324,8 @@ def _maa_unet_blocks(sd):
             j += 1
             continue
         names[ups[0]] = f'up_blocks.{level}.resample.'
-        level, j = level + 1, 0
+        level += 1
+        j = 0
     return names
 
 
@@ -334,10 +368,7 @@ def maa_unet_config(c):
 
 
 def maa_vae_config(c):
-    """Make-An-Audio's yaml (or its first_stage_config params) -> KLAutoencoder kwargs.
-
-    The scale factor is learned (scale_by_std) and kept in the checkpoint's 'scale_factor' buffer;
-    it is read from the yaml's model.params.scale_factor when put there, else 1.0."""
+    """Make-An-Audio's yaml (or its first_stage_config params) -> KLAutoencoder kwargs."""
     p = _ldm_params(c, 'first_stage_config')
     d = p['ddconfig']
     assert d.get('double_z', True) and p['embed_dim'] == d['z_channels'], 'embed_dim != z_channels'
@@ -345,13 +376,17 @@ def maa_vae_config(c):
     channels = tuple(d['ch'] * m for m in d['ch_mult'])
     sides = [d['resolution'] // 2 ** i for i in levels]  # one side of a level's feature map
     attn = tuple(side in d['attn_resolutions'] for side in sides)
-    scale = c['model']['params'].get('scale_factor', 1.0) if 'model' in c else 1.0
+    # the scale factor is learned (scale_by_std) and kept in the checkpoint's 'scale_factor'
+    # buffer; it is read from the yaml's model.params.scale_factor when put there, else 1.0
+    scale = 1.0
+    if 'model' in c:
+        scale = c['model']['params'].get('scale_factor', 1.0)
     return dict(in_ch=d['in_channels'], out_ch=d['out_ch'], channels=channels,
                 layers=d['num_res_blocks'], latent=d['z_channels'], groups=LDM_GROUPS,
                 scaling_factor=float(scale), attn=attn)
 
 
-IMPORTERS = {  # kind -> (model.py module, diffusers config -> its kwargs, published state dict -> its keys)
+IMPORTERS = {  # kind -> (model.py module, config -> its kwargs, published state dict -> its keys)
     'audioldm_unet': (UNet, audioldm_unet_config, import_audioldm_unet),
     'audioldm_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
     'pixart': (DiT, pixart_config, import_pixart),
@@ -360,25 +395,29 @@ IMPORTERS = {  # kind -> (model.py module, diffusers config -> its kwargs, publi
     'flux_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
     'maa_unet': (UNet, maa_unet_config, import_maa_unet),  # config: Make-An-Audio's yaml, a dict
     'maa_vae': (KLAutoencoder, maa_vae_config, import_maa_vae)}
-DIFFUSERS_WEIGHTS = 'diffusion_pytorch_model.safetensors'  # diffusers' file name; sharded: <name>.index.json + shards
+# diffusers' weights file; a sharded model has <name>.index.json and the shards it names
+DIFFUSERS_WEIGHTS = 'diffusion_pytorch_model.safetensors'
 
 
 def _diffusers_weights(folder):
-    """The state dict of a diffusers model folder, one safetensors file or the shards its index names."""
+    """The state dict of a diffusers model folder: one safetensors file or its index's shards."""
     index = os.path.join(folder, DIFFUSERS_WEIGHTS + '.index.json')
     if not os.path.exists(index):
         return load_file(os.path.join(folder, DIFFUSERS_WEIGHTS))
     with open(index) as f:
         shards = sorted(set(json.load(f)['weight_map'].values()))
-    return {k: v for shard in shards for k, v in load_file(os.path.join(folder, shard)).items()}
+    sd = {}
+    for shard in shards:
+        sd.update(load_file(os.path.join(folder, shard)))
+    return sd
 
 
 def load_generator(kind, path, config=None):
-    """A published generator (an IMPORTERS kind) as model.py's module with its weights, on the CPU, in eval mode.
-
-    path: a diffusers model folder (config.json + safetensors weights: a pipeline's unet/, vae/ or transformer/), or
-    one weights file (.safetensors, or a .pt) with `config`, the diffusers config dict of that model. Kind 'dit'
-    reads facebookresearch/DiT's key names: its DiT-XL-2-256x256.pt with facebook/DiT-XL-2-256's transformer config."""
+    """A published generator (an IMPORTERS kind) as model.py's module, on the CPU, in eval mode."""
+    # path: a diffusers model folder (config.json + safetensors weights: a pipeline's unet/, vae/
+    # or transformer/), or one weights file (.safetensors, or a .pt) with `config`, the diffusers
+    # config dict of that model. Kind 'dit' reads facebookresearch/DiT's key names: its
+    # DiT-XL-2-256x256.pt with facebook/DiT-XL-2-256's transformer config.
     cls, to_kwargs, to_keys = IMPORTERS[kind]
     if os.path.isdir(path):
         if config is None:
@@ -386,7 +425,8 @@ def load_generator(kind, path, config=None):
                 config = json.load(f)
         sd = _diffusers_weights(path)
     elif config is None:
-        raise ValueError(f'{path}: a single weights file needs the config of its model (config=...)')
+        raise ValueError(f'{path}: a single weights file needs the config of its model '
+                         f'(config=...)')
     elif str(path).endswith('.safetensors'):
         sd = load_file(path)
     else:
@@ -394,7 +434,8 @@ def load_generator(kind, path, config=None):
     return load_state(cls(**to_kwargs(config)), to_keys(sd)).eval()
 
 
-PREDICTION = {'epsilon': 'eps', 'v_prediction': 'v', 'sample': 'x0'}   # diffusers' prediction_type -> Diffusion's
+# diffusers' prediction_type -> Diffusion's
+PREDICTION = {'epsilon': 'eps', 'v_prediction': 'v', 'sample': 'x0'}
 
 
 def is_pipeline(path):
@@ -403,46 +444,64 @@ def is_pipeline(path):
 
 
 class AudioLDM(Frozen):
-    """AudioLDM (Liu et al. 2023) as a frozen CLAP-vector -> sound generator, from a diffusers pipeline folder
-    (cvssp/audioldm-s-full-v2): model.py's UNet and KLAutoencoder with its weights, its HiFi-GAN, and its CLAP text
-    tower for the guidance null (the embedding of "", the pipeline's default negative prompt).
-    Sampling is model.py's DDIM with trailing timesteps, not the pipeline's leading ones."""
+    """AudioLDM (Liu et al. 2023) as a frozen CLAP-vector -> sound generator."""
+    # From a diffusers pipeline folder (cvssp/audioldm-s-full-v2): model.py's UNet and
+    # KLAutoencoder with its weights, its HiFi-GAN, and its CLAP text tower for the guidance null
+    # (the embedding of "", the pipeline's default negative prompt). Sampling is model.py's DDIM
+    # with trailing timesteps, not the pipeline's leading ones.
 
     def __init__(self, unet, vae, vocoder, text, scheduler, sample_size, seconds=None):
         super().__init__()
-        self.unet, self.vae, self.vocoder, self.text = unet, vae, vocoder, text
+        self.unet = unet
+        self.vae = vae
+        self.vocoder = vocoder
+        self.text = text
         self.diffusion = Diffusion(scheduler['beta_schedule'], scheduler['num_train_timesteps'],
-                                   PREDICTION[scheduler['prediction_type']], scheduler['beta_start'], scheduler['beta_end'])
-        self.sample_rate, hop, n_mels = vocoder.sample_rate, vocoder.mel_config.hop, vocoder.mel_config.n_mels
+                                   PREDICTION[scheduler['prediction_type']],
+                                   scheduler['beta_start'], scheduler['beta_end'])
+        self.sample_rate = vocoder.sample_rate
+        hop = vocoder.mel_config.hop
+        n_mels = vocoder.mel_config.n_mels
         f = 2 ** (len(vae.decoder['up_blocks']) - 1)                      # VAE downsampling factor
-        frames = math.ceil(seconds * self.sample_rate / hop / f) * f if seconds else sample_size * f  # the pipeline's default
-        self.shape = (unet.conv_in.in_channels, frames // f, n_mels // f)  # (C, frames / f, n_mels / f)
-        self.length = int(seconds * self.sample_rate) if seconds else frames * hop
+        if seconds:
+            frames = math.ceil(seconds * self.sample_rate / hop / f) * f
+            self.length = int(seconds * self.sample_rate)
+        else:                                                             # the pipeline's default
+            frames = sample_size * f
+            self.length = frames * hop
+        self.shape = (unet.conv_in.in_channels, frames // f, n_mels // f)  # (C, h, w) of a latent
         self.register_buffer('null', text.encode_text(['']).emb)          # (1, D)
         self.freeze()
 
     @classmethod
     def from_pretrained(cls, path, seconds=None):
-        """A diffusers AudioLDM pipeline folder; seconds of sound per sample (default: the UNet's sample_size)."""
+        """A diffusers AudioLDM pipeline folder; seconds per sample (default: the UNet's size)."""
         configs = {}
         for part, name in (('unet', 'config.json'), ('scheduler', 'scheduler_config.json')):
             with open(os.path.join(path, part, name)) as f:
                 configs[part] = json.load(f)
-        return cls(load_generator('audioldm_unet', os.path.join(path, 'unet')),
-                   load_generator('audioldm_vae', os.path.join(path, 'vae')), HFHifiGan.from_pretrained(path),
-                   HFClapText.from_pretrained(path), configs['scheduler'], configs['unet']['sample_size'], seconds)
+        unet = load_generator('audioldm_unet', os.path.join(path, 'unet'))
+        vae = load_generator('audioldm_vae', os.path.join(path, 'vae'))
+        vocoder = HFHifiGan.from_pretrained(path)
+        text = HFClapText.from_pretrained(path)
+        return cls(unet, vae, vocoder, text, configs['scheduler'], configs['unet']['sample_size'],
+                   seconds)
 
     @torch.no_grad()
     def sample_mel(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
         """{'vec': CLAP vectors (B, D)} -> AudioLDM log-mels (B, n_mels, frames)."""
-        vec = F.normalize(cond['vec'].float(), dim=-1)                                   # (B, D)
-        net = self.unet if cfg == 1 else guided(self.unet, cfg, {'vec': self.null.expand(len(vec), -1)})
-        z = torch.randn((len(vec), *self.shape), generator=generator).to(vec.device)     # (B, C, h, w)
+        vec = F.normalize(cond['vec'].float(), dim=-1)                               # (B, D)
+        net = self.unet
+        if cfg != 1:
+            null = self.null.expand(len(vec), -1)                                    # (B, D)
+            net = guided(self.unet, cfg, {'vec': null})
+        z = torch.randn((len(vec), *self.shape), generator=generator).to(vec.device)  # (B, C, h, w)
         z = self.diffusion.sample(net, z, {'vec': vec}, steps, sampler, generator=generator)
-        return self.vae.decode(z / self.vae.scaling_factor)[:, 0].transpose(1, 2)       # (B, n_mels, frames)
+        mel = self.vae.decode(z / self.vae.scaling_factor)[:, 0]         # (B, frames, n_mels)
+        return mel.transpose(1, 2)                                        # (B, n_mels, frames)
 
     def vocode(self, mel):
-        """Log-mels (B, n_mels, frames) -> waves (B, T) at sample_rate, cut to the requested length."""
+        """Log-mels (B, n_mels, frames) -> waves (B, T) at sample_rate, cut to the asked length."""
         return self.vocoder(mel)[:, :self.length].float()
 
     def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):

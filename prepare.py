@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from configurator import HelpFormatter
 from data import SPLITS, check_mel, json_hash, read_json, write_json
-from encoders import MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, TOY_ENCODERS
+from encoders import (MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, toy_checkpoint,
+                      TOY_ENCODERS)
 
 # ---------------------------------------------------------------------------------------------
 # datasets
@@ -56,8 +57,11 @@ def reader_options(reader):
 
 def given_options(args):
     """The dataset options given on the command line; one of another dataset is a ValueError."""
-    given = {name: getattr(args, name) for reader in READERS.values() for name in reader.OPTIONS
-             if hasattr(args, name)}                              # not given: absent (SUPPRESS)
+    given = {}
+    for reader in READERS.values():
+        for name in reader.OPTIONS:
+            if hasattr(args, name):                      # not given: absent (SUPPRESS)
+                given[name] = getattr(args, name)
     own = READERS[args.dataset].OPTIONS
     for name in given:
         if args.features:
@@ -82,14 +86,18 @@ def log_mels(waves, cfg, batch_size=256):
     """Log-mels of waves (N, T) -> float32 (N, n_mels, frames), a batch at a time."""
     out = np.zeros((len(waves), cfg.n_mels, cfg.frames), np.float32)
     for i in range(0, len(waves), batch_size):
-        out[i:i + batch_size] = log_mel(torch.from_numpy(waves[i:i + batch_size]), cfg).numpy()
+        batch = torch.from_numpy(waves[i:i + batch_size])                      # (B, T)
+        out[i:i + batch_size] = log_mel(batch, cfg).numpy()                    # (B, n_mels, frames)
     return out
 
 
 def stack(samples, schema):
     """Samples (dicts) -> {field: array (N, *shape)} for each field of schema; none: (0, *shape)."""
-    return {k: np.array([x[k] for x in samples], dtype).reshape(len(samples), *shape)
-            for k, (shape, dtype) in schema.items()}
+    arrays = {}
+    for k, (shape, dtype) in schema.items():
+        column = np.array([x[k] for x in samples], dtype)
+        arrays[k] = column.reshape(len(samples), *shape)                      # (N, *shape)
+    return arrays
 
 
 def summary(ids):
@@ -210,28 +218,41 @@ def prepare(args):
 # feature caches
 # ---------------------------------------------------------------------------------------------
 
-HF_MEDIA = {'clip': ('image',), 'clap': ('wave',)}   # hf suite: the published CLIP and CLAP, pooled embeddings only
+HF_MEDIA = {'clip': ('image',), 'clap': ('wave',)}   # hf suite: the published CLIP and CLAP
 
 
 def encoder_features(encoder, batch, captions, sample_rate):
-    """Every feature an encoder gives for a batch of samples: {field: array (B, ...)}. Toy encoders give pooled
-    embeddings and token sequences; hf ones (no .roles) pooled embeddings only, from images and raw waves."""
-    if hasattr(encoder, 'decode'):
-        codes = encoder.encode(batch['image'] if encoder.modality == 'image' else batch['mel']).numpy()
-        return {'ids': codes.astype(np.int16)} if hasattr(encoder, 'codebook_size') else {'latent': codes}
-    out, hf = {}, not hasattr(encoder, 'roles')
+    """Every feature an encoder gives for a batch of samples: {field: array (B, ...)}."""
+    if hasattr(encoder, 'decode'):                         # a toy tokenizer or autoencoder
+        media = batch['image'] if encoder.modality == 'image' else batch['mel']
+        codes = encoder.encode(media).numpy()
+        if hasattr(encoder, 'codebook_size'):
+            return {'ids': codes.astype(np.int16)}
+        return {'latent': codes}
+    # toy encoders give pooled embeddings and token sequences; hf ones (no .roles) pooled
+    # embeddings only, from images and raw waves
+    hf = not hasattr(encoder, 'roles')
+
+    def encode_audio():
+        if hf:
+            return encoder.encode_audio(batch['wave'], sample_rate)
+        return encoder.encode_mel(batch['mel'])
+
     roles = [('image', lambda: encoder.encode_image(batch['image'])),
-             ('audio', lambda: encoder.encode_audio(batch['wave'], sample_rate) if hf else encoder.encode_mel(batch['mel'])),
+             ('audio', encode_audio),
              ('text', lambda: encoder.encode_text(captions))]
+    out = {}
     for role, run in roles:
         if role in getattr(encoder, 'roles', ()) or hf and hasattr(encoder, f"encode_{role}"):
             f = run()
             out[f"{role}_emb"] = f.emb.float().cpu().numpy()
             if not hf:
                 out[f"{role}_tokens"] = f.tokens.numpy().astype(np.float16)
-    if hf and 'frames' in batch and hasattr(encoder, 'encode_image'):          # a video's frames (B, F, H, W, 3)
-        frames = batch['frames']
-        out['frames_emb'] = encoder.encode_image(frames.flatten(0, 1)).emb.unflatten(0, frames.shape[:2]).float().cpu().numpy()
+    if hf and 'frames' in batch and hasattr(encoder, 'encode_image'):
+        frames = batch['frames']                                       # a video's (B, F, H, W, 3)
+        emb = encoder.encode_image(frames.flatten(0, 1)).emb           # (B * F, D)
+        emb = emb.unflatten(0, frames.shape[:2])                       # (B, F, D)
+        out['frames_emb'] = emb.float().cpu().numpy()
     return out
 
 
@@ -239,7 +260,11 @@ def hf_encoders(args, media):
     """The published encoders (--clip, --clap) whose media the dataset has, on --device."""
     from encoders import load_hf
     names = {'clip': args.clip, 'clap': args.clap}
-    return {name: load_hf(name, names[name]).to(args.device) for name, needs in HF_MEDIA.items() if set(needs) <= set(media)}
+    encoders = {}
+    for name, needs in HF_MEDIA.items():
+        if set(needs) <= set(media):
+            encoders[name] = load_hf(name, names[name]).to(args.device)
+    return encoders
 
 
 def cache_features(args):
@@ -257,58 +282,80 @@ def cache_features(args):
         stamps = {name: enc.checkpoint_hash for name, enc in encoders.items()}
     stamp = os.path.join(root, 'features.json')
     if os.path.exists(stamp):
-        os.remove(stamp)                          # the old cache is invalid from the first overwritten file on
+        os.remove(stamp)          # the old cache is invalid from the first overwritten file on
+    sample_rate = meta['mel']['sample_rate']
     try:
-        written = write_features(args, root, encoders, captions, media, meta['mel']['sample_rate'])
+        written = write_features(args, root, encoders, captions, media, sample_rate)
     finally:
         for f in os.listdir(root):
             if f.endswith('.tmp'):
                 os.remove(os.path.join(root, f))
-    write_json(stamp, dict(
-        suite=args.features, meta=json_hash(meta), mel=meta['mel'], fields=written, encoders=stamps,
-        tokenizers={name: dict(codebook_size=enc.codebook_size, n_tokens=enc.n_tokens)
-                    for name, enc in encoders.items() if hasattr(enc, 'codebook_size')}))
+    tokenizers = {}
+    for name, enc in encoders.items():
+        if hasattr(enc, 'codebook_size'):
+            tokenizers[name] = dict(codebook_size=enc.codebook_size, n_tokens=enc.n_tokens)
+    write_json(stamp, dict(suite=args.features, meta=json_hash(meta), mel=meta['mel'],
+                           fields=written, encoders=stamps, tokenizers=tokenizers))
 
 
 def toy_encoders(args, meta, media):
-    """The toy encoders and tokenizers trained on this dataset (out/<dataset>_<name>/), checked against its mel."""
-    names = [name for name, needs in TOY_ENCODERS.items() if set(needs) <= set(media)]   # others cannot be trained here
+    """The toy encoders and tokenizers trained on this dataset (out/<ds>_<name>/), mel checked."""
+    # an encoder whose media the dataset lacks cannot be trained on it
+    names = [name for name, needs in TOY_ENCODERS.items() if set(needs) <= set(media)]
     if len(names) < len(TOY_ENCODERS):
-        print(f"data/{args.dataset} has only {media}: no {', '.join(n for n in TOY_ENCODERS if n not in names)} features")
-    untrained = [n for n in names if not os.path.exists(os.path.join(args.out_dir, f"{args.dataset}_{n}", 'ckpt.pt'))]
+        absent = ', '.join(n for n in TOY_ENCODERS if n not in names)
+        print(f"data/{args.dataset} has only {media}: no {absent} features")
+    untrained = []
+    for name in names:
+        if not os.path.exists(toy_checkpoint(name, args.dataset, args.out_dir)):
+            untrained.append(name)
     if untrained:
         print(f"not trained yet, no features: {', '.join(untrained)}")
-    encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in names if name not in untrained}
+    trained = [name for name in names if name not in untrained]
+    encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in trained}
     for name, enc in encoders.items():
         check_mel(name, enc.mel_config.dict(), meta)
     return encoders
 
 
+def open_tmp(prefix, field, dtype, shape):
+    """A new memmap {prefix}{field}.npy.tmp, renamed to .npy by write_features once complete."""
+    return np.lib.format.open_memmap(f"{prefix}{field}.npy.tmp", 'w+', dtype, shape)
+
+
 def write_features(args, root, encoders, captions, media, sample_rate):
-    """Every encoder's features for every split as {split}_{encoder}_{field}.npy; returns {field: shape, dtype}."""
-    written = {}
-    for split in sorted(SPLITS, key=lambda s: not captions[s]):   # empty splits last: they take the others' shapes
-        data = {k: np.load(os.path.join(root, f"{split}_{k}.npy"), mmap_mode='r') for k in media}
+    """Every encoder's features of every split as {split}_{encoder}_{field}.npy -> {field: meta}."""
+    written = {}                                  # {encoder_field: dict(shape, dtype)}
+    # empty splits last: they take the others' shapes
+    for split in sorted(SPLITS, key=lambda s: not captions[s]):
+        data = {}
+        for k in media:
+            data[k] = np.load(os.path.join(root, f"{split}_{k}.npy"), mmap_mode='r')
         n = len(captions[split])
         for name, enc in encoders.items():
             prefix = os.path.join(root, f"{split}_{name}_")
-            shapes = {f[len(name) + 1:]: v for f, v in written.items() if f.startswith(name + '_')}  # earlier splits'
-            arrays = {} if n else {k: np.lib.format.open_memmap(f"{prefix}{k}.npy.tmp", 'w+', v['dtype'],
-                                                                (0, *v['shape'])) for k, v in shapes.items()}
+            arrays = {}
+            if not n:                             # (0, ...) arrays shaped like earlier splits'
+                for field, v in written.items():
+                    if field.startswith(name + '_'):
+                        k = field[len(name) + 1:]
+                        arrays[k] = open_tmp(prefix, k, v['dtype'], (0, *v['shape']))
             for i in tqdm(range(0, n, args.batch_size), desc=f"{split} {name}", leave=False):
-                batch = {k: torch.from_numpy(np.array(v[i:i + args.batch_size])) for k, v in data.items()}
-                caps = [c['caption'] for c in captions[split][i:i + args.batch_size]]
-                feats = encoder_features(enc, batch, caps, sample_rate)
+                rows = slice(i, i + args.batch_size)
+                batch = {k: torch.from_numpy(np.array(v[rows])) for k, v in data.items()}
+                caps = [c['caption'] for c in captions[split][rows]]
+                feats = encoder_features(enc, batch, caps, sample_rate)   # {k: (B, ...)}
                 if i == 0:
-                    arrays = {k: np.lib.format.open_memmap(f"{prefix}{k}.npy.tmp", 'w+', v.dtype, (n,) + v.shape[1:])
-                              for k, v in feats.items()}
+                    for k, v in feats.items():
+                        arrays[k] = open_tmp(prefix, k, v.dtype, (n,) + v.shape[1:])
                 for k, v in feats.items():
                     arrays[k][i:i + len(v)] = v
             for k, a in arrays.items():
                 a.flush()
                 os.replace(f"{prefix}{k}.npy.tmp", f"{prefix}{k}.npy")
                 written[f"{name}_{k}"] = dict(shape=list(a.shape[1:]), dtype=str(a.dtype))
-            print(f"{split} {name}: " + ', '.join(f"{k} {tuple(a.shape)}" for k, a in arrays.items()))
+            shapes = ', '.join(f"{k} {tuple(a.shape)}" for k, a in arrays.items())
+            print(f"{split} {name}: {shapes}")
     return written
 
 

@@ -1,10 +1,11 @@
-"""The cache contract of data/<dataset>/: atomic writes, opening a split as memmaps, refusing stale caches.
+"""The cache contract of data/<dataset>/: atomic writes, splits as memmaps, stale caches refused.
 
-Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json (+ files.json: the source file of
-every sample of a real dataset); features add {split}_{encoder}_{field}.npy + features.json, which records
-the hash of meta.json and of every encoder checkpoint behind the cached fields. `open_split` memory-maps the
-fields a network reads and refuses (StaleCache, one line naming the file) a cache made from another version
-of the dataset or by other encoder weights. One module per dataset beside this one reads its raw media.
+Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json (+ files.json: the source
+file of every sample of a real dataset); features add {split}_{encoder}_{field}.npy + features.json,
+which records the hash of meta.json and of every encoder checkpoint behind the cached fields.
+`open_split` memory-maps the fields a network reads and refuses (StaleCache, one line naming the
+file) a cache made from another version of the dataset or by other encoder weights. One module per
+dataset beside this one reads its raw media.
 """
 import hashlib
 import importlib
@@ -13,7 +14,7 @@ import os
 
 import numpy as np
 
-from encoders import TOY_ENCODERS, StaleCache, file_hash
+from encoders import TOY_ENCODERS, StaleCache, file_hash, toy_checkpoint
 
 SPLITS = ('train', 'val', 'test')
 
@@ -32,8 +33,9 @@ def read_json(path):
 
 
 def json_hash(obj):
-    """Short sha256 of an object as canonical JSON (sorted keys): the identity of a config in cache metadata."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    """Short sha256 of an object as canonical JSON: the identity of a config in cache metadata."""
+    canonical = json.dumps(obj, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def prompts(dataset):
@@ -68,16 +70,18 @@ def unique_rows(path, rows, key, split):
                          f"{'; '.join(shown[:5])}{more}; list each in one split only")
     if not repeats:
         return kept, []
-    rows_shown = ', '.join(map(str, repeats[:10])) + (' ...' if len(repeats) > 10 else '')
+    rows_shown = ', '.join(map(str, repeats[:10]))
+    if len(repeats) > 10:
+        rows_shown += ' ...'
     return kept, [f"{path}: {len(repeats)} repeated rows dropped (the clip and split of an "
                   f"earlier row): rows {rows_shown}"]
 
 
 def check_mel(name, mel, meta):
-    """Refuse (StaleCache) a frozen network `name` trained with other mel settings than data/<dataset>'s."""
+    """Refuse (StaleCache) a frozen network `name` trained on mel settings unlike the dataset's."""
     if mel != meta['mel']:
-        raise StaleCache(f"{name}: trained with mel settings {mel} but data/{meta['dataset']} has {meta['mel']}; "
-                         f"retrain it on this dataset")
+        raise StaleCache(f"{name}: trained with mel settings {mel} but data/{meta['dataset']} has "
+                         f"{meta['mel']}; retrain it on this dataset")
 
 
 def open_split(data_dir, dataset, split, fields, out_dir='out'):
@@ -85,21 +89,28 @@ def open_split(data_dir, dataset, split, fields, out_dir='out'):
     root = os.path.join(data_dir, dataset)
     meta_path = os.path.join(root, 'meta.json')
     if not os.path.exists(meta_path):
-        raise FileNotFoundError(f"{meta_path}: no prepared dataset; run python prepare.py {dataset}")
+        raise FileNotFoundError(f"{meta_path}: no prepared dataset; "
+                                f"run python prepare.py {dataset}")
     meta = read_json(meta_path)
     feature_fields = [f for f in fields if f not in meta['fields']]
-    absent = [f for f in feature_fields if not f.startswith(tuple(name + '_' for name in TOY_ENCODERS))]
+    encoder_prefixes = tuple(name + '_' for name in TOY_ENCODERS)
+    absent = [f for f in feature_fields if not f.startswith(encoder_prefixes)]
     if absent:
-        raise FileNotFoundError(f"{root}: no field {', '.join(absent)} (it has {', '.join(meta['fields'])})")
+        raise FileNotFoundError(f"{root}: no field {', '.join(absent)} "
+                                f"(it has {', '.join(meta['fields'])})")
     if feature_fields:
         meta['features'] = check_features(root, meta, feature_fields, out_dir)
-    elif os.path.exists(os.path.join(root, 'features.json')):   # what the cache holds, checked when a field is opened
+    elif os.path.exists(os.path.join(root, 'features.json')):
+        # what the cache holds, checked when a field is opened
         meta['features'] = read_json(os.path.join(root, 'features.json'))
-    return {f: np.load(os.path.join(root, f"{split}_{f}.npy"), mmap_mode='r') for f in fields}, meta
+    arrays = {}
+    for f in fields:
+        arrays[f] = np.load(os.path.join(root, f"{split}_{f}.npy"), mmap_mode='r')
+    return arrays, meta
 
 
 def check_features(root, meta, fields, out_dir):
-    """features.json, after checking it matches meta.json and the current encoder checkpoints (else StaleCache)."""
+    """features.json, checked against meta.json and the current encoder checkpoints (StaleCache)."""
     path = os.path.join(root, 'features.json')
     redo = f"rerun python prepare.py {meta['dataset']} --features toy"
     if not os.path.exists(path):
@@ -107,17 +118,19 @@ def check_features(root, meta, fields, out_dir):
     feats = read_json(path)
     redo = f"rerun python prepare.py {meta['dataset']} --features {feats['suite']}"
     if feats['meta'] != json_hash(meta):
-        raise StaleCache(f"{path}: features were computed on another version of data/{meta['dataset']} "
-                         f"(mel {feats['mel']} vs now {meta['mel']}); {redo}")
+        raise StaleCache(f"{path}: features were computed on another version of "
+                         f"data/{meta['dataset']} (mel {feats['mel']} vs now {meta['mel']}); "
+                         f"{redo}")
     for f in fields:
         if f not in feats['fields']:
-            raise StaleCache(f"{path}: no cached field {f!r} (cached: {sorted(feats['fields'])}); {redo}")
+            raise StaleCache(f"{path}: no cached field {f!r} "
+                             f"(cached: {sorted(feats['fields'])}); {redo}")
         if feats['suite'] == 'hf':
-            continue                  # published weights, named in feats['encoders']: nothing here to go stale
+            continue    # published weights named in feats['encoders']: nothing here to go stale
         name = next(n for n in feats['encoders'] if f.startswith(n + '_'))
-        ckpt = os.path.join(out_dir, f"{meta['dataset']}_{name}", 'ckpt.pt')
+        ckpt = toy_checkpoint(name, meta['dataset'], out_dir)
         now = file_hash(ckpt) if os.path.exists(ckpt) else 'missing'
         if now != feats['encoders'][name]:
-            raise StaleCache(f"{path}: {f} was made by {name} checkpoint {feats['encoders'][name]}, "
-                             f"but {ckpt} is now {now}; {redo}")
+            raise StaleCache(f"{path}: {f} was made by {name} checkpoint "
+                             f"{feats['encoders'][name]}, but {ckpt} is now {now}; {redo}")
     return feats

@@ -1,10 +1,11 @@
 """toyav: a procedural audio-visual world, generated deterministically from a seed (no download).
 
-Ten sound sources, each with a visual identity (shape + colour) and an acoustic identity (timbre +
-pitch pattern). Factors that bind the modalities: object size <-> loudness, background <-> reverberation,
-one or two objects <-> a mixture of one or two sources. Nuisances that bind nothing: position, colour
-jitter, onset time, pitch jitter, a few dB of level jitter. Every sample has a caption and its
-complementary split into a text part (loudness + sources) and a visual part (the place).
+Ten sound sources, each with a visual identity (shape + colour) and an acoustic identity (timbre
++ pitch pattern). Factors that bind the modalities: object size <-> loudness, background <->
+reverberation, one or two objects <-> a mixture of one or two sources. Nuisances that bind nothing:
+position, colour jitter, onset time, pitch jitter, a few dB of level jitter. Every sample has a
+caption and its complementary split into a text part (loudness + sources) and a visual part (the
+place).
 """
 import numpy as np
 from scipy.signal import fftconvolve
@@ -48,7 +49,7 @@ def vocabulary():
 
 
 def caption(sources, env, loud):
-    """(full caption, text part, visual part) of a sample: the text part names loudness and sources."""
+    """(full caption, text part, visual part) of a sample; the text part: loudness and sources."""
     things = ' and a '.join(f"{SOURCES[s][0]} {SOURCES[s][1]}" for s in sources)
     text = f"a {LOUDNESS[loud]} {things}"
     visual = ENVS[env][1]
@@ -95,7 +96,7 @@ def background(env, size, rng):
 
 
 def render(sources, env, loud, size, rng):
-    """Picture of a sample (H, W, 3) uint8: objects of the sources on the environment's background."""
+    """Picture of a sample (H, W, 3) uint8: the sources' objects on the environment's background."""
     img = background(env, size, rng)
     y, x = np.mgrid[0:size, 0:size] + 0.5
     radius = SIZE[loud] * size * (MIX_SHRINK if len(sources) > 1 else 1.0)
@@ -129,15 +130,17 @@ def pulses(t, starts, length, decay):
 
 
 def synth(source, sr, n, pf, rng):
-    """Dry signal (n,) of a source at pitch factor pf; its timbre and pitch pattern are its identity."""
+    """Dry signal (n,) of a source at pitch factor pf; timbre and pitch pattern are its identity."""
     t = np.arange(n) / sr
     name = SOURCES[source][0]
     if name == 'bell':
-        x = sum(a * np.sin(2 * np.pi * 660 * pf * m * t) for m, a in [(1, 1), (2, .6), (2.76, .4), (5.4, .25)])
+        partials = [(1, 1), (2, .6), (2.76, .4), (5.4, .25)]   # (frequency ratio, amplitude)
+        x = sum(a * np.sin(2 * np.pi * 660 * pf * m * t) for m, a in partials)
         return x * np.exp(-t * 4)
     if name == 'drum':
         f = 60 + 70 * np.exp(-(t % 0.35) * 20)
-        return (harmonics(f * pf, t, 1) + 0.3 * rng.standard_normal(n)) * pulses(t, [0, 0.35], 0.3, 12)
+        tone = harmonics(f * pf, t, 1) + 0.3 * rng.standard_normal(n)
+        return tone * pulses(t, [0, 0.35], 0.3, 12)
     if name == 'bird':
         f = (2500 + 1500 * ((t % 0.2) / 0.08)) * pf
         return np.sin(2 * np.pi * np.cumsum(f) / sr) * pulses(t, np.arange(4) * 0.2, 0.08, 5)
@@ -156,16 +159,21 @@ def synth(source, sr, n, pf, rng):
         f = (1800 + 20 * np.sin(2 * np.pi * 6 * t)) * pf
         return np.sin(2 * np.pi * np.cumsum(f) / sr) + 0.05 * rng.standard_normal(n)
     if name == 'frog':
-        return np.sign(np.sin(2 * np.pi * 250 * pf * t)) * pulses(t, [0, 0.3, 0.6], 0.15, 8) * (np.sin(2 * np.pi * 40 * t) > 0)
+        square = np.sign(np.sin(2 * np.pi * 250 * pf * t))
+        croaks = pulses(t, [0, 0.3, 0.6], 0.15, 8)
+        flutter = np.sin(2 * np.pi * 40 * t) > 0          # 40 Hz on/off
+        return square * croaks * flutter
     f = (450 - 500 * (t % 0.4)) * pf   # dog: two barks with a falling pitch
-    return (harmonics(f, t, 8, 0.7) + 0.2 * rng.standard_normal(n)) * pulses(t, [0, 0.4], 0.12, 10)
+    tone = harmonics(f, t, 8, 0.7) + 0.2 * rng.standard_normal(n)
+    return tone * pulses(t, [0, 0.4], 0.12, 10)
 
 
 def impulse_response(env, sr, rng):
     """Room impulse response of an environment, scaled to unit energy."""
     if env == 0:    # outdoors: dry, one faint ground reflection
         h = np.zeros(int(0.01 * sr))
-        h[0], h[-1] = 1.0, 0.2
+        h[0] = 1.0
+        h[-1] = 0.2
     elif env == 1:  # hall: long, dense exponential tail after a pre-delay
         t = np.arange(int(1.5 * sr)) / sr
         h = rng.standard_normal(t.size) * np.exp(-t * 6.9 / 1.5) * (t > 0.02)
@@ -200,7 +208,8 @@ def generate(n, seed, image_size=32, sample_rate=16000, duration=1.0, p_mix=0.3)
     for _ in range(n):
         k = 2 if rng.random() < p_mix else 1
         sources = sorted(rng.choice(len(SOURCES), k, replace=False).tolist())
-        env, loud = int(rng.integers(len(ENVS))), int(rng.integers(len(LOUDNESS)))
+        env = int(rng.integers(len(ENVS)))
+        loud = int(rng.integers(len(LOUDNESS)))
         wave, gain_db = sound(sources, env, loud, sample_rate, length, rng)
         out['image'].append(render(sources, env, loud, image_size, rng))
         out['wave'].append(wave)
@@ -211,15 +220,18 @@ def generate(n, seed, image_size=32, sample_rate=16000, duration=1.0, p_mix=0.3)
         out['gain_db'].append(gain_db)
         full, text, visual = caption(sources, env, loud)
         captions.append({'caption': full, 'text': text, 'visual': visual})
-    arrays = {k: np.stack(v) if k in ('image', 'wave', 'sources') else np.array(v) for k, v in out.items()}
+    arrays = {k: np.array(v) for k, v in out.items()}       # lists of arrays are stacked
     arrays['gain_db'] = arrays['gain_db'].astype(np.float32)
     return arrays, captions
 
 
 def prompts():
-    """Zero-shot prompts: for each source, every single-source caption that names it (for prompt ensembling)."""
-    return [[caption([s], env, loud)[0] for env in range(len(ENVS)) for loud in range(len(LOUDNESS))]
-            for s in range(len(SOURCES))]
+    """Zero-shot prompts: per source, every single-source caption naming it (prompt ensembling)."""
+    settings = [(env, loud) for env in range(len(ENVS)) for loud in range(len(LOUDNESS))]
+    per_source = []
+    for s in range(len(SOURCES)):
+        per_source.append([caption([s], env, loud)[0] for env, loud in settings])
+    return per_source
 
 
 def read(src, *, seed, image_size, sample_rate, duration, n_train=5000, n_val=500, n_test=500,
@@ -238,9 +250,13 @@ def read(src, *, seed, image_size, sample_rate, duration, n_train=5000, n_val=50
         splits[split] = [dict(x, caption=c) for x, c in zip(samples, captions)]
     s = image_size
     t = int(duration * sample_rate)
-    schema = dict(image=((s, s, 3), 'uint8'), wave=((t,), 'float32'),
-                  sources=((len(SOURCES),), 'uint8'), n_sources=((), 'int64'), env=((), 'int64'),
-                  loud=((), 'int64'), gain_db=((), 'float32'))
+    schema = dict(image=((s, s, 3), 'uint8'),
+                  wave=((t,), 'float32'),
+                  sources=((len(SOURCES),), 'uint8'),
+                  n_sources=((), 'int64'),
+                  env=((), 'int64'),
+                  loud=((), 'int64'),
+                  gain_db=((), 'float32'))
     classes = dict(sources=[x[0] for x in SOURCES], env=[e[0] for e in ENVS], loud=LOUDNESS)
     meta = dict(vocab=vocabulary(), p_mix=p_mix, classes=classes)
     return dict(splits=splits, schema=schema, meta=meta)
