@@ -1,21 +1,26 @@
 """Every trainable network of nanoAV and the generative processes that use them.
 
-Networks only: no file I/O, no printing, no device choices (generators.load_generator loads published weights
-into UNet, KLAutoencoder and DiT). A network's forward(batch) returns its training loss, so one loop in
-train.py trains them all; a paper's own network lives in methods/<key>.py. Generative processes take the network
-as a callable: masked decoding (`decode`), Gaussian diffusion (`Diffusion`) and flow matching (`FlowMatching`),
-each testable alone.
+Networks only: no file I/O, no printing, no device choices (generators.load_generator loads
+published weights into UNet, KLAutoencoder, DiT and Flux). A network's forward(batch) returns its
+training loss, so one loop in train.py trains them all; a paper's own network lives in
+methods/<key>.py. Generative processes take the network as a callable, each testable alone:
+masked decoding (`decode`), Gaussian diffusion (`Diffusion`), flow matching (`FlowMatching`).
 
 References:
 1) Transformer: Vaswani et al. 2017; pre-LN blocks as in GPT-2 / nanoGPT (Karpathy)
-2) contrastive encoders: CLIP (Radford et al. 2021), CLAP (Wu et al. 2023), ImageBind (Girdhar et al. 2023)
-3) VQ-VAE with EMA codebook and dead-code restarts: van den Oord et al. 2017, Razavi et al. 2019; SpecVQGAN (Iashin & Rahtu 2021)
+2) contrastive encoders: CLIP (Radford et al. 2021), CLAP (Wu et al. 2023),
+   ImageBind (Girdhar et al. 2023)
+3) VQ-VAE with EMA codebook and dead-code restarts: van den Oord et al. 2017,
+   Razavi et al. 2019; SpecVQGAN (Iashin & Rahtu 2021)
 4) masked generative transformers: MaskGIT (Chang et al. 2022)
-5) DDPM: Ho, Jain & Abbeel 2020; DDIM: Song, Meng & Ermon 2021; cosine schedule: Nichol & Dhariwal 2021
-6) v-prediction: Salimans & Ho 2022; classifier-free guidance: Ho & Salimans 2022; trailing timesteps: Lin et al. 2024
+5) DDPM: Ho, Jain & Abbeel 2020; DDIM: Song, Meng & Ermon 2021;
+   cosine schedule: Nichol & Dhariwal 2021
+6) v-prediction: Salimans & Ho 2022; classifier-free guidance: Ho & Salimans 2022;
+   trailing timesteps: Lin et al. 2024
 7) latent diffusion (KL autoencoder, U-Net with spatial transformers): Rombach et al. 2022
 8) AudioLDM: Liu et al. 2023; Make-An-Audio: Huang et al. 2023
-9) DiT: Peebles & Xie 2023; PixArt-α: Chen et al. 2023; a pooled vector joined to the timestep: Flux.1, SD3 (Esser et al. 2024)
+9) DiT: Peebles & Xie 2023; PixArt-α: Chen et al. 2023;
+   a pooled vector joined to the timestep: Flux.1, SD3 (Esser et al. 2024)
 10) rectified flow: Liu, Gong & Liu 2023; flow matching: Lipman et al. 2023; RoPE: Su et al. 2021
 11) MMDiT, logit-normal times, time shift: SD3 (Esser et al. 2024); QK-norm: Dehghani et al. 2023
 12) FLUX.1: Black Forest Labs 2024 (github.com/black-forest-labs/flux)
@@ -32,21 +37,26 @@ import torch.nn.functional as F
 #################################################################################
 
 def timestep_embedding(t, dim, shift=0.0, max_period=10000):
-    """Sinusoidal [cos | sin] features of (fractional) timesteps (B,) -> (B, dim); shift=1 is diffusers' DiT variant."""
+    """Sinusoidal [cos | sin] features of timesteps (B,) -> (B, dim); shift=1: diffusers' DiT."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - shift))
+    steps = torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(-math.log(max_period) * steps / (half - shift))  # (half,)
     args = t.float()[:, None] * freqs[None]  # (B, half)
     return torch.cat([args.cos(), args.sin()], dim=-1)  # (B, dim)
 
 
 def pos_embed_2d(dim, h, w, base=None, scale=1.0):
-    """Fixed 2-D sin-cos position embedding (MAE, DiT) -> (h*w, dim); PixArt rescales the grid to `base` / `scale`."""
-    def axis(n, pos):  # (h*w,) grid positions -> (h*w, dim/2)
+    """Fixed 2-D sin-cos position embedding (MAE, DiT) -> (h*w, dim); PixArt rescales the grid."""
+    def axis(n, pos):
+        """Positions (h*w,) on an axis of n, rescaled to `base` / `scale` -> (h*w, dim/2)."""
         pos = pos.double() / (n / (base or n)) / scale
         omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
-        return torch.cat([(pos[:, None] * omega).sin(), (pos[:, None] * omega).cos()], 1)
+        angles = pos[:, None] * omega  # (h*w, dim/4)
+        return torch.cat([angles.sin(), angles.cos()], 1)
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
-    return torch.cat([axis(w, cols.flatten()), axis(h, rows.flatten())], 1).float()  # column half first, as DiT does
+    col_half = axis(w, cols.flatten())  # (h*w, dim/2)
+    row_half = axis(h, rows.flatten())  # (h*w, dim/2)
+    return torch.cat([col_half, row_half], 1).float()  # column half first, as DiT does
 
 
 def mlp(i, h, o, act=None):
@@ -55,7 +65,7 @@ def mlp(i, h, o, act=None):
 
 
 class Attention(nn.Module):
-    """Multi-head scaled dot-product attention of x over itself, or over a context sequence (cross-attention)."""
+    """Multi-head attention of x over itself, or over a context sequence (cross-attention)."""
 
     def __init__(self, dim, heads, ctx_dim=None, bias=False):
         super().__init__()
@@ -66,27 +76,37 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
 
     def forward(self, x, ctx=None, mask=None):
-        """x (B, N, C); ctx (B, L, C_ctx), None = self-attention; mask (B, L), true where a context token is real."""
+        """x (B, N, C); ctx (B, L, C_ctx), None: self-attention; mask (B, L) true where real."""
         B, N, C = x.shape
-        ctx = x if ctx is None else ctx
-        q, k, v = [y.view(B, y.shape[1], self.heads, -1).transpose(1, 2)  # (B, heads, N or L, C / heads)
-                   for y in (self.to_q(x), self.to_k(ctx), self.to_v(ctx))]
-        bias = None if mask is None else (~mask.bool())[:, None, None, :].to(q.dtype) * -1e4  # (B, 1, 1, L), diffusers'
-        if q.device.type == 'cpu':   # the plain product: on a CPU 1.9x faster than SDPA's flash kernel in a bf16 step
-            y = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5 + (0 if bias is None else bias)).softmax(-1) @ v
+        if ctx is None:
+            ctx = x
+        split = lambda y: y.view(B, y.shape[1], self.heads, -1).transpose(1, 2)
+        q = split(self.to_q(x))  # (B, heads, N, C/heads)
+        k = split(self.to_k(ctx))  # (B, heads, L, C/heads)
+        v = split(self.to_v(ctx))  # (B, heads, L, C/heads)
+        bias = None
+        if mask is not None:  # -1e4 on padding, as diffusers
+            bias = (~mask.bool())[:, None, None, :].to(q.dtype) * -1e4  # (B, 1, 1, L)
+        if q.device.type == 'cpu':  # the plain product: on a CPU 1.9x faster than SDPA in bf16
+            att = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, heads, N, L)
+            if bias is not None:
+                att = att + bias
+            y = att.softmax(-1) @ v  # (B, heads, N, C/heads)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, N, C/heads)
         return self.to_out(y.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, the time embedding added in between, plus a (1x1 conv) shortcut (DDPM, LDM)."""
+    """GroupNorm-SiLU-conv twice, the time embedding added between, plus a shortcut (DDPM, LDM)."""
 
     def __init__(self, cin, cout, temb=None, groups=32, eps=1e-5):
         super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(groups, cin, eps), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm1 = nn.GroupNorm(groups, cin, eps)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.time_emb_proj = nn.Linear(temb, cout) if temb else None
-        self.norm2, self.conv2 = nn.GroupNorm(groups, cout, eps), nn.Conv2d(cout, cout, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, cout, eps)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
     def forward(self, x, temb=None):
@@ -95,9 +115,12 @@ class ResBlock(nn.Module):
         if self.time_emb_proj is not None:
             h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
         h = self.conv2(F.silu(self.norm2(h)))
-        return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)  # (B, cout, H, W)
+        return x + h
 
-FIELDS = {'image': 'image', 'audio': 'mel', 'text': 'caption_ids'}   # the dataset field each modality reads
+
+FIELDS = {'image': 'image', 'audio': 'mel', 'text': 'caption_ids'}  # the field each modality reads
 
 
 def image_to_float(images):
@@ -115,14 +138,17 @@ class Block(nn.Module):
 
     def __init__(self, dim, n_head, context_dim=None):
         super().__init__()
-        self.ln1, self.attn = nn.LayerNorm(dim), Attention(dim, n_head)
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, n_head)
         self.cross = None
         if context_dim:
-            self.ln_c, self.cross = nn.LayerNorm(dim), Attention(dim, n_head, context_dim)
-        self.ln2, self.mlp = nn.LayerNorm(dim), mlp(dim, 4 * dim, dim, nn.GELU())
+            self.ln_c = nn.LayerNorm(dim)
+            self.cross = Attention(dim, n_head, context_dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = mlp(dim, 4 * dim, dim, nn.GELU())
 
     def forward(self, x, mask=None, context=None, context_mask=None):
-        """x (B, N, dim); mask (B, N) real tokens; context (B, L, context_dim) for cross-attention -> (B, N, dim)."""
+        """x (B, N, dim), mask (B, N) real tokens, context (B, L, context_dim) -> (B, N, dim)."""
         x = x + self.attn(self.ln1(x), mask=mask)
         if self.cross is not None:
             x = x + self.cross(self.ln_c(x), context, context_mask)
@@ -152,7 +178,8 @@ def conv_stack(channels):
     """Stride-2 3x3 convolutions through `channels`, each followed by GroupNorm and SiLU."""
     layers = []
     for c_in, c_out in zip(channels[:-1], channels[1:]):
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(math.gcd(8, c_out), c_out), nn.SiLU()]
+        conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+        layers += [conv, nn.GroupNorm(math.gcd(8, c_out), c_out), nn.SiLU()]
     return nn.Sequential(*layers)
 
 
@@ -161,14 +188,16 @@ class ConvTower(nn.Module):
 
     def __init__(self, in_ch, grid, width, n_layer, n_head, n_down, embed_dim):
         super().__init__()
-        self.cnn = conv_stack([in_ch] + [width // 2 ** (n_down - 1 - i) for i in range(n_down)])
-        self.pos = nn.Parameter(torch.randn(1, (grid[0] >> n_down) * (grid[1] >> n_down), width) * 0.02)
+        widths = [width // 2 ** (n_down - 1 - i) for i in range(n_down)]  # doubling up to width
+        self.cnn = conv_stack([in_ch] + widths)
+        n_tokens = (grid[0] >> n_down) * (grid[1] >> n_down)
+        self.pos = nn.Parameter(torch.randn(1, n_tokens, width) * 0.02)
         self.transformer = Transformer(width, n_layer, n_head)
         self.head = nn.Linear(width, embed_dim)
 
     def forward(self, x):
         """x (B, in_ch, H, W) -> emb (B, embed_dim), tokens (B, N, width)."""
-        tokens = self.cnn(x).flatten(2).transpose(1, 2) + self.pos    # (B, N, width)
+        tokens = self.cnn(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, width)
         tokens = self.transformer(tokens)
         return self.head(tokens.mean(1)), tokens
 
@@ -185,14 +214,16 @@ class TextTower(nn.Module):
 
     def forward(self, ids):
         """ids (B, L) with 0 as padding -> emb (B, embed_dim), tokens (B, L, width), mask (B, L)."""
-        mask = ids != 0                                                    # (B, L)
-        tokens = self.transformer(self.wte(ids) + self.wpe[:, :ids.shape[1]], mask=mask)  # (B, L, width)
-        pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        mask = ids != 0  # (B, L)
+        x = self.wte(ids) + self.wpe[:, :ids.shape[1]]  # (B, L, width)
+        tokens = self.transformer(x, mask=mask)  # (B, L, width)
+        n_real = mask.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
+        pooled = (tokens * mask[..., None]).sum(1) / n_real  # (B, width)
         return self.head(pooled), tokens, mask
 
 
 class MelNorm(nn.Module):
-    """Fixed affine normalisation of log-mels by the dataset's mean and std (stored in the checkpoint)."""
+    """Fixed affine normalisation of log-mels by the dataset's mean and std (in the checkpoint)."""
 
     def __init__(self, mel_mean, mel_std):
         super().__init__()
@@ -200,49 +231,68 @@ class MelNorm(nn.Module):
 
     def forward(self, mel):
         """Log-mels (B, n_mels, frames) -> normalised (B, 1, n_mels, frames)."""
-        return ((mel - self.stats[0]) / self.stats[1])[:, None]           # (B, 1, n_mels, frames)
+        return ((mel - self.stats[0]) / self.stats[1])[:, None]  # (B, 1, n_mels, frames)
 
     def inverse(self, x):
         """Normalised (B, 1, n_mels, frames) -> log-mels (B, n_mels, frames)."""
-        return x[:, 0] * self.stats[1] + self.stats[0]                     # (B, n_mels, frames)
+        return x[:, 0] * self.stats[1] + self.stats[0]  # (B, n_mels, frames)
 
     def media_to_float(self, modality, media):
-        """Network input of a modality: images to [-1, 1], log-mels normalised, anything else as it is."""
-        return image_to_float(media) if modality == 'image' else self(media) if modality == 'audio' else media
+        """Network input: images to [-1, 1], log-mels normalised, anything else as it is."""
+        if modality == 'image':
+            return image_to_float(media)
+        if modality == 'audio':
+            return self(media)
+        return media
+
+    def float_to_media(self, modality, x):
+        """Network output: uint8 images, log-mels, anything else (latents) as it is."""
+        if modality == 'image':
+            return float_to_image(x)
+        if modality == 'audio':
+            return self.inverse(x)
+        return x
 
 
 class ContrastiveModel(nn.Module):
     """CLIP / CLAP / ImageBind-like encoders: one tower per modality, InfoNCE on the listed pairs."""
 
-    def __init__(self, modalities=('image', 'text'), pairs=(('image', 'text'),), embed_dim=128, width=128,
-                 n_layer=2, n_head=4, n_down=3, audio_down=4, vocab_size=64, max_len=16, image_size=32, n_mels=64,
-                 frames=64, mel_mean=0.0, mel_std=1.0):
+    def __init__(self, modalities=('image', 'text'), pairs=(('image', 'text'),), embed_dim=128,
+                 width=128, n_layer=2, n_head=4, n_down=3, audio_down=4, vocab_size=64, max_len=16,
+                 image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0):
         super().__init__()
-        self.modalities, self.pairs = tuple(modalities), [tuple(p) for p in pairs]
-        towers = {'image': lambda: ConvTower(3, (image_size, image_size), width, n_layer, n_head, n_down, embed_dim),
-                  'audio': lambda: ConvTower(1, (n_mels, frames), width, n_layer, n_head, audio_down, embed_dim),
-                  'text': lambda: TextTower(vocab_size, max_len, width, n_layer, n_head, embed_dim)}
+        self.modalities = tuple(modalities)
+        self.pairs = [tuple(p) for p in pairs]
+        body = (width, n_layer, n_head)
+        towers = {
+            'image': lambda: ConvTower(3, (image_size, image_size), *body, n_down, embed_dim),
+            'audio': lambda: ConvTower(1, (n_mels, frames), *body, audio_down, embed_dim),
+            'text': lambda: TextTower(vocab_size, max_len, *body, embed_dim),
+        }  # only the towers asked for are built
         self.towers = nn.ModuleDict({m: towers[m]() for m in self.modalities})
         self.mel_norm = MelNorm(mel_mean, mel_std)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.fields = [FIELDS[m] for m in self.modalities]
-        self.fields += [] if 'caption_ids' in self.fields else ['caption_ids']
+        if 'caption_ids' not in self.fields:  # the loss finds positives by caption
+            self.fields.append('caption_ids')
 
     def encode(self, modality, x):
-        """Embed one modality: image uint8 (B, H, W, 3), audio log-mel (B, n_mels, frames) or text ids (B, L)."""
+        """Embed uint8 images (B, H, W, 3), log-mels (B, n_mels, frames) or text ids (B, L)."""
         return self.towers[modality](self.mel_norm.media_to_float(modality, x))
 
     def forward(self, batch):
         """Symmetric InfoNCE; samples with identical captions are all positives of each other."""
         emb = {m: F.normalize(self.encode(m, batch[FIELDS[m]])[0], dim=-1) for m in self.modalities}
         ids = batch['caption_ids']
-        same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()        # (B, B)
+        same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()  # (B, B)
         target = same / same.sum(1, keepdim=True)
         scale = self.logit_scale.clamp(max=math.log(100)).exp()
         loss = 0
         for a, b in self.pairs:
-            logits = scale * emb[a] @ emb[b].T                              # (B, B)
-            loss = loss + (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            logits = scale * emb[a] @ emb[b].T  # (B, B)
+            a_to_b = F.cross_entropy(logits, target)
+            b_to_a = F.cross_entropy(logits.T, target)
+            loss = loss + (a_to_b + b_to_a) / 2
         return loss / len(self.pairs)
 
 
