@@ -301,11 +301,12 @@ class ContrastiveModel(nn.Module):
 #################################################################################
 
 class VectorQuantizer(nn.Module):
-    """Nearest-code quantiser; codes follow EMA cluster means and dead codes restart on batch vectors."""
+    """Nearest-code quantiser; codes follow EMA cluster means, dead codes restart on batch vectors."""
 
     def __init__(self, codebook_size, dim, decay=0.99, dead_after=1.0):
         super().__init__()
-        self.decay, self.dead_after = decay, dead_after
+        self.decay = decay
+        self.dead_after = dead_after  # a code whose EMA count falls below this restarts
         self.register_buffer('codebook', torch.randn(codebook_size, dim) * 0.1)
         self.register_buffer('ema_count', torch.ones(codebook_size))
         self.register_buffer('ema_sum', self.codebook.clone())
@@ -314,75 +315,88 @@ class VectorQuantizer(nn.Module):
         """z (B, N, D) -> nearest code ids (B, N), in float32 whatever the autocast."""
         with torch.autocast(z.device.type, enabled=False):
             z = z.float()
-            d = z.pow(2).sum(-1, keepdim=True) - 2 * z @ self.codebook.T + self.codebook.pow(2).sum(-1)  # (B, N, K)
+            z_sq = z.pow(2).sum(-1, keepdim=True)  # (B, N, 1)
+            code_sq = self.codebook.pow(2).sum(-1)  # (K,)
+            d = z_sq - 2 * z @ self.codebook.T + code_sq  # (B, N, K) squared distances
         return d.argmin(-1)
 
     def forward(self, z):
-        """z (B, N, D) -> quantised z with straight-through gradients, ids (B, N), commitment loss.
-        Distances and codebook statistics stay in float32 under bf16 autocast."""
-        with torch.autocast(z.device.type, enabled=False):
+        """z (B, N, D) -> straight-through quantised z, ids (B, N), commitment loss."""
+        with torch.autocast(z.device.type, enabled=False):  # float32 statistics under bf16
             return self.quantize(z.float())
 
     def quantize(self, z):
         """The quantiser's work in the precision of z."""
         ids = self.ids(z.detach())
-        q = self.codebook[ids]                                             # (B, N, D)
+        q = self.codebook[ids]  # (B, N, D)
         if self.training:
             with torch.no_grad():
-                flat = z.detach().float().flatten(0, 1)                                      # (B*N, D)
-                onehot = F.one_hot(ids.flatten(), len(self.codebook)).float()               # (B*N, K)
+                flat = z.detach().float().flatten(0, 1)  # (B*N, D)
+                onehot = F.one_hot(ids.flatten(), len(self.codebook)).float()  # (B*N, K)
                 self.ema_count.lerp_(onehot.sum(0), 1 - self.decay)
                 self.ema_sum.lerp_(onehot.T @ flat, 1 - self.decay)
                 self.codebook.copy_(self.ema_sum / self.ema_count.clamp(min=1e-5)[:, None])
                 dead = self.ema_count < self.dead_after
-                if dead.any():
+                if dead.any():  # restart each dead code on a random vector of the batch
                     pick = torch.randint(len(flat), (int(dead.sum()),), device=flat.device)
                     self.codebook[dead] = flat[pick]
-                    self.ema_sum[dead], self.ema_count[dead] = flat[pick], 1.0
+                    self.ema_sum[dead] = flat[pick]
+                    self.ema_count[dead] = 1.0
         commit = F.mse_loss(z, q.detach())
         return z + (q - z).detach(), ids, commit
 
 
 class MediaCodec(nn.Module):
-    """Base of one-modality networks (autoencoders, judges): media <-> network floats, grid after n_down halvings."""
+    """Base of one-modality networks (autoencoders, judges): media <-> floats, grid after n_down."""
 
     def __init__(self, modality, n_down, image_size, n_mels, frames, mel_mean, mel_std, level=False):
         super().__init__()
-        self.modality, self.fields, self.mel_norm = modality, [FIELDS[modality]], MelNorm(mel_mean, mel_std)
+        self.modality = modality
+        self.fields = [FIELDS[modality]]
+        self.mel_norm = MelNorm(mel_mean, mel_std)
         self.level = level and modality == 'audio'
-        self.in_ch = 3 if modality == 'image' else 1
-        self.grid = (image_size >> n_down, image_size >> n_down) if modality == 'image' else (n_mels >> n_down, frames >> n_down)
+        if modality == 'image':
+            self.in_ch = 3
+            self.grid = (image_size >> n_down, image_size >> n_down)
+        else:
+            self.in_ch = 1
+            self.grid = (n_mels >> n_down, frames >> n_down)
 
     def to_input(self, media):
-        """Media -> network floats; level=True hears every clip at one loudness: its log-mel moved so that its
-        peak is at 0, where a full-scale sound's is (what a tokenizer decodes stays above the mel floor)."""
-        if self.level:
-            media = media - media.amax((1, 2), keepdim=True)                                # (B, n_mels, frames)
+        """Media -> network floats; level=True moves each log-mel's peak to 0 first."""
+        if self.level:  # every clip at a full-scale sound's loudness: decodes stay above the floor
+            media = media - media.amax((1, 2), keepdim=True)  # (B, n_mels, frames)
         return self.mel_norm.media_to_float(self.modality, media)
 
     def from_output(self, x):
         """Network floats -> media: uint8 images, or log-mels."""
-        return float_to_image(x) if self.modality == 'image' else self.mel_norm.inverse(x)
+        return self.mel_norm.float_to_media(self.modality, x)
 
 
 class VQVAE(MediaCodec):
     """Convolutional VQ-VAE tokenizer for images (3 channels) or normalised log-mels (1 channel)."""
 
-    def __init__(self, modality='image', width=64, n_down=2, n_res=1, codebook_size=256, code_dim=32, beta=0.25,
-                 image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0, level=False):
+    def __init__(self, modality='image', width=64, n_down=2, n_res=1, codebook_size=256, code_dim=32,
+                 beta=0.25, image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0,
+                 level=False):
         super().__init__(modality, n_down, image_size, n_mels, frames, mel_mean, mel_std, level)
-        self.beta, in_ch = beta, self.in_ch
-        ch = [width >> (n_down - i) for i in range(n_down + 1)]          # channels double as resolution halves
+        self.beta = beta
+        ch = [width >> (n_down - i) for i in range(n_down + 1)]  # channels double as H, W halve
         res = lambda c: ResBlock(c, c, groups=math.gcd(8, c))
-        self.encoder = nn.Sequential(nn.Conv2d(in_ch, ch[0], 3, padding=1),
-                                     *[m for i in range(n_down) for m in (nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1), res(ch[i + 1]))],
-                                     *[res(width) for _ in range(n_res)], nn.GroupNorm(8, width), nn.SiLU(),
-                                     nn.Conv2d(width, code_dim, 1))
+        encoder = [nn.Conv2d(self.in_ch, ch[0], 3, padding=1)]
+        for i in range(n_down):
+            encoder += [nn.Conv2d(ch[i], ch[i + 1], 4, 2, 1), res(ch[i + 1])]
+        encoder += [res(width) for _ in range(n_res)]
+        encoder += [nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, code_dim, 1)]
+        self.encoder = nn.Sequential(*encoder)
         self.quantizer = VectorQuantizer(codebook_size, code_dim)
-        self.decoder = nn.Sequential(nn.Conv2d(code_dim, width, 3, padding=1), *[res(width) for _ in range(n_res)],
-                                     *[m for i in reversed(range(n_down)) for m in (nn.ConvTranspose2d(ch[i + 1], ch[i], 4, 2, 1),
-                                                                                   res(ch[i]) if i else nn.SiLU())],
-                                     nn.Conv2d(ch[0], in_ch, 3, padding=1))
+        decoder = [nn.Conv2d(code_dim, width, 3, padding=1)]
+        decoder += [res(width) for _ in range(n_res)]
+        for i in reversed(range(n_down)):
+            decoder.append(nn.ConvTranspose2d(ch[i + 1], ch[i], 4, 2, 1))
+            decoder.append(res(ch[i]) if i > 0 else nn.SiLU())  # the last upsampling: a SiLU
+        decoder.append(nn.Conv2d(ch[0], self.in_ch, 3, padding=1))
+        self.decoder = nn.Sequential(*decoder)
 
     def encode(self, media):
         """uint8 images (B, H, W, 3) or log-mels (B, n_mels, frames) -> ids (B, h * w)."""
@@ -397,7 +411,7 @@ class VQVAE(MediaCodec):
     def forward(self, batch):
         """Training loss: reconstruction MSE + beta x commitment (the codebook follows by EMA)."""
         x = self.to_input(batch[self.fields[0]])
-        z = self.encoder(x)                                                 # (B, D, h, w)
+        z = self.encoder(x)  # (B, D, h, w)
         q, _, commit = self.quantizer(z.flatten(2).transpose(1, 2))  # (B, h*w, D)
         recon = self.decoder(q.transpose(1, 2).reshape(z.shape))  # (B, C, H, W)
         return F.mse_loss(recon, x) + self.beta * commit
@@ -410,10 +424,13 @@ class VQVAE(MediaCodec):
 class Judge(MediaCodec):
     """Classifier of real media with one head per label field; multi-label heads use BCE."""
 
-    def __init__(self, modality='image', heads=(('sources', 10),), multilabel=('sources',), width=96, n_layer=1,
-                 n_head=4, n_down=3, image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0, level=False):
-        super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std, level)  # the media's own grid
-        self.heads, self.multilabel = dict(heads), tuple(multilabel)
+    def __init__(self, modality='image', heads=(('sources', 10),), multilabel=('sources',), width=96,
+                 n_layer=1, n_head=4, n_down=3, image_size=32, n_mels=64, frames=64, mel_mean=0.0,
+                 mel_std=1.0, level=False):
+        super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std,
+                         level)  # n_down=0: the grid of the media itself
+        self.heads = dict(heads)
+        self.multilabel = tuple(multilabel)
         self.tower = ConvTower(self.in_ch, self.grid, width, n_layer, n_head, n_down, width)
         self.out = nn.ModuleDict({k: nn.Linear(width, n) for k, n in self.heads.items()})
         self.fields += list(self.heads)
@@ -425,9 +442,13 @@ class Judge(MediaCodec):
 
     def forward(self, batch):
         """Training loss: BCE on multi-label heads, cross-entropy on the others, summed."""
-        logits = self.forward_logits(batch[self.fields[0]])
-        return sum(F.binary_cross_entropy_with_logits(v, batch[k].float()) if k in self.multilabel
-                   else F.cross_entropy(v, batch[k].long()) for k, v in logits.items())
+        loss = 0
+        for k, logits in self.forward_logits(batch[self.fields[0]]).items():
+            if k in self.multilabel:
+                loss = loss + F.binary_cross_entropy_with_logits(logits, batch[k].float())
+            else:
+                loss = loss + F.cross_entropy(logits, batch[k].long())
+        return loss
 
 
 #################################################################################
@@ -435,57 +456,72 @@ class Judge(MediaCodec):
 #################################################################################
 
 def mask_schedule(progress):
-    """Fraction of tokens still masked after `progress` in [0, 1] of the decoding: cos(pi/2 * progress)."""
+    """Fraction of tokens still masked after `progress` in [0, 1]: cos(pi/2 * progress)."""
     return math.cos(math.pi / 2 * progress)
 
 
-CHOICE_TEMPERATURE = 4.5   # MaskGIT's Gumbel temperature on the unmasking confidence, annealed to 0
+CHOICE_TEMPERATURE = 4.5  # MaskGIT's Gumbel temperature on the unmasking confidence, annealed to 0
+
+
+def gumbel_noise(shape, generator=None):
+    """Standard Gumbel noise -log(-log u), u ~ U(0, 1) drawn on the CPU."""
+    u = torch.rand(shape, generator=generator).clamp(1e-20, 1)
+    return -torch.log(-torch.log(u))
 
 
 def decode(ids, known, logits_fn, steps, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0,
            generator=None):
-    """MaskGIT iterative unmasking: ids (B, N) with known (B, N) True where given; logits_fn(ids, mask) -> (B, N, V).
+    """MaskGIT unmasking: ids (B, N), known (B, N) true where given; logits_fn(ids, mask) (B, N, V).
 
-    Each step samples every unknown position from softmax(logits / sample_temperature) (0: the argmax), keeps
-    the most confident samples (Gumbel noise of annealed temperature on their log-probabilities) and re-masks
-    the rest, following the cosine schedule; known tokens have infinite confidence and never change, and every
-    position is filled after the last step.
+    Each step samples every unknown position from softmax(logits / sample_temperature) (0: the
+    argmax), keeps the most confident samples (Gumbel noise of annealed temperature on their
+    log-probabilities) and re-masks the rest by the cosine schedule; known tokens have infinite
+    confidence and never change, and every position is filled after the last step.
     """
-    ids, known = ids.clone(), known.clone()
-    unknown0 = (~known).sum(1)                                                    # (B,)
+    ids = ids.clone()
+    known = known.clone()
+    unknown0 = (~known).sum(1)  # (B,)
     for step in range(steps):
         mask = ~known
-        logits = logits_fn(ids, mask).float()                                     # (B, N, V)
-        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-20, 1)))
-        sampled = (logits / sample_temperature + gumbel.to(logits.device)).argmax(-1) if sample_temperature > 0 \
-            else logits.argmax(-1)                                                # categorical sample (B, N)
-        logp = torch.log_softmax(logits, -1).gather(-1, sampled[..., None])[..., 0]
+        logits = logits_fn(ids, mask).float()  # (B, N, V)
+        gumbel = gumbel_noise(logits.shape, generator).to(logits.device)  # drawn even for argmax
+        if sample_temperature > 0:  # a categorical sample by the Gumbel-max trick
+            sampled = (logits / sample_temperature + gumbel).argmax(-1)  # (B, N)
+        else:
+            sampled = logits.argmax(-1)  # (B, N)
+        logp = torch.log_softmax(logits, -1).gather(-1, sampled[..., None])[..., 0]  # (B, N)
         anneal = temperature * (1 - (step + 1) / steps)
-        noise = -torch.log(-torch.log(torch.rand(logp.shape, generator=generator).clamp(1e-20, 1))).to(logp.device)
-        confidence = torch.where(mask, logp + anneal * noise, torch.full_like(logp, float('inf')))
+        noise = gumbel_noise(logp.shape, generator).to(logp.device)  # (B, N)
+        infinite = torch.full_like(logp, float('inf'))
+        confidence = torch.where(mask, logp + anneal * noise, infinite)  # (B, N)
         ids = torch.where(mask, sampled, ids)
         n_masked = (unknown0.float() * mask_schedule((step + 1) / steps)).floor().long()  # (B,)
-        ranks = confidence.argsort(1).argsort(1)                                  # 0 = least confident
-        known = ranks >= n_masked[:, None]
+        order = confidence.argsort(1)  # (B, N) positions from the least confident up
+        ranks = order.argsort(1)  # (B, N) each position's place in that order
+        known = ranks >= n_masked[:, None]  # the n_masked least confident are masked again
     return ids
 
 
 def cfg_logits(logits_fn, cond, scale):
-    """Off-the-shelf CFG: s * logits(x | cond) + (1 - s) * logits(x | cond fully masked); cond (B, N) True = condition."""
+    """Off-the-shelf CFG: s·logits(x | cond) + (1 - s)·logits(x | cond masked); cond (B, N) bool."""
     def guided(ids, mask):
         if scale == 1:
             return logits_fn(ids, mask)
-        both = logits_fn(torch.cat([ids, ids]), torch.cat([mask, mask | cond]))
+        both = logits_fn(torch.cat([ids, ids]), torch.cat([mask, mask | cond]))  # (2B, N, V)
         c, u = both.chunk(2)  # (B, N, V) each
-        return torch.where(torch.isinf(c), c, scale * c + (1 - scale) * u)
+        mixed = scale * c + (1 - scale) * u
+        return torch.where(torch.isinf(c), c, mixed)  # infinite logits (given tokens) kept
     return guided
 
 
 def joint_cfg_logits(logits_fn, first, scale):
-    """CFG for joint generation, where nothing is given: positions in `first` (N,) True (the audio) are guided by the
-    other modality's tokens decoded so far and the others by those of `first`, each through cfg_logits."""
-    by_rest, by_first = cfg_logits(logits_fn, ~first, scale), cfg_logits(logits_fn, first, scale)
-    return lambda ids, mask: torch.where(first[:, None], by_rest(ids, mask), by_first(ids, mask))   # (B, N, V)
+    """CFG with nothing given: `first` (N,) bool guided by the others' decoded tokens, and back."""
+    by_rest = cfg_logits(logits_fn, ~first, scale)  # conditions on the rest: for `first`
+    by_first = cfg_logits(logits_fn, first, scale)  # conditions on `first`: for the rest
+
+    def guided(ids, mask):
+        return torch.where(first[:, None], by_rest(ids, mask), by_first(ids, mask))  # (B, N, V)
+    return guided
 
 
 #################################################################################
