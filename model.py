@@ -529,7 +529,7 @@ def joint_cfg_logits(logits_fn, first, scale):
 #################################################################################
 
 def noise_schedule(kind='linear', T=1000, beta_start=1e-4, beta_end=0.02):
-    """Betas (T,) float64: 'linear' (DDPM), 'scaled_linear' (LDM, AudioLDM), 'cosine' (= 'squaredcos_cap_v2')."""
+    """Betas (T,) float64: 'linear' (DDPM), 'scaled_linear' (LDM), 'cosine' ('squaredcos_cap_v2')."""
     if kind == 'linear':
         return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
     if kind == 'scaled_linear':
@@ -542,13 +542,16 @@ def noise_schedule(kind='linear', T=1000, beta_start=1e-4, beta_end=0.02):
 
 
 class Diffusion:
-    """Gaussian diffusion with ε-, x0- or v-prediction; the network is any callable net(x_t, t, **cond)."""
+    """Gaussian diffusion with ε-, x0- or v-prediction; the network is any net(x_t, t, **cond)."""
 
     def __init__(self, schedule='linear', T=1000, prediction='eps', beta_start=1e-4, beta_end=0.02):
         assert prediction in ('eps', 'x0', 'v'), prediction
-        self.T, self.prediction = T, prediction
-        self.alphas_cumprod = torch.cumprod(1 - noise_schedule(schedule, T, beta_start, beta_end), 0)  # (T,) float64
-        self._ab_ext = torch.cat([self.alphas_cumprod, torch.ones(1, dtype=torch.float64)])  # index -1: ᾱ = 1, clean
+        self.T = T
+        self.prediction = prediction
+        betas = noise_schedule(schedule, T, beta_start, beta_end)
+        self.alphas_cumprod = torch.cumprod(1 - betas, 0)  # (T,) float64
+        clean = torch.ones(1, dtype=torch.float64)  # index -1: ᾱ = 1, the clean end of a chain
+        self._ab_ext = torch.cat([self.alphas_cumprod, clean])  # (T + 1,)
 
     def _ab(self, t, x):
         """ᾱ_t shaped to broadcast against x; t = -1 is the clean end of a chain."""
@@ -560,46 +563,56 @@ class Diffusion:
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     def loss(self, net, x0, cond=None, generator=None):
-        """MSE between the network's output and its target (ε, x0 or v) at uniformly drawn timesteps."""
+        """MSE between the network's output and its target (ε, x0 or v) at uniform timesteps."""
         t = torch.randint(0, self.T, (x0.shape[0],), generator=generator, device=x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         a = self._ab(t, x0)
-        target = {'eps': noise, 'x0': x0, 'v': a.sqrt() * noise - (1 - a).sqrt() * x0}[self.prediction]
+        v = a.sqrt() * noise - (1 - a).sqrt() * x0
+        target = {'eps': noise, 'x0': x0, 'v': v}[self.prediction]
         out = net(self.q_sample(x0, t, noise), t, **(cond or {}))
-        return F.mse_loss(out[:, :x0.shape[1]], target)  # a learned variance (DiT's learn_sigma) is not trained here
+        return F.mse_loss(out[:, :x0.shape[1]], target)  # a learned variance is not trained here
 
     def predict(self, out, x_t, t):
-        """(x0, ε) estimates from a network output; extra output channels (a learned variance) are ignored."""
-        a, out = self._ab(t, x_t), out[:, :x_t.shape[1]]
+        """(x0, ε) estimates from a network output; extra channels (learned variance) ignored."""
+        a = self._ab(t, x_t)
+        out = out[:, :x_t.shape[1]]
         if self.prediction == 'eps':
             return (x_t - (1 - a).sqrt() * out) / a.sqrt(), out
         if self.prediction == 'x0':
             return out, (x_t - a.sqrt() * out) / (1 - a).sqrt()
-        return a.sqrt() * x_t - (1 - a).sqrt() * out, (1 - a).sqrt() * x_t + a.sqrt() * out
+        x0 = a.sqrt() * x_t - (1 - a).sqrt() * out  # from v
+        eps = (1 - a).sqrt() * x_t + a.sqrt() * out
+        return x0, eps
 
     @torch.no_grad()
     def sample(self, net, x, cond=None, steps=50, sampler='ddim', eta=0.0, generator=None):
-        """Denoise x = x_T over `steps` trailing-spaced timesteps: DDIM with η (0: deterministic), or DDPM (η = 1)."""
+        """Denoise x = x_T over trailing-spaced steps: DDIM with η (0: deterministic) or DDPM."""
         assert 1 <= steps <= self.T and sampler in ('ddim', 'ddpm'), (steps, sampler)
-        eta = 1.0 if sampler == 'ddpm' else eta
-        ts = ((torch.arange(steps, 0, -1) * self.T / steps).round().long() - 1).tolist() + [-1]  # T-1 .. T/steps-1, -1
+        if sampler == 'ddpm':
+            eta = 1.0
+        spaced = torch.arange(steps, 0, -1) * self.T / steps  # (steps,) T .. T/steps
+        ts = (spaced.round().long() - 1).tolist() + [-1]  # T-1 .. T/steps-1, then -1: clean
         for t, t_prev in zip(ts[:-1], ts[1:]):
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
             x0, eps = self.predict(net(x, tt, **(cond or {})), x, tt)
-            a, ap = self._ab(tt, x), self._ab(torch.full_like(tt, t_prev), x)
-            sigma = eta * ((1 - ap) / (1 - a) * (1 - a / ap)).sqrt()  # η = 1: the DDPM posterior std
+            a = self._ab(tt, x)
+            ap = self._ab(torch.full_like(tt, t_prev), x)
+            sigma = eta * ((1 - ap) / (1 - a) * (1 - a / ap)).sqrt()  # η = 1: DDPM posterior std
             x = ap.sqrt() * x0 + (1 - ap - sigma ** 2).clamp(min=0).sqrt() * eps
             if eta > 0 and t_prev >= 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = x + sigma * noise
         return x
 
 
 def guided(net, scale, null_cond):
-    """Classifier-free guidance as a network: cond and null cond (overriding the entries it names) in one batch."""
+    """Classifier-free guidance as a network: cond and null cond (its entries) in one batch."""
     def net_cfg(x, t, **cond):
-        assert set(null_cond) <= set(cond), f'null_cond keys {sorted(null_cond)} must be among {sorted(cond)}'
+        assert set(null_cond) <= set(cond), \
+            f'null_cond keys {sorted(null_cond)} must be among {sorted(cond)}'
         both = {k: torch.cat([v, null_cond.get(k, v)]) for k, v in cond.items()}
-        c, u = net(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)  # (B, ...) each
+        out = net(torch.cat([x, x]), torch.cat([t, t]), **both)  # (2B, ...)
+        c, u = out.chunk(2)  # (B, ...) each
         return u + scale * (c - u)
     return net_cfg
 
@@ -611,6 +624,7 @@ def ema_update(ema_model, model, decay):
         e.lerp_(p, 1 - decay)
     for e, b in zip(ema_model.buffers(), model.buffers()):
         e.copy_(b)
+
 
 #################################################################################
 #             Latent-diffusion U-Net (AudioLDM, Make-An-Audio) and VAE           #
