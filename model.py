@@ -631,29 +631,37 @@ def ema_update(ema_model, model, decay):
 #################################################################################
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: self-attention, cross-attention (to x itself without context, as in AudioLDM), GEGLU MLP."""
+    """Pre-LN block: self-attention, cross-attention (AudioLDM: to x if no context), GEGLU MLP."""
 
     def __init__(self, dim, heads, ctx_dim=None):
         super().__init__()
-        self.norm1, self.attn1 = nn.LayerNorm(dim), Attention(dim, heads)
-        self.norm2, self.attn2 = nn.LayerNorm(dim), Attention(dim, heads, ctx_dim)
-        self.norm3, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, 8 * dim), nn.Linear(4 * dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, heads, ctx_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 8 * dim)  # GEGLU: values and gates
+        self.fc2 = nn.Linear(4 * dim, dim)
 
     def forward(self, x, ctx=None, mask=None):
         """x (B, N, dim), ctx (B, L, ctx_dim) or None (attend to x), mask (B, L) -> (B, N, dim)."""
         x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), ctx, mask if ctx is not None else None)
+        if ctx is None:
+            mask = None  # attn2 attends to x: nothing is padding
+        x = x + self.attn2(self.norm2(x), ctx, mask)
         h, gate = self.fc1(self.norm3(x)).chunk(2, dim=-1)  # (B, N, 4*dim) each
         return x + self.fc2(h * F.gelu(gate))
 
 
 class SpatialTransformer(nn.Module):
-    """Transformer over the pixels of a feature map: GroupNorm, 1x1 conv, blocks, 1x1 conv, residual (LDM)."""
+    """Transformer over a feature map's pixels: GroupNorm, 1x1 conv, blocks, 1x1 conv, residual."""
 
     def __init__(self, c, heads, ctx_dim=None, groups=32, depth=1):
         super().__init__()
-        self.norm, self.proj_in = nn.GroupNorm(groups, c, eps=1e-6), nn.Conv2d(c, c, 1)
-        self.transformer_blocks = nn.ModuleList([TransformerBlock(c, heads, ctx_dim) for _ in range(depth)])
+        self.norm = nn.GroupNorm(groups, c, eps=1e-6)
+        self.proj_in = nn.Conv2d(c, c, 1)
+        blocks = [TransformerBlock(c, heads, ctx_dim) for _ in range(depth)]
+        self.transformer_blocks = nn.ModuleList(blocks)
         self.proj_out = nn.Conv2d(c, c, 1)
 
     def forward(self, x, ctx=None, mask=None):
@@ -666,7 +674,7 @@ class SpatialTransformer(nn.Module):
 
 
 class PixelAttention(Attention):
-    """Single-head self-attention over pixels with GroupNorm before and a residual (LDM autoencoder)."""
+    """Single-head self-attention over pixels, GroupNorm before, residual (LDM autoencoder)."""
 
     def __init__(self, c, groups=32):
         super().__init__(c, 1, bias=True)
@@ -680,28 +688,40 @@ class PixelAttention(Attention):
 
 
 class Level(nn.Module):
-    """One resolution of a U-Net or autoencoder: ResNet blocks, each maybe followed by attention, then resampling."""
+    """One resolution of a U-Net or autoencoder: ResNets, each maybe with attention; resampling."""
 
     def __init__(self, cins, cout, temb, groups, eps, attn=None, resample=None, pad=1):
         super().__init__()
         self.resnets = nn.ModuleList([ResBlock(c, cout, temb, groups, eps) for c in cins])
         self.attentions = nn.ModuleList([attn() for _ in cins] if attn else [])
-        self.resample = nn.Conv2d(cout, cout, 3, 2 if resample == 'down' else 1, pad) if resample else None
-        self.mode, self.pad = resample, pad
+        self.resample = None
+        if resample:  # 'down': a stride-2 conv; 'up': a conv after nearest upsampling
+            stride = 2 if resample == 'down' else 1
+            self.resample = nn.Conv2d(cout, cout, 3, stride, pad)
+        self.mode = resample
+        self.pad = pad
 
     def forward(self, h, temb=None, ctx=None, mask=None, skips=None):
-        """h (B, C, H, W); skips: the U-Net's stack of down-path activations, one popped per ResNet block going up."""
+        """h (B, C, H, W); skips: the U-Net's down-path activations, one popped per ResNet going up."""
         outs = []
         for i, resnet in enumerate(self.resnets):
-            h = resnet(h if skips is None else torch.cat([h, skips.pop()], 1), temb)
-            h = self.attentions[i](h, ctx, mask) if len(self.attentions) else h
+            if skips is not None:
+                h = torch.cat([h, skips.pop()], 1)
+            h = resnet(h, temb)
+            if len(self.attentions):
+                h = self.attentions[i](h, ctx, mask)
             outs.append(h)
         if self.mode == 'down':
-            h = self.resample(F.pad(h, (0, 1, 0, 1)) if self.pad == 0 else h)  # the autoencoder pads asymmetrically
+            if self.pad == 0:  # the autoencoder pads asymmetrically
+                h = F.pad(h, (0, 1, 0, 1))
+            h = self.resample(h)
             outs.append(h)
-        elif self.mode == 'up':  # nearest ×2, or to the next skip's size when a side was odd
-            size = tuple(skips[-1].shape[-2:]) if skips else None
-            h = self.resample(F.interpolate(h, size=size, scale_factor=None if size else 2.0, mode='nearest'))
+        elif self.mode == 'up':
+            if skips:  # to the next skip's size, as a side may have been odd
+                h = F.interpolate(h, size=tuple(skips[-1].shape[-2:]), mode='nearest')
+            else:
+                h = F.interpolate(h, scale_factor=2.0, mode='nearest')
+            h = self.resample(h)
         return h, outs
 
 
@@ -715,41 +735,60 @@ class Mid(nn.Module):
 
     def forward(self, h, temb=None, ctx=None, mask=None):
         """h (B, C, H, W) -> (B, C, H, W)."""
-        return self.resnets[1](self.attentions[0](self.resnets[0](h, temb), ctx, mask), temb)
+        h = self.resnets[0](h, temb)
+        h = self.attentions[0](h, ctx, mask)
+        return self.resnets[1](h, temb)
 
 
 class UNet(nn.Module):
-    """Latent-diffusion U-Net: a vector joins the time embedding (AudioLDM's CLAP route), tokens cross-attention."""
+    """Latent-diffusion U-Net: a vector joins the time embedding (AudioLDM's CLAP), tokens cross."""
 
-    def __init__(self, in_ch=8, out_ch=8, channels=(128, 256, 384, 640), layers=2, attn=(False, True, True, True),
-                 heads=8, groups=32, eps=1e-5, vec_dim=None, vec_concat=True, ctx_dim=None, depth=1):
+    def __init__(self, in_ch=8, out_ch=8, channels=(128, 256, 384, 640), layers=2,
+                 attn=(False, True, True, True), heads=8, groups=32, eps=1e-5, vec_dim=None,
+                 vec_concat=True, ctx_dim=None, depth=1):
         super().__init__()
-        c0, temb = channels[0], 4 * channels[0]
+        c0 = channels[0]
+        temb = 4 * c0
+        n = len(channels)
         self.conv_in = nn.Conv2d(in_ch, c0, 3, padding=1)
         self.time_embedding = mlp(c0, temb, temb)
         self.class_embedding = nn.Linear(vec_dim, temb) if vec_dim else None
         self.vec_concat = bool(vec_dim) and vec_concat
-        tdim = 2 * temb if self.vec_concat else temb
-        st = lambda c: lambda: SpatialTransformer(c, heads, ctx_dim, groups, depth)  # ctx_dim None: attends to itself
-        self.down_blocks, skip_ch, c, n = nn.ModuleList(), [c0], c0, len(channels)
+        tdim = 2 * temb if self.vec_concat else temb  # the ResNets' time embedding width
+
+        def spatial(on, c):
+            """A Level's attention factory: spatial transformers (ctx_dim None: on themselves)."""
+            if on:
+                return lambda: SpatialTransformer(c, heads, ctx_dim, groups, depth)
+        self.down_blocks = nn.ModuleList()
+        skip_ch = [c0]  # the channels of the activations the up path will take
+        c = c0
         for i, (co, a) in enumerate(zip(channels, attn)):
             down = 'down' if i < n - 1 else None
-            self.down_blocks.append(Level([c] + [co] * (layers - 1), co, tdim, groups, eps, a and st(co), down))
-            skip_ch, c = skip_ch + [co] * (layers + bool(down)), co
-        self.mid_block = Mid(c, tdim, groups, eps, st(c))
+            cins = [c] + [co] * (layers - 1)
+            self.down_blocks.append(Level(cins, co, tdim, groups, eps, spatial(a, co), down))
+            skip_ch += [co] * (layers + bool(down))
+            c = co
+        self.mid_block = Mid(c, tdim, groups, eps, spatial(True, c))
         self.up_blocks = nn.ModuleList()
         for i, (co, a) in enumerate(zip(reversed(channels), reversed(attn))):
-            cins = [(c if j == 0 else co) + skip_ch.pop() for j in range(layers + 1)]
-            self.up_blocks.append(Level(cins, co, tdim, groups, eps, a and st(co), 'up' if i < n - 1 else None))
+            cins = [ci + skip_ch.pop() for ci in [c] + [co] * layers]  # each joined by a skip
+            up = 'up' if i < n - 1 else None
+            self.up_blocks.append(Level(cins, co, tdim, groups, eps, spatial(a, co), up))
             c = co
-        self.conv_norm_out, self.conv_out = nn.GroupNorm(groups, c0, eps), nn.Conv2d(c0, out_ch, 3, padding=1)
+        self.conv_norm_out = nn.GroupNorm(groups, c0, eps)
+        self.conv_out = nn.Conv2d(c0, out_ch, 3, padding=1)
 
     def forward(self, x, t, vec=None, ctx=None, ctx_mask=None):
-        """x (B, in_ch, H, W), t (B,), vec (B, vec_dim) conditioning vector, ctx (B, L, ctx_dim), ctx_mask (B, L)."""
-        emb = self.time_embedding(timestep_embedding(t, self.conv_in.out_channels).to(x.dtype))  # (B, temb)
+        """x (B, in_ch, H, W), t (B,), vec (B, vec_dim), ctx (B, L, ctx_dim), ctx_mask (B, L)."""
+        t_freq = timestep_embedding(t, self.conv_in.out_channels).to(x.dtype)  # (B, c0)
+        emb = self.time_embedding(t_freq)  # (B, temb)
         if self.class_embedding is not None:
             v = self.class_embedding(vec)  # (B, temb)
-            emb = torch.cat([emb, v], 1) if self.vec_concat else emb + v  # (B, 2 temb) or (B, temb)
+            if self.vec_concat:
+                emb = torch.cat([emb, v], 1)  # (B, 2 temb)
+            else:
+                emb = emb + v
         h = self.conv_in(x)  # (B, c0, H, W)
         skips = [h]
         for block in self.down_blocks:
@@ -762,33 +801,51 @@ class UNet(nn.Module):
 
 
 class KLAutoencoder(nn.Module):
-    """KL-regularised convolutional autoencoder (LDM; AudioLDM's mel VAE): encode -> (mean, logvar), decode latents."""
+    """KL-regularised autoencoder (LDM; AudioLDM's mel VAE): x -> (mean, logvar); latents -> x."""
 
     def __init__(self, in_ch=1, out_ch=1, channels=(128, 256, 512), layers=2, latent=8, groups=32,
                  scaling_factor=1.0, quant_conv=True, shift_factor=0.0, attn=None):
         super().__init__()
-        self.scaling_factor, eps = scaling_factor, 1e-6  # the diffusion model sees scaling_factor · z
+        self.scaling_factor = scaling_factor  # the diffusion model sees scaling_factor · z ...
         self.shift_factor = shift_factor  # ... or scaling_factor · (z - shift_factor) (Flux's VAE)
-        c0, c1, n = channels[0], channels[-1], len(channels)
-        attn = attn or (False,) * n  # per level: attention after each ResNet block (LDM)
-        pixel = lambda c: lambda: PixelAttention(c, groups)
-        mid = lambda: Mid(c1, None, groups, eps, pixel(c1))
-        ins = [c0] + list(channels[:-1])
-        downs = [Level([ci] + [co] * (layers - 1), co, None, groups, eps, a and pixel(co),
-                       'down' if i < n - 1 else None, pad=0)
-                 for i, (ci, co, a) in enumerate(zip(ins, channels, attn))]
-        self.encoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(in_ch, c0, 3, padding=1), down_blocks=nn.ModuleList(downs),
-                                          mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c1, eps),
-                                          conv_out=nn.Conv2d(c1, 2 * latent, 3, padding=1)))
+        eps = 1e-6
+        c0 = channels[0]
+        c1 = channels[-1]
+        n = len(channels)
+        if attn is None:  # per level: attention after each ResNet block (LDM)
+            attn = (False,) * n
+
+        def pixel(on, c):
+            """A Level's attention factory: pixel attention on c channels, if on."""
+            if on:
+                return lambda: PixelAttention(c, groups)
+        downs = nn.ModuleList()
+        for i, (ci, co, a) in enumerate(zip([c0] + list(channels[:-1]), channels, attn)):
+            down = 'down' if i < n - 1 else None
+            cins = [ci] + [co] * (layers - 1)
+            downs.append(Level(cins, co, None, groups, eps, pixel(a, co), down, pad=0))
+        self.encoder = nn.ModuleDict(dict(
+            conv_in=nn.Conv2d(in_ch, c0, 3, padding=1),
+            down_blocks=downs,
+            mid_block=Mid(c1, None, groups, eps, pixel(True, c1)),
+            conv_norm_out=nn.GroupNorm(groups, c1, eps),
+            conv_out=nn.Conv2d(c1, 2 * latent, 3, padding=1)))
         rev = list(channels[::-1])
-        ups = [Level([ci] + [co] * layers, co, None, groups, eps, a and pixel(co),
-                     'up' if i < n - 1 else None)
-               for i, (ci, co, a) in enumerate(zip([c1] + rev[:-1], rev, attn[::-1]))]
-        self.decoder = nn.ModuleDict(dict(conv_in=nn.Conv2d(latent, c1, 3, padding=1), up_blocks=nn.ModuleList(ups),
-                                          mid_block=mid(), conv_norm_out=nn.GroupNorm(groups, c0, eps),
-                                          conv_out=nn.Conv2d(c0, out_ch, 3, padding=1)))
-        self.quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1) if quant_conv else nn.Identity()  # Flux: none
-        self.post_quant_conv = nn.Conv2d(latent, latent, 1) if quant_conv else nn.Identity()
+        ups = nn.ModuleList()
+        for i, (ci, co, a) in enumerate(zip([c1] + rev[:-1], rev, attn[::-1])):
+            up = 'up' if i < n - 1 else None
+            ups.append(Level([ci] + [co] * layers, co, None, groups, eps, pixel(a, co), up))
+        self.decoder = nn.ModuleDict(dict(
+            conv_in=nn.Conv2d(latent, c1, 3, padding=1),
+            up_blocks=ups,
+            mid_block=Mid(c1, None, groups, eps, pixel(True, c1)),
+            conv_norm_out=nn.GroupNorm(groups, c0, eps),
+            conv_out=nn.Conv2d(c0, out_ch, 3, padding=1)))
+        self.quant_conv = nn.Identity()  # Flux's VAE has neither
+        self.post_quant_conv = nn.Identity()
+        if quant_conv:
+            self.quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1)
+            self.post_quant_conv = nn.Conv2d(latent, latent, 1)
 
     def encode(self, x):
         """x (B, in_ch, H, W) -> mean, logvar, each (B, latent, H / 2^(n-1), W / 2^(n-1))."""
@@ -796,7 +853,8 @@ class KLAutoencoder(nn.Module):
         h = e['conv_in'](x)
         for block in e['down_blocks']:
             h, _ = block(h)
-        h = e['conv_out'](F.silu(e['conv_norm_out'](e['mid_block'](h))))
+        h = e['mid_block'](h)
+        h = e['conv_out'](F.silu(e['conv_norm_out'](h)))  # (B, 2 latent, h, w)
         mean, logvar = self.quant_conv(h).chunk(2, dim=1)  # (B, latent, h, w) each
         return mean, logvar.clamp(-30.0, 20.0)
 
@@ -809,10 +867,11 @@ class KLAutoencoder(nn.Module):
     def decode(self, z):
         """z (B, latent, h, w), unscaled -> (B, out_ch, H, W)."""
         d = self.decoder
-        h = d['mid_block'](d['conv_in'](self.post_quant_conv(z)))
+        h = d['mid_block'](d['conv_in'](self.post_quant_conv(z)))  # (B, c1, h, w)
         for block in d['up_blocks']:
             h, _ = block(h)
         return d['conv_out'](F.silu(d['conv_norm_out'](h)))
+
 
 #################################################################################
 #                        Diffusion transformer (DiT, PixArt)                     #
