@@ -64,6 +64,11 @@ def mlp(i, h, o, act=None):
     return nn.Sequential(nn.Linear(i, h), act or nn.SiLU(), nn.Linear(h, o))
 
 
+def split_heads(y, heads):
+    """(B, S, C) -> (B, heads, S, C / heads)."""
+    return y.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
 class Attention(nn.Module):
     """Multi-head attention of x over itself, or over a context sequence (cross-attention)."""
 
@@ -80,10 +85,9 @@ class Attention(nn.Module):
         B, N, C = x.shape
         if ctx is None:
             ctx = x
-        split = lambda y: y.view(B, y.shape[1], self.heads, -1).transpose(1, 2)
-        q = split(self.to_q(x))  # (B, heads, N, C/heads)
-        k = split(self.to_k(ctx))  # (B, heads, L, C/heads)
-        v = split(self.to_v(ctx))  # (B, heads, L, C/heads)
+        q = split_heads(self.to_q(x), self.heads)  # (B, heads, N, C/heads)
+        k = split_heads(self.to_k(ctx), self.heads)  # (B, heads, L, C/heads)
+        v = split_heads(self.to_v(ctx), self.heads)  # (B, heads, L, C/heads)
         bias = None
         if mask is not None:  # -1e4 on padding, as diffusers
             bias = (~mask.bool())[:, None, None, :].to(q.dtype) * -1e4  # (B, 1, 1, L)
@@ -877,107 +881,174 @@ class KLAutoencoder(nn.Module):
 #                        Diffusion transformer (DiT, PixArt)                     #
 #################################################################################
 
+def modulation(d, n):
+    """adaLN's MLP of the conditioning vector (B, d): SiLU, Linear to n vectors (B, n*d)."""
+    return nn.Sequential(nn.SiLU(), nn.Linear(d, n * d))
+
+
+def modulate(x, shift, scale):
+    """adaLN: a normalised x (B, N, d) scaled by 1 + scale and shifted, each (B, 1, d)."""
+    return x * (1 + scale) + shift
+
+
 class DiTBlock(nn.Module):
-    """Transformer block under adaLN-Zero (DiT: own modulation MLP) or adaLN-single (PixArt: shared t_block + table)."""
+    """Transformer block under adaLN-Zero (DiT) or adaLN-single (PixArt: shared t_block + table)."""
 
     def __init__(self, d, heads, mlp_ratio=4.0, cross=False, adaln='zero', eps=1e-6):
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(d, elementwise_affine=False, eps=eps), Attention(d, heads, bias=True)
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=eps)
+        self.attn = Attention(d, heads, bias=True)
         self.cross = Attention(d, heads, bias=True) if cross else None
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=eps)
-        self.fc1, self.fc2 = nn.Linear(d, int(d * mlp_ratio)), nn.Linear(int(d * mlp_ratio), d)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)) if adaln == 'zero' else None
-        self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d ** 0.5) if adaln == 'single' else None
+        hidden = int(d * mlp_ratio)
+        self.fc1 = nn.Linear(d, hidden)
+        self.fc2 = nn.Linear(hidden, d)
+        self.adaLN_modulation = None  # DiT: the block's own MLP of c
+        self.scale_shift_table = None  # PixArt: a learned table plus the shared t_block(c)
+        if adaln == 'zero':
+            self.adaLN_modulation = modulation(d, 6)
+        if adaln == 'single':
+            self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d ** 0.5)
 
     def forward(self, x, c, ctx=None, mask=None):
-        """x (B, N, d); c (B, d) for adaLN-Zero, (B, 6d) from the shared t_block for adaLN-single; ctx (B, L, d)."""
+        """x (B, N, d); c (B, d) (adaLN-Zero) or t_block's (B, 6d) (adaLN-single); ctx (B, L, d)."""
         B, _, d = x.shape
-        m = (self.adaLN_modulation(c).view(B, 6, d) if self.scale_shift_table is None
-             else self.scale_shift_table[None] + c.view(B, 6, d))  # (B, 6, d)
+        if self.scale_shift_table is None:
+            m = self.adaLN_modulation(c).view(B, 6, d)  # (B, 6, d)
+        else:
+            m = self.scale_shift_table[None] + c.view(B, 6, d)  # (B, 6, d)
         shift1, scale1, gate1, shift2, scale2, gate2 = m.unsqueeze(2).unbind(1)  # each (B, 1, d)
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1)
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1))
         if self.cross is not None:
             x = x + self.cross(x, ctx, mask)
-        return x + gate2 * self.fc2(F.gelu(self.fc1(self.norm2(x) * (1 + scale2) + shift2), approximate='tanh'))
+        h = self.fc1(modulate(self.norm2(x), shift2, scale2))  # (B, N, hidden)
+        return x + gate2 * self.fc2(F.gelu(h, approximate='tanh'))
 
 
 class DiT(nn.Module):
-    """Diffusion transformer on latent patches: class, token (cross-attention) and pooled-vector conditioning."""
+    """Diffusion transformer on latent patches: class, token (cross-attention), vector conditions."""
 
-    def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16,
-                 mlp_ratio=4.0, num_classes=0, ctx_dim=0, vec_dim=0, learn_sigma=True, adaln='zero', learn_null=True,
-                 size_cond=False, freq_shift=0.0, pos_scale=1.0, eps=1e-6):
+    def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
+                 num_heads=16, mlp_ratio=4.0, num_classes=0, ctx_dim=0, vec_dim=0, learn_sigma=True,
+                 adaln='zero', learn_null=True, size_cond=False, freq_shift=0.0, pos_scale=1.0,
+                 eps=1e-6):
         super().__init__()
         assert adaln in ('zero', 'single'), adaln
-        d, self.p, self.adaln, self.num_classes = hidden_size, patch_size, adaln, num_classes
-        self.out_channels = in_channels * (2 if learn_sigma else 1)
-        self.base, self.pos_scale, self.freq_shift = input_size // patch_size, pos_scale, freq_shift
+        d = hidden_size
+        self.p = patch_size
+        self.adaln = adaln
+        self.num_classes = num_classes
+        self.out_channels = in_channels * (2 if learn_sigma else 1)  # learn_sigma: + a variance
+        self.base = input_size // patch_size  # the grid of the position embedding (PixArt)
+        self.pos_scale = pos_scale
+        self.freq_shift = freq_shift
         self.x_embedder = nn.Conv2d(in_channels, d, patch_size, patch_size)
         self.t_embedder = mlp(256, d, d)
-        self.y_embedder = nn.Embedding(num_classes + 1, d) if num_classes else None  # row num_classes: the null class
-        self.ctx_embedder = mlp(ctx_dim, d, d, nn.GELU(approximate='tanh')) if ctx_dim else None
-        self.vec_embedder = mlp(vec_dim, d, d) if vec_dim else None
-        null = lambda on: nn.Parameter(torch.randn(d) / d ** 0.5) if on and learn_null else None  # learned CFG nulls
-        self.null_ctx, self.null_vec = null(ctx_dim), null(vec_dim)
-        self.res_embedder = mlp(256, d // 3, d // 3) if size_cond else None  # PixArt's height, width and aspect ratio
-        self.ar_embedder = mlp(256, d // 3, d // 3) if size_cond else None
-        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)) if adaln == 'single' else None
-        self.blocks = nn.ModuleList(DiTBlock(d, num_heads, mlp_ratio, bool(ctx_dim), adaln, eps) for _ in range(depth))
+        self.y_embedder = None  # its row num_classes: the null class
+        self.ctx_embedder = None
+        self.vec_embedder = None
+        if num_classes:
+            self.y_embedder = nn.Embedding(num_classes + 1, d)
+        if ctx_dim:
+            self.ctx_embedder = mlp(ctx_dim, d, d, nn.GELU(approximate='tanh'))
+        if vec_dim:
+            self.vec_embedder = mlp(vec_dim, d, d)
+        self.null_ctx = None  # learned CFG nulls of the tokens and of the vector
+        self.null_vec = None
+        if ctx_dim and learn_null:
+            self.null_ctx = nn.Parameter(torch.randn(d) / d ** 0.5)
+        if vec_dim and learn_null:
+            self.null_vec = nn.Parameter(torch.randn(d) / d ** 0.5)
+        self.res_embedder = None  # PixArt's height and width ...
+        self.ar_embedder = None  # ... and aspect ratio
+        if size_cond:
+            self.res_embedder = mlp(256, d // 3, d // 3)
+            self.ar_embedder = mlp(256, d // 3, d // 3)
+        self.t_block = modulation(d, 6) if adaln == 'single' else None
+        blocks = [DiTBlock(d, num_heads, mlp_ratio, bool(ctx_dim), adaln, eps) for _ in range(depth)]
+        self.blocks = nn.ModuleList(blocks)
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.final_mod = (nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d)) if adaln == 'zero'
-                          else nn.Parameter(torch.randn(2, d) / d ** 0.5))
+        if adaln == 'zero':
+            self.final_mod = modulation(d, 2)
+        else:
+            self.final_mod = nn.Parameter(torch.randn(2, d) / d ** 0.5)
         self.final_linear = nn.Linear(d, patch_size ** 2 * self.out_channels)
         self.initialize_weights()
 
     def initialize_weights(self):
-        """DiT's init: xavier linears (and patch conv), N(0, 0.02) embeddings; zero adaLN-Zero modulation,
-        cross-attention output (PixArt) and final layer: blocks start as the identity and the output is exactly 0."""
+        """DiT's init: xavier linears (and patch conv), N(0, 0.02) embeddings, zero-init outputs."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.xavier_uniform_(self.x_embedder.weight.view(self.x_embedder.out_channels, -1))
-        small = [self.y_embedder] + [m for s in (self.t_embedder, self.ctx_embedder, self.t_block) if s for m in s]
+        small = [self.y_embedder]
+        for seq in (self.t_embedder, self.ctx_embedder, self.t_block):
+            if seq is not None:
+                small += list(seq)
         for m in small:
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=0.02)
-        zero = [self.final_linear] + ([self.final_mod[1]] if self.adaln == 'zero' else [])
+        # zero adaLN-Zero modulations, cross-attention outputs (PixArt) and the final layer:
+        # every block starts as the identity and the output is exactly 0
+        zero = [self.final_linear]
+        if self.adaln == 'zero':
+            zero.append(self.final_mod[1])
         for block in self.blocks:
-            zero += [block.adaLN_modulation[1]] if block.adaLN_modulation is not None else []
-            zero += [block.cross.to_out] if block.cross is not None else []
+            if block.adaLN_modulation is not None:
+                zero.append(block.adaLN_modulation[1])
+            if block.cross is not None:
+                zero.append(block.cross.to_out)
         for lin in zero:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x, t, y=None, ctx=None, ctx_mask=None, vec=None, size=None, drop_y=None, drop_ctx=None,
-                drop_vec=None):
-        """x (B, C, H, W) latents, t (B,) timesteps, y (B,) class ids (num_classes = null), ctx (B, L, ctx_dim)
-        tokens, ctx_mask (B, L) true where real, vec (B, vec_dim) pooled vector, size (B, 3) PixArt's (height,
-        width, aspect); drop_y, drop_ctx, drop_vec (B,) bool: rows whose class, tokens or vector become the
-        learned null (CFG training and the unconditional branch; each role alone for ablations)."""
+    def forward(self, x, t, y=None, ctx=None, ctx_mask=None, vec=None, size=None, drop_y=None,
+                drop_ctx=None, drop_vec=None):
+        """Velocity, noise or x0 (and variance) of latents x (B, C, H, W) at timesteps t (B,).
+
+        y (B,) class ids (num_classes: the null class); ctx (B, L, ctx_dim) tokens, ctx_mask (B, L)
+        true where real; vec (B, vec_dim) pooled vector; size (B, 3) PixArt's (height, width,
+        aspect); drop_y, drop_ctx, drop_vec (B,) bool: rows whose class, tokens or vector become
+        the learned null (CFG training and the unconditional branch; each alone for ablations).
+        """
         B, _, H, W = x.shape
-        h, w = H // self.p, W // self.p
+        h = H // self.p
+        w = W // self.p
         x = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, N, d)
         x = x + pos_embed_2d(x.shape[-1], h, w, self.base, self.pos_scale).to(x)
         c = self.t_embedder(timestep_embedding(t, 256, self.freq_shift).to(x.dtype))  # (B, d)
         if self.y_embedder is not None:
-            c = c + self.y_embedder(y if drop_y is None else y.masked_fill(drop_y, self.num_classes))
+            if drop_y is not None:
+                y = y.masked_fill(drop_y, self.num_classes)
+            c = c + self.y_embedder(y)
         if self.vec_embedder is not None:
             v = self.vec_embedder(vec)  # (B, d)
-            c = c + (v if drop_vec is None else torch.where(drop_vec[:, None], self.null_vec.to(v), v))
+            if drop_vec is not None:
+                v = torch.where(drop_vec[:, None], self.null_vec.to(v), v)
+            c = c + v
         if self.res_embedder is not None:
-            res = self.res_embedder(timestep_embedding(size[:, :2].flatten(), 256).to(x.dtype)).view(B, -1)  # (B, 2d/3)
-            c = c + torch.cat([res, self.ar_embedder(timestep_embedding(size[:, 2], 256).to(x.dtype))], 1)
+            hw = timestep_embedding(size[:, :2].flatten(), 256).to(x.dtype)  # (2B, 256)
+            res = self.res_embedder(hw).view(B, -1)  # (B, 2d/3)
+            ar = self.ar_embedder(timestep_embedding(size[:, 2], 256).to(x.dtype))  # (B, d/3)
+            c = c + torch.cat([res, ar], 1)
         if self.ctx_embedder is not None:
             ctx = self.ctx_embedder(ctx)  # (B, L, d)
-            ctx = ctx if drop_ctx is None else torch.where(drop_ctx[:, None, None], self.null_ctx.to(ctx), ctx)
-        m = c if self.t_block is None else self.t_block(c)  # (B, d) or (B, 6d)
+            if drop_ctx is not None:
+                ctx = torch.where(drop_ctx[:, None, None], self.null_ctx.to(ctx), ctx)
+        m = c  # adaLN-Zero: each block modulates from c
+        if self.t_block is not None:  # adaLN-single: one shared MLP
+            m = self.t_block(c)  # (B, 6d)
         for block in self.blocks:
             x = block(x, m, ctx, ctx_mask)
-        mod = self.final_mod(c).view(B, 2, -1) if self.adaln == 'zero' else self.final_mod[None] + c[:, None]  # (B, 2, d)
+        if self.adaln == 'zero':
+            mod = self.final_mod(c).view(B, 2, -1)  # (B, 2, d)
+        else:
+            mod = self.final_mod[None] + c[:, None]  # (B, 2, d)
         shift, scale = mod.unsqueeze(2).unbind(1)  # (B, 1, d) each
-        x = self.final_linear(self.final_norm(x) * (1 + scale) + shift)  # (B, N, p*p*out)
-        x = x.view(B, h, w, self.p, self.p, self.out_channels).permute(0, 5, 1, 3, 2, 4)  # (B, out, h, p, w, p)
+        x = self.final_linear(modulate(self.final_norm(x), shift, scale))  # (B, N, p*p*out)
+        x = x.view(B, h, w, self.p, self.p, self.out_channels)  # (B, h, w, p, p, out)
+        x = x.permute(0, 5, 1, 3, 2, 4)  # (B, out, h, p, w, p)
         return x.reshape(B, self.out_channels, H, W)  # (B, out, H, W)
 
 
@@ -998,13 +1069,12 @@ def rope_angles(ids, axes_dim, theta=10000):
 def rotate(x, cos, sin):
     """RoPE as Flux applies it: each pair (x_2j, x_2j+1) of x (B, heads, S, hd) turned."""
     x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, S, hd/2) each
-    turned = torch.stack([-x_odd, x_even], -1).flatten(-2)  # (B, heads, S, hd): pairs turned by 90°
+    turned = torch.stack([-x_odd, x_even], -1).flatten(-2)  # (B, heads, S, hd): turned by 90°
     return (x * cos + turned * sin).to(x.dtype)  # angles in fp32, as diffusers and BFL
 
 
 def flux_positions(n_txt, h, w, device=None):
-    """Position ids (n_txt + h*w, 3) on the axes (text, image row, image column): every text token
-    at 0, image patch (i, j) at (0, i, j)."""
+    """Position ids (n_txt + h*w, 3) on (text, row, column): text at 0, patch (i, j) at (0, i, j)."""
     rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
                                 indexing='ij')
     img = torch.stack([torch.zeros_like(rows), rows, cols], -1).flatten(0, 1)  # (h*w, 3)
@@ -1034,10 +1104,9 @@ class QKNormProjection(nn.Module):
 
     def qkv(self, x):
         """x (B, S, d) -> q, k, v, each (B, heads, S, d / heads)."""
-        split = lambda y: y.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, S, hd)
-        q = self.norm_q(split(self.to_q(x)))
-        k = self.norm_k(split(self.to_k(x)))
-        return q, k, split(self.to_v(x))
+        q = self.norm_q(split_heads(self.to_q(x), self.heads))
+        k = self.norm_k(split_heads(self.to_k(x), self.heads))
+        return q, k, split_heads(self.to_v(x), self.heads)
 
 
 class FluxStream(QKNormProjection):
@@ -1045,7 +1114,7 @@ class FluxStream(QKNormProjection):
 
     def __init__(self, d, heads, mlp_ratio=4.0):
         super().__init__(d, heads)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.adaLN_modulation = modulation(d, 6)
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.to_out = nn.Linear(d, d)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -1055,14 +1124,14 @@ class FluxStream(QKNormProjection):
     def attention_input(self, x, c):
         """x (B, S, d), c (B, d) -> q, k, v of the modulated x; the six modulations (B, 1, d)."""
         m = self.adaLN_modulation(c)[:, None].chunk(6, -1)  # shift, scale, gate: attention, MLP
-        h = self.norm1(x) * (1 + m[1]) + m[0]  # (B, S, d)
+        h = modulate(self.norm1(x), m[0], m[1])  # (B, S, d)
         return self.qkv(h), m
 
     def update(self, x, y, m):
         """x (B, S, d) plus its gated attention output y (B, S, d), then plus its gated MLP."""
         shift1, scale1, gate1, shift2, scale2, gate2 = m
         x = x + gate1 * self.to_out(y)
-        h = self.norm2(x) * (1 + scale2) + shift2  # (B, S, d)
+        h = modulate(self.norm2(x), shift2, scale2)  # (B, S, d)
         return x + gate2 * self.fc2(F.gelu(self.fc1(h), approximate='tanh'))
 
 
@@ -1079,7 +1148,9 @@ class FluxDoubleBlock(nn.Module):
         L = txt.shape[1]
         qkv_txt, m_txt = self.txt.attention_input(txt, c)
         qkv_img, m_img = self.img.attention_input(img, c)
-        q, k, v = [torch.cat(pair, 2) for pair in zip(qkv_txt, qkv_img)]  # (B, heads, L+N, hd)
+        q = torch.cat([qkv_txt[0], qkv_img[0]], 2)  # (B, heads, L + N, hd)
+        k = torch.cat([qkv_txt[1], qkv_img[1]], 2)  # (B, heads, L + N, hd)
+        v = torch.cat([qkv_txt[2], qkv_img[2]], 2)  # (B, heads, L + N, hd)
         y = joint_attention(q, k, v, cos, sin, mask)  # (B, L + N, d)
         return self.txt.update(txt, y[:, :L], m_txt), self.img.update(img, y[:, L:], m_img)
 
@@ -1090,7 +1161,7 @@ class FluxSingleBlock(QKNormProjection):
     def __init__(self, d, heads, mlp_ratio=4.0):
         super().__init__(d, heads)
         hidden = int(d * mlp_ratio)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 3 * d))
+        self.adaLN_modulation = modulation(d, 3)
         self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.fc1 = nn.Linear(d, hidden)
         self.proj_out = nn.Linear(d + hidden, d)
@@ -1098,15 +1169,14 @@ class FluxSingleBlock(QKNormProjection):
     def forward(self, x, c, cos, sin, mask=None):
         """x (B, S, d) the joint sequence, c (B, d), cos, sin (S, hd), mask (B, 1, 1, S)."""
         shift, scale, gate = self.adaLN_modulation(c)[:, None].chunk(3, -1)  # (B, 1, d) each
-        h = self.norm(x) * (1 + scale) + shift  # (B, S, d)
+        h = modulate(self.norm(x), shift, scale)  # (B, S, d)
         y = joint_attention(*self.qkv(h), cos, sin, mask)  # (B, S, d)
         hidden = F.gelu(self.fc1(h), approximate='tanh')  # (B, S, hidden)
         return x + gate * self.proj_out(torch.cat([y, hidden], -1))
 
 
 class Flux(nn.Module):
-    """FLUX.1 transformer: rectified-flow velocity of latents given text tokens, a pooled text
-    vector and (if distilled) the guidance scale; double-stream, then single-stream blocks."""
+    """FLUX.1 transformer: double-stream, then single-stream blocks on text and latent patches."""
 
     def __init__(self, in_channels=16, patch_size=2, hidden_size=3072, num_heads=24, depth=19,
                  depth_single=38, ctx_dim=4096, vec_dim=768, guidance_embed=True,
@@ -1121,13 +1191,15 @@ class Flux(nn.Module):
         self.ctx_embedder = nn.Linear(ctx_dim, d)
         self.t_embedder = mlp(256, d, d)
         self.vec_embedder = mlp(vec_dim, d, d)
-        self.guidance_embedder = mlp(256, d, d) if guidance_embed else None  # dev: yes, schnell: no
+        self.guidance_embedder = None  # FLUX.1-dev embeds its distilled guidance, schnell not
+        if guidance_embed:
+            self.guidance_embedder = mlp(256, d, d)
         double = [FluxDoubleBlock(d, num_heads, mlp_ratio) for _ in range(depth)]
         single = [FluxSingleBlock(d, num_heads, mlp_ratio) for _ in range(depth_single)]
         self.double_blocks = nn.ModuleList(double)
         self.single_blocks = nn.ModuleList(single)
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.final_mod = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))  # (shift, scale), as BFL's
+        self.final_mod = modulation(d, 2)  # (shift, scale), as BFL's
         self.final_linear = nn.Linear(d, patch_size ** 2 * in_channels)
         self.initialize_weights()
 
@@ -1142,38 +1214,42 @@ class Flux(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def forward(self, x, t, ctx=None, ctx_mask=None, vec=None, guidance=None):
-        """x (B, C, H, W) latents (H, W multiples of the patch), t (B,) flow time in [0, 1]
-        (0: data, 1: noise), ctx (B, L, ctx_dim) text tokens (T5), ctx_mask (B, L) true where
-        real (the published pipeline masks none), vec (B, vec_dim) pooled text vector (CLIP),
-        guidance (B,) the distilled guidance scale (iff guidance_embed) -> velocity noise - x0,
-        (B, C, H, W)."""
+        """Rectified-flow velocity noise - x0 (B, C, H, W) of latents x (B, C, H, W).
+
+        t (B,) flow time in [0, 1] (0: data, 1: noise); ctx (B, L, ctx_dim) text tokens (T5),
+        ctx_mask (B, L) true where real (the published pipeline masks none); vec (B, vec_dim)
+        pooled text vector (CLIP); guidance (B,) the distilled guidance scale (iff guidance_embed).
+        H and W are multiples of the patch.
+        """
         assert ctx is not None and vec is not None, 'Flux needs text tokens and a pooled vector'
         assert (guidance is None) == (self.guidance_embedder is None), 'guidance iff guidance_embed'
         B, C, H, W = x.shape
         p = self.p
-        h, w = H // p, W // p
+        h = H // p
+        w = W // p
         patches = x.view(B, C, h, p, w, p).permute(0, 2, 4, 1, 3, 5)  # (B, h, w, C, p, p)
         img = self.x_embedder(patches.reshape(B, h * w, C * p * p))  # (B, N, d), Flux's packing
         txt = self.ctx_embedder(ctx)  # (B, L, d)
         L = txt.shape[1]
         c = self.t_embedder(timestep_embedding(1000 * t, 256).to(img.dtype))  # (B, d)
         if self.guidance_embedder is not None:
-            c = c + self.guidance_embedder(timestep_embedding(1000 * guidance, 256).to(img.dtype))
+            g = timestep_embedding(1000 * guidance, 256).to(img.dtype)  # (B, 256)
+            c = c + self.guidance_embedder(g)
         c = c + self.vec_embedder(vec)
         ids = flux_positions(L, h, w, x.device)  # (L + N, 3)
         cos, sin = rope_angles(ids, self.axes_dim, self.theta)  # (L + N, hd) each
         mask = None
-        if ctx_mask is not None:
+        if ctx_mask is not None:  # no query attends to a padding token
             image_keys = torch.ones(B, h * w, dtype=torch.bool, device=x.device)  # (B, N)
             keep = torch.cat([ctx_mask.bool(), image_keys], 1)  # (B, L + N)
-            mask = keep[:, None, None, :]  # (B, 1, 1, L + N): no query attends to a padding token
+            mask = keep[:, None, None, :]  # (B, 1, 1, L + N)
         for block in self.double_blocks:
             txt, img = block(txt, img, c, cos, sin, mask)
         seq = torch.cat([txt, img], 1)  # (B, L + N, d)
         for block in self.single_blocks:
             seq = block(seq, c, cos, sin, mask)
         shift, scale = self.final_mod(c)[:, None].chunk(2, -1)  # (B, 1, d) each
-        out = self.final_linear(self.final_norm(seq[:, L:]) * (1 + scale) + shift)  # (B, N, C*p*p)
+        out = self.final_linear(modulate(self.final_norm(seq[:, L:]), shift, scale))  # (B, N, C*p*p)
         out = out.view(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, h, p, w, p)
         return out.reshape(B, C, H, W)  # (B, C, H, W)
 
