@@ -188,7 +188,7 @@ def conv_stack(channels):
 
 
 class ConvTower(nn.Module):
-    """Image or log-mel encoder: strided CNN -> grid tokens -> transformer -> (pooled emb, tokens)."""
+    """Image or log-mel encoder: strided CNN -> grid tokens -> transformer -> (emb, tokens)."""
 
     def __init__(self, in_ch, grid, width, n_layer, n_head, n_down, embed_dim):
         super().__init__()
@@ -207,7 +207,7 @@ class ConvTower(nn.Module):
 
 
 class TextTower(nn.Module):
-    """Word-id encoder: embeddings + positions -> transformer -> (masked-mean pooled emb, tokens)."""
+    """Word-id encoder: embeddings + positions -> transformer -> (masked-mean emb, tokens)."""
 
     def __init__(self, vocab_size, max_len, width, n_layer, n_head, embed_dim):
         super().__init__()
@@ -259,7 +259,7 @@ class MelNorm(nn.Module):
 
 
 class ContrastiveModel(nn.Module):
-    """CLIP / CLAP / ImageBind-like encoders: one tower per modality, InfoNCE on the listed pairs."""
+    """CLIP / CLAP / ImageBind-like encoders: a tower per modality, InfoNCE on the listed pairs."""
 
     def __init__(self, modalities=('image', 'text'), pairs=(('image', 'text'),), embed_dim=128,
                  width=128, n_layer=2, n_head=4, n_down=3, audio_down=4, vocab_size=64, max_len=16,
@@ -305,7 +305,7 @@ class ContrastiveModel(nn.Module):
 #################################################################################
 
 class VectorQuantizer(nn.Module):
-    """Nearest-code quantiser; codes follow EMA cluster means, dead codes restart on batch vectors."""
+    """Nearest-code quantiser; codes follow EMA cluster means, dead codes restart on the batch."""
 
     def __init__(self, codebook_size, dim, decay=0.99, dead_after=1.0):
         super().__init__()
@@ -353,7 +353,8 @@ class VectorQuantizer(nn.Module):
 class MediaCodec(nn.Module):
     """Base of one-modality networks (autoencoders, judges): media <-> floats, grid after n_down."""
 
-    def __init__(self, modality, n_down, image_size, n_mels, frames, mel_mean, mel_std, level=False):
+    def __init__(self, modality, n_down, image_size, n_mels, frames, mel_mean, mel_std,
+                 level=False):
         super().__init__()
         self.modality = modality
         self.fields = [FIELDS[modality]]
@@ -380,9 +381,9 @@ class MediaCodec(nn.Module):
 class VQVAE(MediaCodec):
     """Convolutional VQ-VAE tokenizer for images (3 channels) or normalised log-mels (1 channel)."""
 
-    def __init__(self, modality='image', width=64, n_down=2, n_res=1, codebook_size=256, code_dim=32,
-                 beta=0.25, image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0,
-                 level=False):
+    def __init__(self, modality='image', width=64, n_down=2, n_res=1, codebook_size=256,
+                 code_dim=32, beta=0.25, image_size=32, n_mels=64, frames=64, mel_mean=0.0,
+                 mel_std=1.0, level=False):
         super().__init__(modality, n_down, image_size, n_mels, frames, mel_mean, mel_std, level)
         self.beta = beta
         ch = [width >> (n_down - i) for i in range(n_down + 1)]  # channels double as H, W halve
@@ -428,9 +429,9 @@ class VQVAE(MediaCodec):
 class Judge(MediaCodec):
     """Classifier of real media with one head per label field; multi-label heads use BCE."""
 
-    def __init__(self, modality='image', heads=(('sources', 10),), multilabel=('sources',), width=96,
-                 n_layer=1, n_head=4, n_down=3, image_size=32, n_mels=64, frames=64, mel_mean=0.0,
-                 mel_std=1.0, level=False):
+    def __init__(self, modality='image', heads=(('sources', 10),), multilabel=('sources',),
+                 width=96, n_layer=1, n_head=4, n_down=3, image_size=32, n_mels=64, frames=64,
+                 mel_mean=0.0, mel_std=1.0, level=False):
         super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std,
                          level)  # n_down=0: the grid of the media itself
         self.heads = dict(heads)
@@ -533,7 +534,7 @@ def joint_cfg_logits(logits_fn, first, scale):
 #################################################################################
 
 def noise_schedule(kind='linear', T=1000, beta_start=1e-4, beta_end=0.02):
-    """Betas (T,) float64: 'linear' (DDPM), 'scaled_linear' (LDM), 'cosine' ('squaredcos_cap_v2')."""
+    """Betas (T,) float64: 'linear' (DDPM), 'scaled_linear' (LDM), 'cosine' (squaredcos_cap_v2)."""
     if kind == 'linear':
         return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
     if kind == 'scaled_linear':
@@ -543,6 +544,11 @@ def noise_schedule(kind='linear', T=1000, beta_start=1e-4, beta_end=0.02):
         s = torch.arange(T + 1, dtype=torch.float64)
         return (1 - f(s[1:]) / f(s[:-1])).clamp(max=0.999)
     raise ValueError(f'unknown noise schedule {kind!r}')
+
+
+def per_sample(values, x):
+    """Per-sample values (B,) shaped (B, 1, ...) to broadcast against x (B, ...)."""
+    return values.view(-1, *[1] * (x.dim() - 1))
 
 
 class Diffusion:
@@ -559,7 +565,7 @@ class Diffusion:
 
     def _ab(self, t, x):
         """ᾱ_t shaped to broadcast against x; t = -1 is the clean end of a chain."""
-        return self._ab_ext.to(x.device)[t].to(x.dtype).view(-1, *[1] * (x.dim() - 1))
+        return per_sample(self._ab_ext.to(x.device)[t].to(x.dtype), x)
 
     def q_sample(self, x0, t, noise):
         """x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε."""
@@ -706,7 +712,7 @@ class Level(nn.Module):
         self.pad = pad
 
     def forward(self, h, temb=None, ctx=None, mask=None, skips=None):
-        """h (B, C, H, W); skips: the U-Net's down-path activations, one popped per ResNet going up."""
+        """h (B, C, H, W); skips: the U-Net's down-path activations, one popped per ResNet."""
         outs = []
         for i, resnet in enumerate(self.resnets):
             if skips is not None:
@@ -926,7 +932,7 @@ class DiTBlock(nn.Module):
 
 
 class DiT(nn.Module):
-    """Diffusion transformer on latent patches: class, token (cross-attention), vector conditions."""
+    """Diffusion transformer on latent patches, given a class, tokens and/or a pooled vector."""
 
     def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28,
                  num_heads=16, mlp_ratio=4.0, num_classes=0, ctx_dim=0, vec_dim=0, learn_sigma=True,
@@ -965,8 +971,8 @@ class DiT(nn.Module):
             self.res_embedder = mlp(256, d // 3, d // 3)
             self.ar_embedder = mlp(256, d // 3, d // 3)
         self.t_block = modulation(d, 6) if adaln == 'single' else None
-        blocks = [DiTBlock(d, num_heads, mlp_ratio, bool(ctx_dim), adaln, eps) for _ in range(depth)]
-        self.blocks = nn.ModuleList(blocks)
+        block = lambda: DiTBlock(d, num_heads, mlp_ratio, bool(ctx_dim), adaln, eps)
+        self.blocks = nn.ModuleList([block() for _ in range(depth)])
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         if adaln == 'zero':
             self.final_mod = modulation(d, 2)
@@ -1074,7 +1080,7 @@ def rotate(x, cos, sin):
 
 
 def flux_positions(n_txt, h, w, device=None):
-    """Position ids (n_txt + h*w, 3) on (text, row, column): text at 0, patch (i, j) at (0, i, j)."""
+    """Ids (n_txt + h*w, 3) on (text, row, column): text at 0, patch (i, j) at (0, i, j)."""
     rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
                                 indexing='ij')
     img = torch.stack([torch.zeros_like(rows), rows, cols], -1).flatten(0, 1)  # (h*w, 3)
@@ -1249,7 +1255,8 @@ class Flux(nn.Module):
         for block in self.single_blocks:
             seq = block(seq, c, cos, sin, mask)
         shift, scale = self.final_mod(c)[:, None].chunk(2, -1)  # (B, 1, d) each
-        out = self.final_linear(modulate(self.final_norm(seq[:, L:]), shift, scale))  # (B, N, C*p*p)
+        img = modulate(self.final_norm(seq[:, L:]), shift, scale)  # (B, N, d)
+        out = self.final_linear(img)  # (B, N, C*p*p)
         out = out.view(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, h, p, w, p)
         return out.reshape(B, C, H, W)  # (B, C, H, W)
 
@@ -1266,9 +1273,7 @@ def resolution_shift(n_tokens, base_seq=256, max_seq=4096, base_shift=0.5, max_s
 
 
 class FlowMatching:
-    """Rectified flow: x_t = (1 - t) x0 + t noise; the network net(x_t, t, **cond), t in [0, 1],
-    predicts the velocity noise - x0; Euler sampling from t = 1 over shifted times, as diffusers'
-    FlowMatchEulerDiscreteScheduler does in the Flux pipeline."""
+    """Rectified flow x_t = (1 - t) x0 + t noise; net(x_t, t, **cond) predicts noise - x0."""
 
     def __init__(self, shift=1.0, dynamic_shift=False, patch=2, base_seq=256, max_seq=4096,
                  base_shift=0.5, max_shift=1.15, logit_normal=True):
@@ -1280,8 +1285,10 @@ class FlowMatching:
 
     def times(self, steps, x):
         """The steps + 1 times of a chain for latents x (B, C, H, W): 1 .. 1/steps shifted, 0."""
-        n_tokens = x.shape[-2] * x.shape[-1] // self.patch ** 2
-        shift = resolution_shift(n_tokens, *self.seq_shift) if self.dynamic_shift else self.shift
+        shift = self.shift
+        if self.dynamic_shift:
+            n_tokens = x.shape[-2] * x.shape[-1] // self.patch ** 2
+            shift = resolution_shift(n_tokens, *self.seq_shift)
         t = torch.linspace(1, 1 / steps, steps, dtype=torch.float64)  # (steps,), as Flux's pipeline
         t = shift * t / (1 + (shift - 1) * t)  # SD3's shift = Flux's exp(mu) / (exp(mu) + 1/t - 1)
         return torch.cat([t, t.new_zeros(1)]).float()  # (steps + 1,)
@@ -1294,14 +1301,16 @@ class FlowMatching:
         else:
             t = torch.rand(B, generator=generator, device=x0.device)  # (B,)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        tb = t.to(x0.dtype).view(-1, *[1] * (x0.dim() - 1))  # (B, 1, ...)
+        tb = per_sample(t.to(x0.dtype), x0)  # (B, 1, ...)
         x_t = (1 - tb) * x0 + tb * noise
         return F.mse_loss(net(x_t, t, **(cond or {})), noise - x0)
 
     @torch.no_grad()
     def sample(self, net, x, cond=None, steps=28, generator=None):
-        """Integrate dx/dt = net(x, t) from x = noise at t = 1 to t = 0 in Euler steps
-        (deterministic: the generator is not used)."""
+        """Euler steps of dx/dt = net(x, t) from noise x at t = 1 to t = 0 (no generator used).
+
+        The shifted times and the update are those of diffusers' FlowMatchEulerDiscreteScheduler
+        in the Flux pipeline."""
         times = self.times(steps, x).to(x.device)
         for t, t_next in zip(times[:-1], times[1:]):
             v = net(x, t.expand(x.shape[0]), **(cond or {}))  # (B, C, H, W)
@@ -1309,20 +1318,21 @@ class FlowMatching:
         return x
 
 
-
 #################################################################################
 #     Generators trained on a dataset: a media autoencoder, latent diffusion     #
 #################################################################################
 
 class MediaAutoencoder(MediaCodec):
-    """A KLAutoencoder trained on one modality: MSE reconstruction + kl_weight·KL; latents scaled to unit std."""
+    """A KLAutoencoder of one modality: MSE + kl_weight·KL; latents scaled to unit std."""
 
-    def __init__(self, modality='audio', channels=(16, 32, 64), layers=1, latent=4, groups=8, kl_weight=1e-4,
-                 image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0):
-        super().__init__(modality, len(channels) - 1, image_size, n_mels, frames, mel_mean, mel_std)
-        self.kl_weight, self.shape = kl_weight, (latent, *self.grid)
+    def __init__(self, modality='audio', channels=(16, 32, 64), layers=1, latent=4, groups=8,
+                 kl_weight=1e-4, image_size=32, n_mels=64, frames=64, mel_mean=0.0, mel_std=1.0):
+        n_down = len(channels) - 1
+        super().__init__(modality, n_down, image_size, n_mels, frames, mel_mean, mel_std)
+        self.kl_weight = kl_weight
+        self.shape = (latent, *self.grid)
         self.vae = KLAutoencoder(self.in_ch, self.in_ch, channels, layers, latent, groups)
-        self.register_buffer('latent_std', torch.ones(()))  # running std of the latent means: LDM's scale factor
+        self.register_buffer('latent_std', torch.ones(()))  # of the latent means: LDM's scale
 
     def encode(self, media):
         """Media -> scaled latent means (B, latent, h, w)."""
@@ -1333,73 +1343,90 @@ class MediaAutoencoder(MediaCodec):
         return self.from_output(self.vae.decode(z * self.latent_std))
 
     def forward(self, batch):
-        """Training loss: reconstruction MSE of a posterior sample + kl_weight x KL; tracks the latent std."""
+        """Training loss: MSE of a posterior sample + kl_weight x KL; tracks the latent std."""
         x = self.to_input(batch[self.fields[0]])
-        mean, logvar = self.vae.encode(x)                                  # (B, latent, h, w) each
+        mean, logvar = self.vae.encode(x)  # (B, latent, h, w) each
         if self.training:
             with torch.no_grad():
                 self.latent_std.lerp_(mean.float().std(), 0.01)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-        return F.mse_loss(self.vae.decode(self.vae.sample(mean, logvar)), x) + self.kl_weight * kl
+        recon = self.vae.decode(self.vae.sample(mean, logvar))  # (B, C, H, W)
+        return F.mse_loss(recon, x) + self.kl_weight * kl
 
 
 class LatentDiffusion(nn.Module):
-    """A denoiser (UNet or DiT) on media or cached latents, conditioned on cached vectors (vec) and/or tokens (ctx);
-    conditions are dropped with probability p_uncond (UNet: zeros, DiT: learned nulls) for classifier-free guidance."""
+    """A UNet or DiT on media or cached latents given cached vectors (vec) and/or tokens (ctx).
 
-    def __init__(self, net='unet', net_args=None, shape=(4, 16, 16), target='kl_audio_latent', vec=None, ctx=None,
-                 unit_vec=True, p_uncond=0.1, schedule='cosine', prediction='v', mel_mean=0.0, mel_std=1.0):
+    Conditions are dropped with probability p_uncond for classifier-free guidance: zeroed for the
+    U-Net, the learned nulls for the DiT."""
+
+    def __init__(self, net='unet', net_args=None, shape=(4, 16, 16), target='kl_audio_latent',
+                 vec=None, ctx=None, unit_vec=True, p_uncond=0.1, schedule='cosine',
+                 prediction='v', mel_mean=0.0, mel_std=1.0):
         super().__init__()
         assert net in ('unet', 'dit') and (vec or ctx), (net, vec, ctx)
-        self.net, self.is_dit = (UNet if net == 'unet' else DiT)(**(net_args or {})), net == 'dit'
-        self.shape, self.target, self.unit_vec, self.p_uncond = tuple(shape), target, unit_vec, p_uncond  # unit_vec: CLAP-style
-        self.roles = {k: f for k, f in (('vec', vec), ('ctx', ctx)) if f}  # denoiser argument -> dataset field
+        self.net = {'unet': UNet, 'dit': DiT}[net](**(net_args or {}))
+        self.is_dit = net == 'dit'
+        self.shape = tuple(shape)
+        self.target = target
+        self.unit_vec = unit_vec  # vectors L2-normalised, as CLAP's
+        self.p_uncond = p_uncond
+        self.roles = {k: f for k, f in (('vec', vec), ('ctx', ctx)) if f}  # net argument -> field
         self.fields = [target] + list(self.roles.values())
-        self.modality = {f: m for m, f in FIELDS.items()}.get(target)     # None: the target is a cached latent
+        modality_of = {field: m for m, field in FIELDS.items()}
+        self.modality = modality_of.get(target)  # None: the target is a cached latent
         self.mel_norm = MelNorm(mel_mean, mel_std)
         self.diffusion = Diffusion(schedule, 1000, prediction)
 
     def from_output(self, x):
         """Denoised floats -> media of the target modality (latents stay as they are)."""
-        return {'image': float_to_image, 'audio': self.mel_norm.inverse}.get(self.modality, lambda v: v)(x)
+        return self.mel_norm.float_to_media(self.modality, x)
 
     def conditions(self, cond, drop):
-        """{vec, ctx} float tensors; the rows of each role in drop[role] (B,) bool become its null."""
+        """{vec, ctx} as floats; the rows of each role in drop[role] (B,) bool become its null."""
         out = {}
         for role, v in cond.items():
             v = v.float()
-            out[role] = F.normalize(v, dim=-1) if role == 'vec' and self.unit_vec else v
-        if self.is_dit:                                             # learned nulls per role
-            return {**out, **{f"drop_{role}": drop[role] for role in out}}
-        for role, v in out.items():                                 # U-Net: zeros
-            keep = ~drop[role].view(-1, *[1] * (v.dim() - 1))
+            if role == 'vec' and self.unit_vec:
+                v = F.normalize(v, dim=-1)
+            out[role] = v
+        if self.is_dit:  # the DiT puts in its learned nulls
+            for role in cond:
+                out[f'drop_{role}'] = drop[role]
+            return out
+        for role, v in out.items():  # the U-Net's null: zeros
+            keep = ~per_sample(drop[role], v)
             out[role] = v * keep
         return out
 
     def forward(self, batch):
-        """Training loss: the diffusion loss on the target with conditions dropped at rate p_uncond."""
+        """Training loss: the diffusion loss of the target, conditions dropped at rate p_uncond."""
         x0 = self.mel_norm.media_to_float(self.modality, batch[self.target]).float()  # (B, C, H, W)
-        drop = torch.rand(len(x0), device=x0.device) < self.p_uncond                  # (B,)
+        drop = torch.rand(len(x0), device=x0.device) < self.p_uncond  # (B,)
         cond = {role: batch[field] for role, field in self.roles.items()}
         return self.diffusion.loss(self.net, x0, self.conditions(cond, {r: drop for r in cond}))
 
     @torch.no_grad()
     def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None, nulls=()):
-        """{vec (B, D), ctx (B, L, D)} -> B samples as media (or latents): DDIM/DDPM at guidance scale
-        cfg; the roles in `nulls` are replaced by their null in both branches (single-branch ablations)."""
+        """{vec (B, D), ctx (B, L, D)} -> B media (or latents) by DDIM/DDPM at guidance scale cfg.
+
+        The roles in `nulls` are replaced by their null in both branches (single-branch ablations).
+        """
         v = next(iter(cond.values()))
         B = len(v)
         given = {r: torch.full((B,), r in nulls, dtype=torch.bool, device=v.device) for r in cond}
         hidden = {r: torch.ones(B, dtype=torch.bool, device=v.device) for r in cond}
         c = self.conditions(cond, given)
-        net = self.net if cfg == 1 else guided(self.net, cfg, self.conditions(cond, hidden))
-        x = torch.randn((B, *self.shape), generator=generator, device=v.device)      # (B, C, H, W)
-        return self.from_output(self.diffusion.sample(net, x, c, steps, sampler, generator=generator))
+        net = self.net
+        if cfg != 1:
+            net = guided(self.net, cfg, self.conditions(cond, hidden))
+        x = torch.randn((B, *self.shape), generator=generator, device=v.device)  # (B, C, H, W)
+        x = self.diffusion.sample(net, x, c, steps, sampler, generator=generator)
+        return self.from_output(x)
 
 
 _SIZES = {'XL': (28, 1152, 16), 'L': (24, 1024, 16), 'B': (12, 768, 12), 'S': (12, 384, 6)}
 DiT_models = {f'DiT-{s}/{p}': dict(depth=n, hidden_size=d, num_heads=h, patch_size=p)
-              for s, (n, d, h) in _SIZES.items() for p in (2, 4, 8)}
-DiT_models['PixArt-XL/2'] = dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2, ctx_dim=4096, adaln='single',
-                                 learn_null=False)
-
+              for s, (n, d, h) in _SIZES.items() for p in (2, 4, 8)}  # each size with each patch
+DiT_models['PixArt-XL/2'] = dict(depth=28, hidden_size=1152, num_heads=16, patch_size=2,
+                                 ctx_dim=4096, adaln='single', learn_null=False)
