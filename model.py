@@ -432,8 +432,8 @@ class Judge(MediaCodec):
     def __init__(self, modality='image', heads=(('sources', 10),), multilabel=('sources',),
                  width=96, n_layer=1, n_head=4, n_down=3, image_size=32, n_mels=64, frames=64,
                  mel_mean=0.0, mel_std=1.0, level=False):
-        super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std,
-                         level)  # n_down=0: the grid of the media itself
+        # n_down=0: the grid of the media itself, which the tower downsamples
+        super().__init__(modality, 0, image_size, n_mels, frames, mel_mean, mel_std, level)
         self.heads = dict(heads)
         self.multilabel = tuple(multilabel)
         self.tower = ConvTower(self.in_ch, self.grid, width, n_layer, n_head, n_down, width)
@@ -822,7 +822,7 @@ class KLAutoencoder(nn.Module):
         c0 = channels[0]
         c1 = channels[-1]
         n = len(channels)
-        if attn is None:  # per level: attention after each ResNet block (LDM)
+        if not attn:  # per level: attention after each ResNet block (LDM)
             attn = (False,) * n
 
         def pixel(on, c):
@@ -851,11 +851,8 @@ class KLAutoencoder(nn.Module):
             mid_block=Mid(c1, None, groups, eps, pixel(True, c1)),
             conv_norm_out=nn.GroupNorm(groups, c0, eps),
             conv_out=nn.Conv2d(c0, out_ch, 3, padding=1)))
-        self.quant_conv = nn.Identity()  # Flux's VAE has neither
-        self.post_quant_conv = nn.Identity()
-        if quant_conv:
-            self.quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1)
-            self.post_quant_conv = nn.Conv2d(latent, latent, 1)
+        self.quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1) if quant_conv else nn.Identity()
+        self.post_quant_conv = nn.Conv2d(latent, latent, 1) if quant_conv else nn.Identity()
 
     def encode(self, x):
         """x (B, in_ch, H, W) -> mean, logvar, each (B, latent, H / 2^(n-1), W / 2^(n-1))."""
@@ -950,26 +947,17 @@ class DiT(nn.Module):
         self.freq_shift = freq_shift
         self.x_embedder = nn.Conv2d(in_channels, d, patch_size, patch_size)
         self.t_embedder = mlp(256, d, d)
-        self.y_embedder = None  # its row num_classes: the null class
-        self.ctx_embedder = None
-        self.vec_embedder = None
-        if num_classes:
-            self.y_embedder = nn.Embedding(num_classes + 1, d)
-        if ctx_dim:
-            self.ctx_embedder = mlp(ctx_dim, d, d, nn.GELU(approximate='tanh'))
-        if vec_dim:
-            self.vec_embedder = mlp(vec_dim, d, d)
+        self.y_embedder = nn.Embedding(num_classes + 1, d) if num_classes else None  # +1: null
+        self.ctx_embedder = mlp(ctx_dim, d, d, nn.GELU(approximate='tanh')) if ctx_dim else None
+        self.vec_embedder = mlp(vec_dim, d, d) if vec_dim else None
         self.null_ctx = None  # learned CFG nulls of the tokens and of the vector
         self.null_vec = None
         if ctx_dim and learn_null:
             self.null_ctx = nn.Parameter(torch.randn(d) / d ** 0.5)
         if vec_dim and learn_null:
             self.null_vec = nn.Parameter(torch.randn(d) / d ** 0.5)
-        self.res_embedder = None  # PixArt's height and width ...
-        self.ar_embedder = None  # ... and aspect ratio
-        if size_cond:
-            self.res_embedder = mlp(256, d // 3, d // 3)
-            self.ar_embedder = mlp(256, d // 3, d // 3)
+        self.res_embedder = mlp(256, d // 3, d // 3) if size_cond else None  # PixArt: H and W,
+        self.ar_embedder = mlp(256, d // 3, d // 3) if size_cond else None  # the aspect ratio
         self.t_block = modulation(d, 6) if adaln == 'single' else None
         block = lambda: DiTBlock(d, num_heads, mlp_ratio, bool(ctx_dim), adaln, eps)
         self.blocks = nn.ModuleList([block() for _ in range(depth)])
@@ -1067,7 +1055,8 @@ def rope_angles(ids, axes_dim, theta=10000):
     angles = []
     for i, dim in enumerate(axes_dim):
         exponents = torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim
-        angles.append(ids[:, i].double()[:, None] * theta ** -exponents[None])  # (S, dim/2)
+        pos = ids[:, i].double()[:, None]  # (S, 1) positions on this axis
+        angles.append(pos * theta ** -exponents[None])  # (S, dim/2)
     angle = torch.cat(angles, 1).repeat_interleave(2, 1)  # (S, head_dim): one angle per pair
     return angle.cos().float(), angle.sin().float()
 
@@ -1197,9 +1186,7 @@ class Flux(nn.Module):
         self.ctx_embedder = nn.Linear(ctx_dim, d)
         self.t_embedder = mlp(256, d, d)
         self.vec_embedder = mlp(vec_dim, d, d)
-        self.guidance_embedder = None  # FLUX.1-dev embeds its distilled guidance, schnell not
-        if guidance_embed:
-            self.guidance_embedder = mlp(256, d, d)
+        self.guidance_embedder = mlp(256, d, d) if guidance_embed else None  # dev: yes, schnell: no
         double = [FluxDoubleBlock(d, num_heads, mlp_ratio) for _ in range(depth)]
         single = [FluxSingleBlock(d, num_heads, mlp_ratio) for _ in range(depth_single)]
         self.double_blocks = nn.ModuleList(double)
