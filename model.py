@@ -134,7 +134,8 @@ def image_to_float(images):
 
 def float_to_image(x):
     """float (B, 3, H, W) in [-1, 1] -> uint8 images (B, H, W, 3)."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, H, W)
+    return pixels.permute(0, 2, 3, 1)  # (B, H, W, 3)
 
 
 class Block(nn.Module):
@@ -286,7 +287,10 @@ class ContrastiveModel(nn.Module):
 
     def forward(self, batch):
         """Symmetric InfoNCE; samples with identical captions are all positives of each other."""
-        emb = {m: F.normalize(self.encode(m, batch[FIELDS[m]])[0], dim=-1) for m in self.modalities}
+        emb = {}
+        for m in self.modalities:
+            pooled = self.encode(m, batch[FIELDS[m]])[0]  # (B, embed_dim)
+            emb[m] = F.normalize(pooled, dim=-1)
         ids = batch['caption_ids']
         same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()  # (B, B)
         target = same / same.sum(1, keepdim=True)
@@ -494,7 +498,8 @@ def decode(ids, known, logits_fn, steps, temperature=CHOICE_TEMPERATURE, sample_
             sampled = (logits / sample_temperature + gumbel).argmax(-1)  # (B, N)
         else:
             sampled = logits.argmax(-1)  # (B, N)
-        logp = torch.log_softmax(logits, -1).gather(-1, sampled[..., None])[..., 0]  # (B, N)
+        logp_all = torch.log_softmax(logits, -1)  # (B, N, V)
+        logp = logp_all.gather(-1, sampled[..., None])[..., 0]  # (B, N) of the sampled tokens
         anneal = temperature * (1 - (step + 1) / steps)
         noise = gumbel_noise(logp.shape, generator).to(logp.device)  # (B, N)
         infinite = torch.full_like(logp, float('inf'))
@@ -1272,6 +1277,7 @@ class FlowMatching:
 
     def times(self, steps, x):
         """The steps + 1 times of a chain for latents x (B, C, H, W): 1 .. 1/steps shifted, 0."""
+        # as diffusers' FlowMatchEulerDiscreteScheduler in the Flux pipeline
         shift = self.shift
         if self.dynamic_shift:
             n_tokens = x.shape[-2] * x.shape[-1] // self.patch ** 2
@@ -1294,10 +1300,7 @@ class FlowMatching:
 
     @torch.no_grad()
     def sample(self, net, x, cond=None, steps=28, generator=None):
-        """Euler steps of dx/dt = net(x, t) from noise x at t = 1 to t = 0 (no generator used).
-
-        The shifted times and the update are those of diffusers' FlowMatchEulerDiscreteScheduler
-        in the Flux pipeline."""
+        """Euler steps of dx/dt = net(x, t) from noise x at t = 1 to t = 0 (no generator used)."""
         times = self.times(steps, x).to(x.device)
         for t, t_next in zip(times[:-1], times[1:]):
             v = net(x, t.expand(x.shape[0]), **(cond or {}))  # (B, C, H, W)
@@ -1342,10 +1345,7 @@ class MediaAutoencoder(MediaCodec):
 
 
 class LatentDiffusion(nn.Module):
-    """A UNet or DiT on media or cached latents given cached vectors (vec) and/or tokens (ctx).
-
-    Conditions are dropped with probability p_uncond for classifier-free guidance: zeroed for the
-    U-Net, the learned nulls for the DiT."""
+    """A UNet or DiT on media or cached latents given cached vectors (vec) and/or tokens (ctx)."""
 
     def __init__(self, net='unet', net_args=None, shape=(4, 16, 16), target='kl_audio_latent',
                  vec=None, ctx=None, unit_vec=True, p_uncond=0.1, schedule='cosine',
@@ -1357,7 +1357,7 @@ class LatentDiffusion(nn.Module):
         self.shape = tuple(shape)
         self.target = target
         self.unit_vec = unit_vec  # vectors L2-normalised, as CLAP's
-        self.p_uncond = p_uncond
+        self.p_uncond = p_uncond  # CFG training: conditions dropped (U-Net: zeros, DiT: nulls)
         self.roles = {k: f for k, f in (('vec', vec), ('ctx', ctx)) if f}  # net argument -> field
         self.fields = [target] + list(self.roles.values())
         modality_of = {field: m for m, field in FIELDS.items()}
@@ -1391,7 +1391,8 @@ class LatentDiffusion(nn.Module):
         x0 = self.mel_norm.media_to_float(self.modality, batch[self.target]).float()  # (B, C, H, W)
         drop = torch.rand(len(x0), device=x0.device) < self.p_uncond  # (B,)
         cond = {role: batch[field] for role, field in self.roles.items()}
-        return self.diffusion.loss(self.net, x0, self.conditions(cond, {r: drop for r in cond}))
+        cond = self.conditions(cond, {role: drop for role in cond})  # one draw for every role
+        return self.diffusion.loss(self.net, x0, cond)
 
     @torch.no_grad()
     def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None, nulls=()):
