@@ -39,7 +39,8 @@ def tiny_contrastive(modalities, pairs):
 TINY = {  # model_args that make every toy network train in a second
     'clip': tiny_contrastive(('image', 'text'), (('image', 'text'),)),
     'clap': tiny_contrastive(('audio', 'text'), (('audio', 'text'),)),
-    'imagebind': tiny_contrastive(('image', 'text', 'audio'), (('image', 'text'), ('image', 'audio'))),
+    'imagebind': tiny_contrastive(('image', 'text', 'audio'),
+                                  (('image', 'text'), ('image', 'audio'))),
     'vq_image': dict(method='vq', model_args=dict(modality='image', **TINY_VQ)),
     'vq_audio': dict(method='vq', model_args=dict(modality='audio', **TINY_VQ)),
     'judge_audio': dict(method='judge',
@@ -162,3 +163,53 @@ def save_hf(enc, path):
         if getattr(enc, part, None) is not None:
             getattr(enc, part).save_pretrained(path / sub[1])
     return str(path)
+
+
+# ----------------------------------------------------------------------------- generators' tests
+
+ATOL = 1e-4   # parity with diffusers in fp32
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Tiny ops on a shared 2-core machine: a second thread only adds synchronisation cost."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def close(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    gap = (a - b).abs().max().item()
+    assert torch.allclose(a, b, atol=ATOL), f'max abs diff {gap:.3g}'
+
+
+def check_vae(ours, ref, x):
+    """Our KLAutoencoder against a diffusers AutoencoderKL: the posterior and the decoding."""
+    with torch.no_grad():
+        dist = ref.encode(x).latent_dist
+        mean, logvar = ours.encode(x)
+        close(mean, dist.mean)
+        close(logvar, dist.logvar)
+        close(ours.decode(mean), ref.decode(mean).sample)
+
+
+def mean_loss(loss_fn, n_seeds=4):
+    """loss_fn(generator) without gradients, averaged over generators seeded 0 .. n_seeds - 1."""
+    with torch.no_grad():
+        losses = [loss_fn(torch.Generator().manual_seed(s)).item() for s in range(n_seeds)]
+    return sum(losses) / n_seeds
+
+
+def overfit_one_batch(net, loss_fn, steps, lr=3e-3):
+    """AdamW on loss_fn(generator) for steps; the mean loss before and after."""
+    before = mean_loss(loss_fn)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        loss = loss_fn(g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return before, mean_loss(loss_fn)
