@@ -121,6 +121,12 @@ def tiny_hf_imagebind(dim=24):
     return tiny_hf_clip(dim, HFImageBind, IMAGEBIND_LN_EPS)
 
 
+@pytest.fixture(scope='module')
+def imagebind():
+    """tiny_hf_imagebind, once per test module."""
+    return tiny_hf_imagebind()
+
+
 def tiny_clap_text_config(max_positions=TEXT_LEN + PAD + 1):
     return dict(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                 intermediate_size=37, max_position_embeddings=max_positions, pad_token_id=PAD,

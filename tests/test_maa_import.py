@@ -17,8 +17,7 @@ import torch.nn.functional as F
 
 import generators as G
 import model as M
-from conftest import (CAPTIONS, check_vae, close, randomize, save_hf, tiny_hf_clip,
-                      tiny_hf_imagebind)
+from conftest import CAPTIONS, check_vae, close, randomize, save_hf, tiny_hf_clip
 from encoders import IMAGEBIND_CLIP, IMAGEBIND_LN_EPS, HFClip, HFImageBind, load_hf
 
 diffusers = pytest.importorskip('diffusers')
@@ -249,11 +248,6 @@ def test_maa_vae_alone():
     _same_state(G.import_maa_vae({'state_dict': part}), G.import_maa_vae(sd))
 
 # ----------------------------------------------------------------------------- imagebind role
-
-
-@pytest.fixture(scope='module')
-def imagebind():
-    return tiny_hf_imagebind()
 
 
 def test_imagebind_is_normalised_clip(imagebind):
