@@ -29,6 +29,7 @@ def real_data():
 TINY_CONTRASTIVE = dict(embed_dim=32, width=32, n_layer=1, n_head=2)
 TINY_VQ = dict(width=16, codebook_size=32, code_dim=8)
 JUDGE_HEADS = (('sources', 10), ('env', 3), ('loud', 3))
+TINY_ECHOES = dict(width=32, n_layer=1, n_dec_layer=1, n_head=2)   # Visual Echoes on the toy data
 
 
 def tiny_contrastive(modalities, pairs):

@@ -8,14 +8,13 @@ import torch
 from data import open_split
 import sample
 import train
-from conftest import tiny_config
+from conftest import TINY_ECHOES, tiny_config
 from methods import echoes
 from methods.echoes import JOINT_STEPS, MaskedAVTransformer, random_mask, truncated_normal
 from model import cfg_logits, decode, joint_cfg_logits, mask_schedule
 
 SMALL = dict(n_audio=12, n_image=6, audio_codes=20, image_codes=10, width=32, n_layer=1,
              n_dec_layer=1, n_head=2)
-TINY_ECHOES = dict(width=32, n_layer=1, n_dec_layer=1, n_head=2)   # model_args over the toy data
 
 
 def test_mask_schedule_endpoints_and_monotone():
