@@ -30,6 +30,18 @@ TINY_CONTRASTIVE = dict(embed_dim=32, width=32, n_layer=1, n_head=2)
 TINY_VQ = dict(width=16, codebook_size=32, code_dim=8)
 JUDGE_HEADS = (('sources', 10), ('env', 3), ('loud', 3))
 TINY_ECHOES = dict(width=32, n_layer=1, n_dec_layer=1, n_head=2)   # Visual Echoes on the toy data
+TINY_UNET = dict(in_ch=2, out_ch=2, channels=(8, 16), layers=1, attn=(False, True), heads=2,
+                 groups=4)
+# text-to-audio latent diffusion on the toy autoencoder's latents, conditioned on CLAP
+TINY_T2A = dict(method='ldm', model_args=dict(net='unet', shape=(2, 32, 32),
+                                              target='ae_audio_latent', vec='clap_audio_emb',
+                                              net_args=dict(TINY_UNET, vec_dim=32)))
+
+
+def tiny_v2a(prior):
+    """An MLP V2A-Mapper run, CLIP (32) to CLAP (32), with a diffusion prior or a regression."""
+    return dict(method='v2a', model_args=dict(kind='mlp', prior=prior, in_dim=32, out_dim=32,
+                                              width=16, n_layer=1))
 
 
 def tiny_contrastive(modalities, pairs):

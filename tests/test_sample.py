@@ -11,18 +11,11 @@ from PIL import Image
 
 import sample
 import train
-from conftest import TINY_ECHOES, tiny_config
+from conftest import TINY_ECHOES, TINY_T2A, tiny_config, tiny_v2a
 import methods
 from encoders import StaleCache
 from methods import load_checkpoint
 from methods import echoes as method
-
-UNET = dict(in_ch=2, out_ch=2, channels=(8, 16), layers=1, attn=(False, True), heads=2, groups=4,
-            vec_dim=32)
-T2A = dict(method='ldm', model_args=dict(net='unet', shape=(2, 32, 32), target='ae_audio_latent',
-                                         vec='clap_audio_emb', net_args=UNET))
-V2A = dict(method='v2a', model_args=dict(kind='mlp', prior=False, in_dim=32, out_dim=32, width=16,
-                                         n_layer=1))
 
 
 def refusal(argv):
@@ -61,7 +54,7 @@ def generators(tiny, tmp_path_factory):
     Returns their directory.
     """
     root = tmp_path_factory.mktemp('generators')
-    for name, spec in (('t2a', T2A), ('v2a', V2A)):
+    for name, spec in (('t2a', TINY_T2A), ('v2a', tiny_v2a(prior=False))):
         train.train(tiny_config(tiny, 'clip', out_dir=str(root / name), **spec))
     return root
 
