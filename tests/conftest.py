@@ -38,10 +38,10 @@ TINY_T2A = dict(method='ldm', model_args=dict(net='unet', shape=(2, 32, 32),
                                               net_args=dict(TINY_UNET, vec_dim=32)))
 
 
-def tiny_v2a(prior):
+def tiny_v2a(prior, n_layer=1):
     """An MLP V2A-Mapper run, CLIP (32) to CLAP (32), with a diffusion prior or a regression."""
     return dict(method='v2a', model_args=dict(kind='mlp', prior=prior, in_dim=32, out_dim=32,
-                                              width=16, n_layer=1))
+                                              width=16, n_layer=n_layer))
 
 
 def tiny_contrastive(modalities, pairs):
