@@ -1,4 +1,7 @@
-"""Shared test fixtures and tiny random instances of the published models' classes (nothing downloads)."""
+"""Shared test fixtures and tiny random instances of the published models' classes.
+
+Nothing downloads.
+"""
 import os
 from pathlib import Path
 
@@ -10,7 +13,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 @pytest.fixture(scope='session')
 def real_data():
-    """The real data folder (NANOAV_REAL_DATA): skip when the variable is unset, fail when it points nowhere."""
+    """The real data folder (NANOAV_REAL_DATA).
+
+    Skips when the variable is unset, fails when it points nowhere.
+    """
     root = os.environ.get('NANOAV_REAL_DATA')
     if not root:
         pytest.skip('NANOAV_REAL_DATA is not set')
@@ -20,15 +26,42 @@ def real_data():
     return path
 
 
+TINY_CONTRASTIVE = dict(embed_dim=32, width=32, n_layer=1, n_head=2)
+TINY_VQ = dict(width=16, codebook_size=32, code_dim=8)
+JUDGE_HEADS = (('sources', 10), ('env', 3), ('loud', 3))
+TINY_ECHOES = dict(width=32, n_layer=1, n_dec_layer=1, n_head=2)   # Visual Echoes on the toy data
+TINY_UNET = dict(in_ch=2, out_ch=2, channels=(8, 16), layers=1, attn=(False, True), heads=2,
+                 groups=4)
+# text-to-audio latent diffusion on the toy autoencoder's latents, conditioned on CLAP
+TINY_T2A = dict(method='ldm', model_args=dict(net='unet', shape=(2, 32, 32),
+                                              target='ae_audio_latent', vec='clap_audio_emb',
+                                              net_args=dict(TINY_UNET, vec_dim=32)))
+
+
+def tiny_v2a(prior, n_layer=1):
+    """An MLP V2A-Mapper run, CLIP (32) to CLAP (32), with a diffusion prior or a regression."""
+    return dict(method='v2a', model_args=dict(kind='mlp', prior=prior, in_dim=32, out_dim=32,
+                                              width=16, n_layer=n_layer))
+
+
+def tiny_contrastive(modalities, pairs):
+    return dict(method='contrastive',
+                model_args=dict(modalities=modalities, pairs=pairs, **TINY_CONTRASTIVE))
+
+
 TINY = {  # model_args that make every toy network train in a second
-    'clip': dict(method='contrastive', model_args=dict(modalities=('image', 'text'), pairs=(('image', 'text'),), embed_dim=32, width=32, n_layer=1, n_head=2)),
-    'clap': dict(method='contrastive', model_args=dict(modalities=('audio', 'text'), pairs=(('audio', 'text'),), embed_dim=32, width=32, n_layer=1, n_head=2)),
-    'imagebind': dict(method='contrastive', model_args=dict(modalities=('image', 'text', 'audio'), pairs=(('image', 'text'), ('image', 'audio')), embed_dim=32, width=32, n_layer=1, n_head=2)),
-    'vq_image': dict(method='vq', model_args=dict(modality='image', width=16, codebook_size=32, code_dim=8)),
-    'vq_audio': dict(method='vq', model_args=dict(modality='audio', width=16, codebook_size=32, code_dim=8)),
-    'judge_audio': dict(method='judge', model_args=dict(modality='audio', heads=(('sources', 10), ('env', 3), ('loud', 3)), width=32, n_head=2)),
-    'judge_image': dict(method='judge', model_args=dict(modality='image', heads=(('sources', 10), ('env', 3), ('loud', 3)), width=32, n_head=2)),
-    'ae_audio': dict(method='autoencoder', model_args=dict(modality='audio', channels=(8, 16), layers=1, latent=2, groups=4)),
+    'clip': tiny_contrastive(('image', 'text'), (('image', 'text'),)),
+    'clap': tiny_contrastive(('audio', 'text'), (('audio', 'text'),)),
+    'imagebind': tiny_contrastive(('image', 'text', 'audio'),
+                                  (('image', 'text'), ('image', 'audio'))),
+    'vq_image': dict(method='vq', model_args=dict(modality='image', **TINY_VQ)),
+    'vq_audio': dict(method='vq', model_args=dict(modality='audio', **TINY_VQ)),
+    'judge_audio': dict(method='judge',
+                        model_args=dict(modality='audio', heads=JUDGE_HEADS, width=32, n_head=2)),
+    'judge_image': dict(method='judge',
+                        model_args=dict(modality='image', heads=JUDGE_HEADS, width=32, n_head=2)),
+    'ae_audio': dict(method='autoencoder', model_args=dict(modality='audio', channels=(8, 16),
+                                                           layers=1, latent=2, groups=4)),
 }
 
 
@@ -36,7 +69,8 @@ def tiny_config(root, name, **overrides):
     """train.py's defaults for a tiny toy model writing under root/out."""
     import train
     cfg = train.default_config()
-    cfg.update(TINY[name], out_dir=str(root / 'out' / f"toyav_{name}"), data_dir=str(root / 'data'), ckpt_dir=str(root / 'out'), batch_size=8,
+    cfg.update(TINY[name], out_dir=str(root / 'out' / f"toyav_{name}"),
+               data_dir=str(root / 'data'), ckpt_dir=str(root / 'out'), batch_size=8,
                max_iters=4, eval_interval=4, eval_iters=1, log_interval=100, warmup_iters=1,
                dtype='float32')
     cfg.update(overrides)
@@ -49,14 +83,18 @@ def tiny(tmp_path_factory):
     import prepare
     import train
     root = tmp_path_factory.mktemp('tiny')
-    prepare.main(['toyav', '--data_dir', str(root / 'data'), '--n_train', '48', '--n_val', '16', '--n_test', '16'])
+    data_dir = str(root / 'data')
+    prepare.main(['toyav', '--data_dir', data_dir, '--n_train', '48', '--n_val', '16',
+                  '--n_test', '16'])
     for name in TINY:
         train.train(tiny_config(root, name))
-    prepare.main(['toyav', '--features', 'toy', '--data_dir', str(root / 'data'), '--out_dir', str(root / 'out'), '--batch_size', '16'])
+    prepare.main(['toyav', '--features', 'toy', '--data_dir', data_dir,
+                  '--out_dir', str(root / 'out'), '--batch_size', '16'])
     return root
 
 
-WORDS = ['<unk>', '<pad>', '<s>', '</s>'] + 'a the dog cat bell ringing barking in large hall loud'.split()
+SPECIAL_WORDS = ['<unk>', '<pad>', '<s>', '</s>']
+WORDS = SPECIAL_WORDS + 'a the dog cat bell ringing barking in large hall loud'.split()
 UNK, PAD, BOS, EOS = range(4)
 CAPTIONS = ['a dog barking', 'a loud bell ringing in the large hall']
 TEXT_LEN = 12
@@ -66,22 +104,27 @@ def word_tokenizer():
     """A hub-free fast tokenizer: whitespace WordLevel with <s> ... </s> around every caption."""
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token='<unk>'))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single='<s> $A </s>', special_tokens=[('<s>', BOS), ('</s>', EOS)])
-    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='<unk>', pad_token='<pad>', bos_token='<s>',
-                                      eos_token='</s>')
+    special = [('<s>', BOS), ('</s>', EOS)]
+    tok.post_processor = processors.TemplateProcessing(single='<s> $A </s>', special_tokens=special)
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='<unk>', pad_token='<pad>',
+                                      bos_token='<s>', eos_token='</s>')
 
 
 def tiny_hf_clip(dim=24, cls=None, layer_norm_eps=1e-5):
-    """encoders.HFClip (or subclass cls) around a random 1-layer CLIPModel on 32x32 pictures, to dim."""
+    """encoders.HFClip (or subclass cls) around a random 1-layer CLIPModel on 32x32 pictures.
+
+    It projects to dim.
+    """
     from encoders import HFClip
     torch.manual_seed(0)
-    text = dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=TEXT_LEN, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
-                layer_norm_eps=layer_norm_eps)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-                  patch_size=8, layer_norm_eps=layer_norm_eps)
+    text = dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=TEXT_LEN, bos_token_id=BOS,
+                eos_token_id=EOS, pad_token_id=PAD, layer_norm_eps=layer_norm_eps)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=32, patch_size=8, layer_norm_eps=layer_norm_eps)
     model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim))
-    proc = tf.CLIPImageProcessorPil(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32})
+    crop = {'height': 32, 'width': 32}
+    proc = tf.CLIPImageProcessorPil(size={'shortest_edge': 32}, crop_size=crop)
     return (cls or HFClip)(model, proc, word_tokenizer())
 
 
@@ -91,25 +134,34 @@ def tiny_hf_imagebind(dim=24):
     return tiny_hf_clip(dim, HFImageBind, IMAGEBIND_LN_EPS)
 
 
+@pytest.fixture(scope='module')
+def imagebind():
+    """tiny_hf_imagebind, once per test module."""
+    return tiny_hf_imagebind()
+
+
 def tiny_clap_text_config(max_positions=TEXT_LEN + PAD + 1):
-    return dict(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                max_position_embeddings=max_positions, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+    return dict(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=37, max_position_embeddings=max_positions, pad_token_id=PAD,
+                bos_token_id=BOS, eos_token_id=EOS)
 
 
 def tiny_hf_clap(dim=24):
-    """encoders.HFClap around a random 2-stage HTSAT + 1-layer RoBERTa ClapModel, projecting to dim."""
+    """encoders.HFClap around a random 2-stage HTSAT + 1-layer RoBERTa ClapModel, to dim."""
     from encoders import HFClap
     torch.manual_seed(0)
-    audio = dict(num_mel_bins=16, spec_size=32, window_size=4, patch_size=4, hidden_size=32, depths=(1, 1),
-                 num_attention_heads=(2, 2), patch_embeds_hidden_size=16)
-    text = tiny_clap_text_config(77 + PAD + 1)   # loaded back from a folder, HFClap pads to 77 tokens
+    audio = dict(num_mel_bins=16, spec_size=32, window_size=4, patch_size=4, hidden_size=32,
+                 depths=(1, 1), num_attention_heads=(2, 2), patch_embeds_hidden_size=16)
+    # loaded back from a folder, HFClap pads to 77 tokens
+    text = tiny_clap_text_config(77 + PAD + 1)
     model = tf.ClapModel(tf.ClapConfig(text_config=text, audio_config=audio, projection_dim=dim))
-    fe = tf.ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=1920, max_length_s=1)  # 26 frames
+    fe = tf.ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=1920,
+                                 max_length_s=1)  # 26 frames
     return HFClap(model, fe, word_tokenizer(), max_length=TEXT_LEN)
 
 
 def randomize(module, seed=0, std=0.2):
-    """Re-draw every parameter so that no zero-initialised layer can hide a wiring mistake; eval mode."""
+    """Re-draw every parameter so no zero-initialised layer can hide a wiring mistake; eval mode."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
@@ -118,11 +170,65 @@ def randomize(module, seed=0, std=0.2):
 
 
 def save_hf(enc, path):
-    """Write an hf-suite encoder's model and preprocessing where its from_pretrained reads them; returns the folder."""
+    """Write an hf-suite encoder's model and preprocessing where its from_pretrained reads them.
+
+    Returns the folder.
+    """
     from encoders import HFClapText, HFHifiGan
-    sub = {HFHifiGan: ('vocoder', ''), HFClapText: ('text_encoder', 'tokenizer')}.get(type(enc), ('', ''))
+    subfolders = {HFHifiGan: ('vocoder', ''), HFClapText: ('text_encoder', 'tokenizer')}
+    sub = subfolders.get(type(enc), ('', ''))
     enc.model.save_pretrained(path / sub[0])
     for part in ('processor', 'feature_extractor', 'tokenizer'):
         if getattr(enc, part, None) is not None:
             getattr(enc, part).save_pretrained(path / sub[1])
     return str(path)
+
+
+# ----------------------------------------------------------------------------- generators' tests
+
+ATOL = 1e-4   # parity with diffusers in fp32
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Tiny ops on a shared 2-core machine: a second thread only adds synchronisation cost."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def close(a, b):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    gap = (a - b).abs().max().item()
+    assert torch.allclose(a, b, atol=ATOL), f'max abs diff {gap:.3g}'
+
+
+def check_vae(ours, ref, x):
+    """Our KLAutoencoder against a diffusers AutoencoderKL: the posterior and the decoding."""
+    with torch.no_grad():
+        dist = ref.encode(x).latent_dist
+        mean, logvar = ours.encode(x)
+        close(mean, dist.mean)
+        close(logvar, dist.logvar)
+        close(ours.decode(mean), ref.decode(mean).sample)
+
+
+def mean_loss(loss_fn, n_seeds=4):
+    """loss_fn(generator) without gradients, averaged over generators seeded 0 .. n_seeds - 1."""
+    with torch.no_grad():
+        losses = [loss_fn(torch.Generator().manual_seed(s)).item() for s in range(n_seeds)]
+    return sum(losses) / n_seeds
+
+
+def overfit_one_batch(net, loss_fn, steps, lr=3e-3):
+    """AdamW on loss_fn(generator) for steps; the mean loss before and after."""
+    before = mean_loss(loss_fn)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        loss = loss_fn(g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return before, mean_loss(loss_fn)

@@ -10,10 +10,10 @@ from safetensors.torch import save_file
 
 import generators as E
 import model as M
-from conftest import randomize
-from test_generators import _close, one_thread  # noqa: F401 (one_thread: an autouse fixture)
+from conftest import check_vae, close, overfit_one_batch, randomize
 
 diffusers = pytest.importorskip('diffusers')
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # ----------------------------------------------------------------------------- Flux transformer
 
@@ -50,9 +50,9 @@ def _check_flux(ours, ref):
     mask = torch.tensor([[True, True, True, False, False], [True] * 5])
     with torch.no_grad():
         full = ours(x, t, ctx=ctx, vec=vec, guidance=guidance)
-        _close(full, _reference(ref, x, t, ctx, vec, guidance))
+        close(full, _reference(ref, x, t, ctx, vec, guidance))
         masked = ours(x, t, ctx=ctx, ctx_mask=mask, vec=vec, guidance=guidance)
-        _close(masked, _reference(ref, x, t, ctx, vec, guidance, mask))
+        close(masked, _reference(ref, x, t, ctx, vec, guidance, mask))
         assert not torch.allclose(masked[0], full[0])
 
 
@@ -71,10 +71,10 @@ def test_rope_matches_diffusers():
     ids = torch.randint(0, 64, (7, 3), generator=g)
     cos, sin = M.rope_angles(ids, (4, 6, 6))
     want_cos, want_sin = FluxPosEmbed(10000, (4, 6, 6))(ids)
-    _close(cos, want_cos)
-    _close(sin, want_sin)
+    close(cos, want_cos)
+    close(sin, want_sin)
     q = torch.randn(2, 3, 7, 16, generator=g)  # (B, heads, S, head_dim)
-    _close(M.rotate(q, cos, sin), apply_rotary_emb(q, (want_cos, want_sin), sequence_dim=2))
+    close(M.rotate(q, cos, sin), apply_rotary_emb(q, (want_cos, want_sin), sequence_dim=2))
     patches = [[0, i, j] for i in range(2) for j in range(3)]  # (text, row, column)
     assert M.flux_positions(2, 2, 3).tolist() == [[0, 0, 0]] * 2 + patches
 
@@ -89,7 +89,8 @@ def _bfl_state(ref):
     out = {'final_layer.adaLN_modulation.1.' + w: E._swap_halves(sd['norm_out.linear.' + w])
            for w in ('weight', 'bias')}
     for i in range(len(ref.transformer_blocks)):
-        src, dst = f'transformer_blocks.{i}.', f'double_blocks.{i}.'
+        src = f'transformer_blocks.{i}.'
+        dst = f'double_blocks.{i}.'
         names.update({src + a: dst + b for a, b in (
             ('norm1.linear', 'img_mod.lin'), ('norm1_context.linear', 'txt_mod.lin'),
             ('attn.to_out.0', 'img_attn.proj'), ('attn.to_add_out', 'txt_attn.proj'),
@@ -105,7 +106,8 @@ def _bfl_state(ref):
                 norm = sd[f'{src}attn.norm_{added}{n}.weight']
                 out[f'{dst}{stream}_attn.norm.{name}_norm.scale'] = norm
     for i in range(len(ref.single_transformer_blocks)):
-        src, dst = f'single_transformer_blocks.{i}.', f'single_blocks.{i}.'
+        src = f'single_transformer_blocks.{i}.'
+        dst = f'single_blocks.{i}.'
         names[src + 'norm.linear'] = dst + 'modulation.lin'
         names[src + 'proj_out'] = dst + 'linear2'
         for w in ('weight', 'bias'):
@@ -145,7 +147,9 @@ def test_load_generator_reads_a_saved_flux(tmp_path):
     ref = _flux(guidance=False)
     ref.save_pretrained(tmp_path)
     ours = E.load_generator('flux', str(tmp_path))
-    assert not ours.training and type(ours) is M.Flux and ours.guidance_embedder is None
+    assert not ours.training
+    assert type(ours) is M.Flux
+    assert ours.guidance_embedder is None
     _check_flux(ours, ref)
 
 
@@ -156,10 +160,13 @@ def _tiny_flux(**kw):
 
 def test_flux_zero_init_output_is_zero():
     net = _tiny_flux()
-    x, t = torch.randn(2, 4, 8, 6), torch.tensor([0.1, 1.0])
-    ctx, vec = torch.randn(2, 3, 12), torch.randn(2, 10)
+    x = torch.randn(2, 4, 8, 6)
+    t = torch.tensor([0.1, 1.0])
+    ctx = torch.randn(2, 3, 12)
+    vec = torch.randn(2, 10)
     out = net(x, t, ctx=ctx, vec=vec, guidance=torch.tensor([3.5, 3.5]))
-    assert out.shape == x.shape and torch.equal(out, torch.zeros_like(out))
+    assert out.shape == x.shape
+    assert torch.equal(out, torch.zeros_like(out))
     with pytest.raises(AssertionError, match='guidance'):
         net(x, t, ctx=ctx, vec=vec)
 
@@ -167,8 +174,10 @@ def test_flux_zero_init_output_is_zero():
 def test_flux_runs_in_bfloat16():
     # q and k leave the fp32 rotation in their own dtype, so a bf16 model's attention gets one dtype
     net = randomize(_tiny_flux(guidance_embed=False))
-    x, t = torch.randn(2, 4, 8, 6), torch.tensor([0.1, 1.0])
-    ctx, vec = torch.randn(2, 3, 12), torch.randn(2, 10)
+    x = torch.randn(2, 4, 8, 6)
+    t = torch.tensor([0.1, 1.0])
+    ctx = torch.randn(2, 3, 12)
+    vec = torch.randn(2, 10)
     with torch.no_grad():
         full = net(x, t, ctx=ctx, vec=vec)
         half = net.to(torch.bfloat16)(x.bfloat16(), t, ctx=ctx.bfloat16(), vec=vec.bfloat16())
@@ -178,21 +187,11 @@ def test_flux_runs_in_bfloat16():
 
 def test_flux_learns_one_batch():
     torch.manual_seed(0)
-    net, flow = _tiny_flux(guidance_embed=False), M.FlowMatching()
-    x0, cond = torch.randn(4, 4, 8, 8), dict(ctx=torch.randn(4, 3, 12), vec=torch.randn(4, 10))
-
-    @torch.no_grad()
-    def evaluate():
-        seeds = [torch.Generator().manual_seed(s) for s in range(4)]
-        return sum(flow.loss(net, x0, cond, g).item() for g in seeds) / 4
-    before = evaluate()
-    opt, g = torch.optim.AdamW(net.parameters(), lr=3e-3), torch.Generator().manual_seed(1)
-    for _ in range(300):
-        loss = flow.loss(net, x0, cond, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    after = evaluate()
+    net = _tiny_flux(guidance_embed=False)
+    flow = M.FlowMatching()
+    x0 = torch.randn(4, 4, 8, 8)
+    cond = dict(ctx=torch.randn(4, 3, 12), vec=torch.randn(4, 10))
+    before, after = overfit_one_batch(net, lambda g: flow.loss(net, x0, cond, g), steps=300)
     assert after < 0.5 * before, (before, after)  # about 2.0 -> 0.54 here
 
 # ----------------------------------------------------------------------------- FLUX.1's VAE
@@ -207,12 +206,7 @@ def test_flux_vae_parity(tmp_path):
     ref.save_pretrained(tmp_path)
     ours = E.load_generator('flux_vae', str(tmp_path))
     assert (ours.scaling_factor, ours.shift_factor) == (0.3611, 0.1159)
-    x = torch.randn(2, 3, 16, 12)
-    with torch.no_grad():
-        dist, (mean, logvar) = ref.encode(x).latent_dist, ours.encode(x)
-        _close(mean, dist.mean)
-        _close(logvar, dist.logvar)
-        _close(ours.decode(mean), ref.decode(mean).sample)
+    check_vae(ours, ref, torch.randn(2, 3, 16, 12))
 
 # ----------------------------------------------------------------------------- flow matching
 
@@ -227,25 +221,27 @@ def _velocity(x, t):
 def test_flow_matching_matches_diffusers(config):
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
     sched = diffusers.FlowMatchEulerDiscreteScheduler(**config)
-    steps, x_T = 7, torch.randn(2, 4, 48, 40, generator=torch.Generator().manual_seed(0))
+    steps = 7
+    x_T = torch.randn(2, 4, 48, 40, generator=torch.Generator().manual_seed(0))
     mu = calculate_shift(48 * 40 // 4)  # as FluxPipeline: from the number of packed tokens
     sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
     x = x_T
     for t in sched.timesteps:
         x = sched.step(_velocity(x, (t / 1000).expand(2)), t, x).prev_sample
     flow = M.FlowMatching(**E.flow_config(sched.config))
-    _close(flow.times(steps, x_T), sched.sigmas)
-    _close(flow.sample(_velocity, x_T, steps=steps), x)
+    close(flow.times(steps, x_T), sched.sigmas)
+    close(flow.sample(_velocity, x_T, steps=steps), x)
 
 
 def test_flow_matching_oracle():
     # the exact velocity of the straight paths to one data point: Euler lands on it, the loss is 0
     g = torch.Generator().manual_seed(0)
-    x0, noise = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    x0 = torch.randn(2, 4, 8, 8, generator=g)
+    noise = torch.randn(2, 4, 8, 8, generator=g)
     exact = lambda x, t: (x - x0) / t.view(-1, 1, 1, 1)
     for flow in (M.FlowMatching(dynamic_shift=True), M.FlowMatching(shift=3.0, logit_normal=False)):
         for steps in (1, 4, 28):
-            _close(flow.sample(exact, noise, steps=steps), x0)
+            close(flow.sample(exact, noise, steps=steps), x0)
         assert flow.loss(exact, x0, generator=torch.Generator().manual_seed(1)).item() < 1e-10
         still = lambda x, t: torch.zeros_like(x)
         loss = flow.loss(still, x0, generator=torch.Generator().manual_seed(1))

@@ -24,12 +24,15 @@ def test_no_driver_names_a_method():
 def test_the_check_finds_a_method_named_in_a_driver():
     added = "if ckpt['method'] == 'echoes':\n    steps = JOINT_STEPS  # V2A-Mapper's default\n"
     assert method_names(added) == ['echoes', 'v2a']
-    assert method_names('vq_audio_ids, out/toyav_t2a, AudioLDM') == []     # parts of other names are not keys
+    # parts of other names are not keys
+    assert method_names('vq_audio_ids, out/toyav_t2a, AudioLDM') == []
 
 
 def test_every_method_has_a_file_a_config_and_both_halves():
     for key, module in methods.METHODS.items():
         assert module.__file__ == os.path.join(ROOT, 'methods', f"{key}.py")
         assert os.path.exists(os.path.join(ROOT, 'config', f"{key}.py")), key
-        assert callable(getattr(module.Model, 'forward')) and hasattr(module.Pipeline, 'OPTIONS'), key
-        assert methods.NETWORKS[key] is module.Model and methods.PIPELINES[key] is module.Pipeline
+        assert callable(getattr(module.Model, 'forward')), key
+        assert hasattr(module.Pipeline, 'OPTIONS'), key
+        assert methods.NETWORKS[key] is module.Model
+        assert methods.PIPELINES[key] is module.Pipeline

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 
 import generators as G
 import model as M
-from conftest import CAPTIONS, randomize, save_hf, tiny_hf_clip, tiny_hf_imagebind
+from conftest import CAPTIONS, check_vae, close, randomize, save_hf, tiny_hf_clip
 from encoders import IMAGEBIND_CLIP, IMAGEBIND_LN_EPS, HFClip, HFImageBind, load_hf
-from test_generators import _close, one_thread  # noqa: F401 (one_thread: autouse fixture)
 
 diffusers = pytest.importorskip('diffusers')
 ldm = pytest.importorskip('diffusers.loaders.single_file_utils')
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # Make-An-Audio's configs/text_to_audio/txt2audio_args.yaml, the parts the converters read, verbatim
 MAA_UNET = dict(image_size=32, in_channels=4, out_channels=4, model_channels=320,
@@ -149,9 +149,11 @@ def _maa_unet(yaml):
 
 
 def _check_maa_unet(ours, ref):
-    x, t, ctx = torch.randn(2, 4, 8, 12), torch.tensor([10, 900]), torch.randn(2, 5, 12)
+    x = torch.randn(2, 4, 8, 12)
+    t = torch.tensor([10, 900])
+    ctx = torch.randn(2, 5, 12)
     with torch.no_grad():
-        _close(ours(x, t, ctx=ctx), ref(x, t, encoder_hidden_states=ctx).sample)
+        close(ours(x, t, ctx=ctx), ref(x, t, encoder_hidden_states=ctx).sample)
 
 
 @pytest.mark.parametrize('mult, attn', [([1, 2], [1, 2]),        # Make-An-Audio's levels
@@ -168,7 +170,8 @@ def test_load_generator_reads_a_maa_checkpoint(tmp_path):
     ckpt, ref = _maa_unet(yaml)
     torch.save(ckpt, tmp_path / 'maa1_full.ckpt')
     ours = G.load_generator('maa_unet', str(tmp_path / 'maa1_full.ckpt'), yaml)
-    assert type(ours) is M.UNet and not ours.training
+    assert type(ours) is M.UNet
+    assert not ours.training
     _check_maa_unet(ours, ref)
 
 # ----------------------------------------------------------------------------- VAE parity
@@ -233,12 +236,7 @@ def test_maa_vae_parity():
     ckpt, ref = _maa_vae(yaml)
     assert sum(k.endswith('.attn.0.q.weight') for k in ckpt['state_dict']) == 4  # 2 levels, 2 sides
     ours = G.load_state(M.KLAutoencoder(**G.maa_vae_config(yaml)), G.import_maa_vae(ckpt)).eval()
-    x = torch.randn(2, 1, 32, 16)
-    with torch.no_grad():
-        dist, (mean, logvar) = ref.encode(x).latent_dist, ours.encode(x)
-        _close(mean, dist.mean)
-        _close(logvar, dist.logvar)
-        _close(ours.decode(mean), ref.decode(mean).sample)
+    check_vae(ours, ref, torch.randn(2, 1, 32, 16))
 
 
 def test_maa_vae_alone():
@@ -252,19 +250,16 @@ def test_maa_vae_alone():
 # ----------------------------------------------------------------------------- imagebind role
 
 
-@pytest.fixture(scope='module')
-def imagebind():
-    return tiny_hf_imagebind()
-
-
 def test_imagebind_is_normalised_clip(imagebind):
     clip = HFClip(imagebind.model, imagebind.processor, imagebind.tokenizer)
     images = np.random.default_rng(0).integers(0, 256, (2, 20, 28, 3), dtype=np.uint8)
-    ours, ref = imagebind.encode_image(images), clip.encode_image(images)
+    ours = imagebind.encode_image(images)
+    ref = clip.encode_image(images)
     torch.testing.assert_close(ours.emb, F.normalize(ref.emb, dim=-1))
     torch.testing.assert_close(ours.tokens, ref.tokens)
     assert not torch.allclose(ref.emb.norm(dim=-1), torch.ones(2))  # so the normalisation is ours
-    text, ref_text = imagebind.encode_text(CAPTIONS), clip.encode_text(CAPTIONS)
+    text = imagebind.encode_text(CAPTIONS)
+    ref_text = clip.encode_text(CAPTIONS)
     torch.testing.assert_close(text.emb, F.normalize(ref_text.emb, dim=-1))
     torch.testing.assert_close(text.tokens, ref_text.tokens)
     assert torch.equal(text.mask, ref_text.mask)
@@ -278,7 +273,8 @@ def test_imagebind_from_pretrained(imagebind, tmp_path):
     loaded = load_hf('imagebind', save_hf(clip, tmp_path))
     assert type(loaded) is HFImageBind
     norms = [m for m in loaded.model.modules() if isinstance(m, torch.nn.LayerNorm)]
-    assert len(norms) == 7 and all(m.eps == IMAGEBIND_LN_EPS for m in norms)  # text 3, vision 4
+    assert len(norms) == 7                                  # text 3, vision 4
+    assert all(m.eps == IMAGEBIND_LN_EPS for m in norms)
     proc = loaded.processor   # ImageBind's transform at the model's side (32 here, 224 for ViT-H)
     assert (proc.size.shortest_edge, proc.crop_size.height, proc.crop_size.width) == (32, 32, 32)
     assert proc.resample == PILImageResampling.BICUBIC
