@@ -1,22 +1,23 @@
-"""Evaluation: judges, metrics, picture grids and the task table (the README's Results say what each number is).
+"""Evaluation: judges, metrics, picture grids, the task table (the README's Results explain each).
 
-    python eval.py config/toyav_eval.py            # the frozen parts: writes out/<exp>/metrics.json, table.md
+    python eval.py config/toyav_eval.py     # the frozen parts -> out/<exp>/metrics.json, table.md
     python eval.py --tasks=enc --split=val
-    python eval.py --ckpt=out/<run> --tasks=i2a,a2i --options.cfg_scale=1    # a run's generation tasks
+    python eval.py --ckpt=out/<run> --tasks=i2a,a2i --options.cfg_scale=1   # a run's tasks
 
 Judges are probe classifiers trained on real media of the dataset (python train.py
 config/<dataset>_judge_{audio,image}.py); generated media is judged by them and embedded by the
-frozen encoders. Task `enc` measures the frozen parts themselves: the judges on real media, zero-shot
-source accuracy and retrieval of the toy encoders, the tokenizers' reconstructions, and the
-real-vs-real Fréchet floor in each embedding space. A generation task is one of the run's pipeline
-(methods/<method>.py): test rows become its conditions, its outputs are judged against the rows' labels,
-and the first rows are drawn beside their inputs and the real targets in samples.png. Generated sound is
-judged and embedded as the log-mel a generator outputs; the vocoder is measured on its own
-(`enc.vocoder.*`), as a ceiling.
+frozen encoders. Task `enc` measures the frozen parts themselves: the judges on real media,
+zero-shot source accuracy and retrieval of the toy encoders, the tokenizers' reconstructions, and
+the real-vs-real Fréchet floor in each embedding space. A generation task is one of the run's
+pipeline (methods/<method>.py): test rows become its conditions, its outputs are judged against the
+rows' labels, and the first rows are drawn beside their inputs and the real targets in samples.png.
+Generated sound is judged and embedded as the log-mel a generator outputs; the vocoder is measured
+on its own (`enc.vocoder.*`), as a ceiling.
 
-References: Fréchet distance of embeddings: Heusel et al. 2017 (FID), Kilgour et al. 2019 (FAD), as audioldm_eval
-computes it; Inception score: Salimans et al. 2016, torch-fidelity's splits; CLIP score: Hessel et al. 2021;
-the image-to-audio and audio-to-image evaluation protocols of Wang et al. 2024 and Yang et al. 2024.
+References: Fréchet distance of embeddings: Heusel et al. 2017 (FID), Kilgour et al. 2019 (FAD), as
+audioldm_eval computes it; Inception score: Salimans et al. 2016, torch-fidelity's splits; CLIP
+score: Hessel et al. 2021; the image-to-audio and audio-to-image evaluation protocols of Wang et al.
+2024 and Yang et al. 2024.
 """
 import copy
 import os
@@ -31,8 +32,8 @@ from scipy.spatial.distance import pdist
 
 from configurator import configure, resolve_dtype
 from data import check_mel, open_split, prompts, read_json, write_json
-from encoders import (GriffinLim, MediaError, MelConfig, StaleCache, load_checkpoint, load_toy, log_mel,
-                      save_png, spectrogram_picture, to_tensor, upscale)
+from encoders import (GriffinLim, MediaError, MelConfig, StaleCache, load_checkpoint, load_toy,
+                      log_mel, save_png, spectrogram_picture, to_tensor, upscale)
 from methods import load_pipeline
 from model import FIELDS
 
@@ -55,8 +56,9 @@ seed = 1337                     # seed of any sampling
 device = 'cpu'                  # 'cpu' or 'cuda'
 dtype = 'auto'  # generation: 'auto' (bfloat16 where native, else float32), 'float32', 'bfloat16'
 # -----------------------------------------------------------------------------
+CONFIG_TYPES = (int, float, bool, str, dict)
 CONFIG_KEYS = [k for k, v in globals().items()
-               if not k.startswith('_') and k.islower() and isinstance(v, (int, float, bool, str, dict))]
+               if not k.startswith('_') and k.islower() and isinstance(v, CONFIG_TYPES)]
 
 
 def default_config():
@@ -70,25 +72,30 @@ def default_config():
 
 def _np(x):
     """Tensor, array or list -> float64 numpy array."""
-    return x.detach().cpu().double().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float64)
+    if torch.is_tensor(x):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
 
 
 def frechet_distance(x, y):
-    """Fréchet distance of Gaussians fitted to embeddings x (N, D) and y (M, D), as audioldm_eval
-    computes it."""
-    x, y = _np(x), _np(y)
+    """Fréchet distance of Gaussians fit to embeddings x (N, D) and y (M, D), as audioldm_eval."""
+    x = _np(x)
+    y = _np(y)
     if len(x) < 2 or len(y) < 2:
-        raise ValueError(f"frechet_distance needs >= 2 embeddings per set, got {len(x)} and {len(y)}")
-    mu1, mu2 = x.mean(0), y.mean(0)  # (D,)
-    # (D, D)
-    s1, s2 = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
+        raise ValueError("frechet_distance needs >= 2 embeddings per set, got "
+                         f"{len(x)} and {len(y)}")
+    mu1 = x.mean(0)                                                     # (D,)
+    mu2 = y.mean(0)
+    s1 = np.atleast_2d(np.cov(x, rowvar=False))                         # (D, D)
+    s2 = np.atleast_2d(np.cov(y, rowvar=False))
     covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         offset = np.eye(len(s1)) * 1e-6
         covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"frechet_distance: imaginary component {np.abs(covmean.imag).max():.3g} in sqrtm")
+            imaginary = np.abs(covmean.imag).max()
+            raise ValueError(f"frechet_distance: imaginary component {imaginary:.3g} in sqrtm")
         covmean = covmean.real
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
@@ -96,25 +103,26 @@ def frechet_distance(x, y):
 
 def accuracy(pred, target):
     """Fraction of pred (N,) labels or (N, C) scores (argmax) equal to target labels (N,)."""
-    pred, target = _np(pred), _np(target)
-    pred = pred.argmax(-1) if pred.ndim == 2 else pred
-    return float((pred == target).mean())
+    pred = _np(pred)
+    if pred.ndim == 2:
+        pred = pred.argmax(-1)
+    return float((pred == _np(target)).mean())
 
 
 def multilabel_set_accuracy(probs, target_multi_hot, threshold=0.5):
-    """Fraction of rows whose predicted set (probs (N, C) >= threshold) equals the target set exactly.
-    """
-    return float(((_np(probs) >= threshold) == (_np(target_multi_hot) > 0.5)).all(-1).mean())
+    """Fraction of rows whose predicted set (probs (N, C) >= threshold) is exactly the target."""
+    predicted = _np(probs) >= threshold                                 # (N, C)
+    target = _np(target_multi_hot) > 0.5
+    return float((predicted == target).all(-1).mean())
 
 
 def recall_at_k(query_emb, key_emb, query_labels, key_labels, k):
-    """Fraction of queries (Q, D) with a key (K, D) of their label among the k most cosine-similar keys.
-    """
-    q, keys = _np(query_emb), _np(key_emb)
-    q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
-    keys = keys / np.maximum(np.linalg.norm(keys, axis=-1, keepdims=True), 1e-12)
-    top = np.argsort(-(q @ keys.T), axis=-1, kind='stable')[:, :k]  # (Q, k)
-    return float((_np(key_labels)[top] == _np(query_labels)[:, None]).any(-1).mean())
+    """Fraction of queries (Q, D) with a key (K, D) of their label among the k most similar keys."""
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    similarity = unit(_np(query_emb)) @ unit(_np(key_emb)).T            # (Q, K) cosines
+    top = np.argsort(-similarity, axis=-1, kind='stable')[:, :k]        # (Q, k)
+    hits = _np(key_labels)[top] == _np(query_labels)[:, None]           # (Q, k)
+    return float(hits.any(-1).mean())
 
 
 def spearman(x, y):
@@ -123,22 +131,21 @@ def spearman(x, y):
 
 
 def inception_score(logits, splits=10):
-    """exp(E KL(p(y|x) || p(y))) of classifier logits (N, C), mean over splits after
-    torch-fidelity's shuffle."""
+    """exp(E KL(p(y|x) || p(y))) of logits (N, C): the mean of torch-fidelity's shuffled splits."""
     p = special.softmax(_np(logits), axis=-1)  # (N, C)
     p = p[np.random.RandomState(2020).permutation(len(p))]
     scores = []
     for chunk in np.array_split(p, min(splits, len(p))):
         marginal = chunk.mean(0, keepdims=True)  # (1, C)
-        kl = (special.xlogy(chunk, chunk) - special.xlogy(chunk, marginal)).sum(-1)           # (n,)
+        kl = (special.xlogy(chunk, chunk) - special.xlogy(chunk, marginal)).sum(-1)     # (n,)
         scores.append(np.exp(kl.mean()))
     return float(np.mean(scores))
 
 
 def kl_divergence(logits_p, logits_q):
-    """Mean over pairs of KL(softmax(p_i) || softmax(q_i)), logits (N, C); p is the reference (real) side.
-    """
-    log_p, log_q = special.log_softmax(_np(logits_p), -1), special.log_softmax(_np(logits_q), -1)
+    """Mean KL(softmax(p_i) || softmax(q_i)) over pairs of logits (N, C); p the reference (real)."""
+    log_p = special.log_softmax(_np(logits_p), -1)
+    log_q = special.log_softmax(_np(logits_q), -1)
     return float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
 
 
@@ -152,9 +159,10 @@ def mean_pairwise_distance(emb):
 
 def cosine_score(a, b):
     """100 x mean cosine similarity of paired embeddings a (N, D) and b (N, D)."""
-    a, b = _np(a), _np(b)
-    # (N,)
-    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+    a = _np(a)
+    b = _np(b)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)    # (N,)
+    cos = (a * b).sum(-1) / np.maximum(norms, 1e-12)
     return float(100 * cos.mean())
 
 
@@ -163,10 +171,10 @@ def cosine_score(a, b):
 # ---------------------------------------------------------------------------------------------
 
 def toy(name, cfg, meta):
-    """A frozen toy model of the dataset (encoders.load_toy), refused if it was trained with other
-    mel settings."""
+    """A frozen toy model of the dataset (encoders.load_toy), refused if trained on other mels."""
     frozen = load_toy(name, cfg['dataset'], cfg['ckpt_dir'], cfg['device'])
-    check_mel(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}"), frozen.mel_config.dict(), meta)
+    run_dir = os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}")
+    check_mel(run_dir, frozen.mel_config.dict(), meta)
     return frozen
 
 
@@ -185,10 +193,41 @@ class Judges:
     @torch.no_grad()
     def logits(self, modality, media, batch_size=250):
         """uint8 images (N, H, W, 3) or log-mels (N, n_mels, frames) -> {head: logits (N, n)}."""
-        net, parts = self.nets[modality], []
+        net = self.nets[modality]
+        parts = []
         for i in range(0, len(media), batch_size):
-            parts.append(net.forward_logits(to_tensor(media[i:i + batch_size]).to(self.device)))
+            batch = to_tensor(media[i:i + batch_size]).to(self.device)
+            parts.append(net.forward_logits(batch))
         return {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
+
+
+def label_fields(meta):
+    """Label fields with class names (toyav: sources, env, loud; avmnist: sources, speaker)."""
+    return [k for k in meta['classes'] if k in meta['fields']]
+
+
+def judged(judges, modality, media, labels, prefix=''):
+    """Judge media against its labels (a condition's, for generated media) -> {prefix + metric}.
+
+    The metrics: the exact source set, every other head the judge and the labels share (toyav:
+    environment, loudness or size class and its rank correlation), and the recall of the sources
+    of two-source samples where there are any."""
+    logits = judges.logits(modality, media)
+    pred = (logits['sources'].sigmoid() > 0.5).numpy()                  # (N, K)
+    true = np.asarray(labels['sources']).astype(bool)
+    two = true.sum(1) == 2
+    out = {'source_acc': multilabel_set_accuracy(pred, true)}
+    if two.any():
+        out['mix_recall'] = float((pred & true)[two].sum() / true[two].sum())
+    for head in logits:
+        if head != 'sources' and head in labels:
+            out[f"{head}_acc"] = accuracy(logits[head], labels[head])
+    if 'loud' in logits and 'loud' in labels:
+        probs = logits['loud'].softmax(-1)                              # (N, classes)
+        level = (probs * torch.arange(probs.shape[-1])).sum(-1).numpy()  # (N,) expected class
+        name = 'loudness_rho' if modality == 'audio' else 'size_rho'
+        out[name] = spearman(labels['loud'], level)
+    return {prefix + k: v for k, v in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,50 +239,70 @@ def batched(fn, x, n):
     return torch.cat([fn(np.asarray(x[i:i + n])) for i in range(0, len(x), n)])
 
 
+def embedder(enc, modality):
+    """A toy encoder's function media -> embeddings (N, D) for log-mels ('audio') or pictures."""
+    encode = enc.encode_mel if modality == 'audio' else enc.encode_image
+    return lambda x: encode(x).emb
+
+
 def set_codes(multi_hot):
     """Multi-hot rows (N, K) -> one integer per distinct set (N,)."""
     return (np.asarray(multi_hot).astype(np.int64) << np.arange(multi_hot.shape[1])).sum(1)
 
 
+def split_data(cfg):
+    """The judged split's media and labels, val's media (Fréchet floors), the split's captions."""
+    _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
+    fields = ['image', 'mel'] + label_fields(meta)
+    data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], fields)
+    val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
+    captions = read_json(os.path.join(cfg['data_dir'], cfg['dataset'], 'captions.json'))
+    return data, val, captions[cfg['split']], meta
+
+
 def task_enc(cfg, judges):
     """The frozen parts on real media: judges, zero-shot encoders, tokenizers, Fréchet floors."""
-    _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
-    data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], ['image', 'mel'] + label_fields(meta))
-    val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
-    captions = read_json(os.path.join(cfg['data_dir'], cfg['dataset'], 'captions.json'))[cfg['split']]
+    data, val, captions, meta = split_data(cfg)
+    n = cfg['batch_size']
     labels = {k: np.asarray(data[k]) for k in label_fields(meta)}
     single = labels['sources'].sum(1) == 1
+    single_source = labels['sources'][single].argmax(1)
+    codes = set_codes(labels['sources'])
     out = {}
     for m, field in (('audio', 'mel'), ('image', 'image')):
         out.update(judged(judges, m, data[field], labels, f"judge_{m}."))
     class_prompts = prompts(cfg['dataset'])
     for name in ('clip', 'clap', 'imagebind'):
         enc = toy(name, cfg, meta)
-        # (K, D)
-        classes = F.normalize(torch.stack([F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in class_prompts]), dim=-1)
-        texts = F.normalize(enc.encode_text([c['caption'] for c in captions]).emb, dim=-1)  # (N, D)
+        ensembles = [F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in class_prompts]
+        classes = F.normalize(torch.stack(ensembles), dim=-1)           # (K, D) prompt ensembles
+        caption_emb = enc.encode_text([c['caption'] for c in captions]).emb
+        texts = F.normalize(caption_emb, dim=-1)                        # (N, D)
         for m, field in (('image', 'image'), ('audio', 'mel')):
             if m not in enc.roles:
                 continue
-            run = enc.encode_image if m == 'image' else enc.encode_mel
-            raw = batched(lambda x: run(x).emb, data[field], cfg['batch_size'])  # (N, D)
+            embed = embedder(enc, m)
+            raw = batched(embed, data[field], n)                        # (N, D)
             emb = F.normalize(raw, dim=-1)
-            zero_shot = (emb @ classes.T).argmax(-1).numpy()  # prompt ensembles
-            codes = set_codes(labels['sources'])
-            out[f"{name}.{m}_source_acc"] = accuracy(zero_shot[single], labels['sources'][single].argmax(1))
-            out[f"{name}.{m}_text_r_at_5"] = recall_at_k(emb.numpy(), texts.numpy(), codes, codes, 5)
-            out[f"{name}.{m}_fd_floor"] = frechet_distance(batched(lambda x: run(x).emb, val[field], cfg['batch_size']).numpy(), raw.numpy())
-    out['clip.source_acc'], out['clap.source_acc'] = out['clip.image_source_acc'], out['clap.audio_source_acc']
+            zero_shot = (emb @ classes.T).argmax(-1).numpy()            # (N,) the nearest class
+            key = f"{name}.{m}"
+            out[f"{key}_source_acc"] = accuracy(zero_shot[single], single_source)
+            out[f"{key}_text_r_at_5"] = recall_at_k(emb.numpy(), texts.numpy(), codes, codes, 5)
+            floor_emb = batched(embed, val[field], n)
+            out[f"{key}_fd_floor"] = frechet_distance(floor_emb.numpy(), raw.numpy())
+    out['clip.source_acc'] = out['clip.image_source_acc']
+    out['clap.source_acc'] = out['clap.audio_source_acc']
     mel_cfg = MelConfig(**meta['mel'])
     vocoder = GriffinLim(mel_cfg)
     vocoded = lambda mel: log_mel(vocoder(to_tensor(mel)), mel_cfg)  # through the waveform
-    out.update(judged(judges, 'audio', batched(vocoded, data['mel'], cfg['batch_size']), labels, 'vocoder.'))
+    out.update(judged(judges, 'audio', batched(vocoded, data['mel'], n), labels, 'vocoder.'))
     for name in ('vq_image', 'vq_audio', 'ae_image', 'ae_audio'):  # tokenizers, autoencoders
         if not os.path.exists(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}", 'ckpt.pt')):
             continue
         tok = toy(name, cfg, meta)
-        recon = batched(lambda x: tok.decode(tok.encode(x)), data[FIELDS[tok.modality]], cfg['batch_size'])
-        media = batched(vocoded, recon, cfg['batch_size']) if tok.modality == 'audio' else recon
+        round_trip = lambda x: tok.decode(tok.encode(x))
+        recon = batched(round_trip, data[FIELDS[tok.modality]], n)
+        media = batched(vocoded, recon, n) if tok.modality == 'audio' else recon
         out.update(judged(judges, tok.modality, media, labels, f"{name}."))
     return {f"enc.{k}": float(v) for k, v in out.items()}
 
@@ -252,55 +311,25 @@ def task_enc(cfg, judges):
 # generation tasks
 # ---------------------------------------------------------------------------------------------
 
-def label_fields(meta):
-    """The dataset's label fields with class names (toyav: sources, env, loud; avmnist: sources, speaker).
-    """
-    return [k for k in meta['classes'] if k in meta['fields']]
-
-
-def judged(judges, modality, media, labels, prefix=''):
-    """Judge media against its labels (a condition's, for generated media): the exact source set,
-    every other head the judge and the labels share (toyav: environment, loudness or size class
-    and its rank correlation), and the recall of the sources of two-source samples where there
-    are any."""
-    logits = judges.logits(modality, media)
-    pred = (logits['sources'].sigmoid() > 0.5).numpy()
-    true = np.asarray(labels['sources']).astype(bool)
-    two = true.sum(1) == 2
-    out = {'source_acc': multilabel_set_accuracy(pred, true)}
-    if two.any():
-        out['mix_recall'] = float((pred & true)[two].sum() / true[two].sum())
-    for head in [h for h in logits if h != 'sources' and h in labels]:
-        out[f"{head}_acc"] = accuracy(logits[head], labels[head])
-    if 'loud' in logits and 'loud' in labels:
-        # expected class
-        level = (logits['loud'].softmax(-1) * torch.arange(logits['loud'].shape[-1])).sum(-1).numpy()
-        out['loudness_rho' if modality == 'audio' else 'size_rho'] = spearman(labels['loud'], level)
-    return {prefix + k: v for k, v in out.items()}
-
-
 class Spaces:
-    """The named embedding spaces of generated media: toy CLAP (audio), toy CLIP (images), toy
-    ImageBind (both)."""
+    """The named embedding spaces of generated media: toy CLAP (audio), CLIP (images), ImageBind."""
 
     def __init__(self, cfg, meta):
-        self.clap, self.clip, self.bind = (toy(n, cfg, meta) for n in ('clap', 'clip', 'imagebind'))
+        self.clap = toy('clap', cfg, meta)
+        self.clip = toy('clip', cfg, meta)
+        self.bind = toy('imagebind', cfg, meta)
         self.n = cfg['batch_size']
 
     def fd_space(self, modality, media):
-        """Embeddings (N, D) for Fréchet distance and diversity: CLAP audio for sound, CLIP image for pictures.
-        """
-        run = (lambda x: self.clap.encode_mel(x).emb) if modality == 'audio' else (lambda x: self.clip.encode_image(x).emb)
-        return batched(run, media, self.n).numpy()
-
-    def joint_text(self, texts):
-        """ImageBind text embeddings (N, D) of captions."""
-        return self.bind.encode_text(list(texts)).emb.numpy()
+        """Embeddings (N, D) for Fréchet distance, diversity: CLAP for sound, CLIP for pictures."""
+        enc = self.clap if modality == 'audio' else self.clip
+        return batched(embedder(enc, modality), media, self.n).numpy()
 
     def joint_space(self, modality, media):
-        """ImageBind embeddings (N, D) for cross-modal similarity."""
-        run = (lambda x: self.bind.encode_mel(x).emb) if modality == 'audio' else (lambda x: self.bind.encode_image(x).emb)
-        return batched(run, media, self.n).numpy()
+        """ImageBind embeddings (N, D) of captions, sounds or pictures (cross-modal similarity)."""
+        if modality == 'text':
+            return self.bind.encode_text(list(media)).emb.numpy()
+        return batched(embedder(self.bind, modality), media, self.n).numpy()
 
 
 REAL = {'audio': 'mel', 'image': 'image'}     # the dataset field of each generated modality
@@ -315,21 +344,20 @@ def conditions(rows, captions, inputs):
 
 
 def as_float(media):
-    """Generated media for judging: pictures stay uint8, anything else float32 (bf16 autocast's too).
-    """
+    """Generated media for judging: pictures stay uint8, the rest float32 (bf16 autocast's too)."""
     return media if media.dtype == torch.uint8 else media.float()
 
 
 def generate_rows(cfg, pipeline, task, rows, captions, rng, dtype):
-    """The pipeline's outputs {modality: (n, ...)} for the task's conditions of n rows, in batches.
-    """
+    """The pipeline's outputs {modality: (n, ...)} for the conditions of n rows, in batches."""
     inputs = pipeline.tasks[task][0]
-    n = len(captions)
+    size = cfg['batch_size']
+    bf16 = dtype == 'bfloat16'
     parts = []
-    for i in range(0, n, cfg['batch_size']):
-        part = {k: v[i:i + cfg['batch_size']] for k, v in rows.items()}
-        cond = conditions(part, captions[i:i + cfg['batch_size']], inputs)
-        with torch.autocast(cfg['device'].split(':')[0], torch.bfloat16, enabled=dtype == 'bfloat16'):
+    for i in range(0, len(captions), size):
+        part = {k: v[i:i + size] for k, v in rows.items()}
+        cond = conditions(part, captions[i:i + size], inputs)
+        with torch.autocast(cfg['device'].split(':')[0], torch.bfloat16, enabled=bf16):
             out = pipeline.generate(task, cond, rng, n=len(part['sources']))
         parts.append({m: as_float(torch.as_tensor(v).cpu()) for m, v in out.items()})
     return {m: torch.cat([p[m] for p in parts]) for m in parts[0]}
@@ -349,11 +377,7 @@ def task_generate(cfg, judges, pipeline, spaces, task, dtype):
     if task not in pipeline.tasks:
         raise SystemExit(f"task {task!r}: this run does {', '.join(pipeline.tasks)}")
     inputs, outputs = pipeline.tasks[task]
-    _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
-    fields = ['image', 'mel'] + label_fields(meta)
-    data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], fields)
-    val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
-    captions = read_json(os.path.join(cfg['data_dir'], cfg['dataset'], 'captions.json'))[cfg['split']]
+    data, val, captions, _ = split_data(cfg)
     n = min(cfg['n_eval'], len(data['sources']))
     rows = {k: np.asarray(v[:n]) for k, v in data.items()}
     texts = [c['caption'] for c in captions[:n]]
@@ -369,18 +393,19 @@ def task_generate(cfg, judges, pipeline, spaces, task, dtype):
             real_span = span_tiled(to_tensor(rows['mel']), span)
             metrics.update(judged(judges, m, real_span, rows, 'real_span_'))
         metrics.update(judged(judges, m, media, rows, prefix))
-        real_emb = spaces.fd_space(m, rows[REAL[m]])                                       # (n, D)
+        real_emb = spaces.fd_space(m, rows[REAL[m]])                   # (n, D)
         val_media = np.asarray(val[REAL[m]][:n])
         metrics[prefix + 'fd'] = frechet_distance(spaces.fd_space(m, media), real_emb)
         metrics[prefix + 'fd_floor'] = frechet_distance(spaces.fd_space(m, val_media), real_emb)
         if len(inputs) == 1 and inputs[0] != m:   # cross-modal similarity of input and output
-            given = spaces.joint_text(texts) if inputs[0] == 'text' else spaces.joint_space(
-                inputs[0], rows[REAL[inputs[0]]])
-            metrics['cs'] = cosine_score(given, spaces.joint_space(m, media))
-    if task == 'joint':
-        a, i = (judges.logits(m, out[m])['sources'].sigmoid() > 0.5 for m in ('audio', 'image'))
-        # both judged the same source set
-        metrics['source_acc'] = float((a == i).all(1).float().mean())
+            given = inputs[0]
+            given_media = texts if given == 'text' else rows[REAL[given]]
+            given_emb = spaces.joint_space(given, given_media)         # (n, D)
+            metrics['cs'] = cosine_score(given_emb, spaces.joint_space(m, media))
+    if task == 'joint':   # both judged the same source set
+        heard = judges.logits('audio', out['audio'])['sources'].sigmoid() > 0.5   # (n, K)
+        seen = judges.logits('image', out['image'])['sources'].sigmoid() > 0.5
+        metrics['source_acc'] = float((heard == seen).all(1).float().mean())
     metrics.update(diversity_and_speed(cfg, pipeline, spaces, task, rows, texts, dtype))
     grid = task_grid(task, inputs, outputs, rows, texts, out, cfg['n_grid'])
     return {f"{task}.{k}": float(v) for k, v in metrics.items()}, grid
@@ -398,8 +423,8 @@ def span_tiled(mels, span):
 
 
 def diversity_and_speed(cfg, pipeline, spaces, task, rows, texts, dtype):
-    """Mean pairwise distance among n_outputs outputs per input (first output modality); seconds per
-    sample at batch 1 and at batch 32."""
+    """Mean pairwise distance among n_outputs outputs per input (first output modality); seconds
+    per sample at batch 1 and at batch 32."""
     m = pipeline.tasks[task][1][0]
     rng = torch.Generator().manual_seed(cfg['seed'] + 1)
     run = lambda part, part_texts: generate_rows(cfg, pipeline, task, part, part_texts, rng, dtype)
@@ -408,13 +433,18 @@ def diversity_and_speed(cfg, pipeline, spaces, task, rows, texts, dtype):
         repeat = {k: np.repeat(v[j:j + 1], cfg['n_outputs'], 0) for k, v in rows.items()}
         outputs = run(repeat, texts[j:j + 1] * cfg['n_outputs'])[m]
         dists.append(mean_pairwise_distance(spaces.fd_space(m, outputs)))
-    t0, n_timed = time.time(), 3
+    n_timed = 3
+    t0 = time.time()
     for j in range(n_timed):
         run({k: v[j:j + 1] for k, v in rows.items()}, texts[j:j + 1])
-    t1, n_batch = time.time(), min(32, len(texts))
+    t1 = time.time()
+    n_batch = min(32, len(texts))
     run({k: v[:n_batch] for k, v in rows.items()}, texts[:n_batch])
-    speed = {'sec_per_sample': (t1 - t0) / n_timed, 'sec_per_sample_b32': (time.time() - t1) / n_batch}
-    return {'diversity': float(np.mean(dists)), **speed} if dists else speed  # n_diverse=0: none
+    speed = {'sec_per_sample': (t1 - t0) / n_timed,
+             'sec_per_sample_b32': (time.time() - t1) / n_batch}
+    if not dists:                                                      # n_diverse=0: none
+        return speed
+    return {'diversity': float(np.mean(dists)), **speed}
 
 
 def picture(modality, media):
@@ -452,8 +482,9 @@ def write_grids(path, grids):
 
 
 def write_table(path, metrics):
-    """A markdown table of metrics, one row per task with its metrics as `name value` pairs."""
-    lines = ['| key | value |', '|---|---|'] + [f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
+    """A markdown table of the metrics, a `| key | value |` row each, written atomically -> text."""
+    rows = [f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
+    lines = ['| key | value |', '|---|---|'] + rows
     with open(path + '.tmp', 'w') as f:
         f.write('\n'.join(lines) + '\n')
     os.replace(path + '.tmp', path)
@@ -465,7 +496,10 @@ def evaluate(cfg):
     torch.manual_seed(cfg['seed'])
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
     judges = Judges(meta, cfg['ckpt_dir'], cfg['device'])
-    metrics, grids, pipeline, spaces = {}, [], None, None
+    metrics = {}
+    grids = []
+    pipeline = None
+    spaces = None
     dtype = resolve_dtype(cfg['dtype'], cfg['device'])
     for task in cfg['tasks'].split(','):
         t0 = time.time()

@@ -1,17 +1,18 @@
-"""Run a trained model on input files (or a test sample of its dataset) and write wav / png outputs.
+"""Run a trained model on input files (or a test sample of its dataset); write wav / png outputs.
 
-    python sample.py --image cat.jpg                     # the default run for a picture: picture -> sound
-    python sample.py --audio dog.wav                     # the default run for a sound: sound -> picture
-    python sample.py --text "a loud dog barking in a tunnel" --n 4   # the default text -> sound run
-    python sample.py --ckpt out/toyav_vq_audio --index 3            # the 4th test sample through a run
-    python sample.py --ckpt out/<run> --image cat.jpg --cfg_scale=1  # a run; --<option>=<value> for its
-                                                                     # pipeline's options (listed below)
+    python sample.py --image cat.jpg                  # the default run for a picture: -> sound
+    python sample.py --audio dog.wav                  # the default run for a sound: -> picture
+    python sample.py --text "a loud dog barking in a tunnel" --n 4    # the default text -> sound
+    python sample.py --ckpt out/toyav_vq_audio --index 3      # the 4th test sample through a run
+    python sample.py --ckpt out/<run> --image cat.jpg --cfg_scale=1   # a run; --<option>=<value>
+                                                  # for its pipeline's options (listed below)
 
-Inputs become a condition ({image, audio, text}); the run's pipeline (methods/<method>.py) turns it into
-media, written next to --out as <name>.<task>.wav + .spec.png for sound and <name>.<task>.png for pictures
-(256 px, nearest neighbour; .raw.png at the model's size), each atomically. Without --ckpt the default run
-for the given inputs is named in one line. --gain, --reverb and --mix change an input sound before it is
-encoded. A frozen part behind a run whose checkpoint is not the one its features were made by is refused.
+Inputs become a condition ({image, audio, text}); the run's pipeline (methods/<method>.py) turns
+it into media, written next to --out as <name>.<task>.wav + .spec.png for sound and
+<name>.<task>.png for pictures (256 px, nearest neighbour; .raw.png at the model's size), each
+atomically. Without --ckpt the default run for the given inputs is named in one line. --gain,
+--reverb and --mix change an input sound before it is encoded. A frozen part behind a run whose
+checkpoint is not the one its features were made by is refused.
 """
 import argparse
 import os
@@ -26,15 +27,16 @@ from data import open_split, read_json, toyav
 from encoders import (GriffinLim, MediaError, StaleCache, fit_length, load_audio, load_image,
                       load_video_frames, log_mel, resize_image, save_png, save_wav,
                       spectrogram_picture, upscale)
-from methods import DEFAULT_RUNS, PIPELINES, checkpoint_path, load_checkpoint, options, pipeline_class
+from methods import (DEFAULT_RUNS, PIPELINES, checkpoint_path, load_checkpoint, options,
+                     pipeline_class)
+from model import FIELDS
 
 VIDEO_FRAMES = 10     # frames taken uniformly from a --video, as prepare.py vggsound does
 FLAGS = {'image': '--image', 'audio': '--audio', 'text': '--text'}   # the input of each modality
 
 
 def write_media(stem, out, mel_config):
-    """Write every output of one sample: {audio: log-mel, wave?: (T,), image: uint8} -> written paths.
-    """
+    """Write one sample's outputs {audio: log-mel, wave?: (T,), image: uint8} -> their paths."""
     written = []
     if 'audio' in out:
         mel = np.asarray(out['audio'])
@@ -65,37 +67,39 @@ def edit_sound(wave, args, mel_config):
     return wave * args.gain
 
 
-def read_inputs(args, dataset, image_size, mel_config, data_dir):
-    """The inputs the arguments name -> ({modality: media (1, ...) or [text]}, a name for the outputs).
-    """
-    if args.index is not None:
-        _, meta = open_split(data_dir, dataset, 'test', [])
-        fields = [f for f in ('image', 'mel') if f in meta['fields']]
-        split, _ = open_split(data_dir, dataset, 'test', fields)
-        n = meta['counts']['test']
-        if not 0 <= args.index < n:
-            sys.exit(f"error: --index {args.index}: the test split of {os.path.join(data_dir, dataset)} "
-                     f"has {n} samples")
-        cond = {('audio' if f == 'mel' else f): np.array(split[f][args.index])[None] for f in fields}
-        captions = read_json(os.path.join(data_dir, dataset, 'captions.json'))['test']
-        cond['text'] = [captions[args.index]['caption']]
-        return cond, f"{dataset}_test{args.index}"
-    cond, names = {}, []
+def indexed_inputs(index, dataset, data_dir):
+    """Test sample `index` -> ({image, audio: media (1, ...), text: [caption]}, an output name)."""
+    root = os.path.join(data_dir, dataset)
+    _, meta = open_split(data_dir, dataset, 'test', [])
+    modalities = [m for m in ('image', 'audio') if FIELDS[m] in meta['fields']]
+    split, _ = open_split(data_dir, dataset, 'test', [FIELDS[m] for m in modalities])
+    n = meta['counts']['test']
+    if not 0 <= index < n:
+        sys.exit(f"error: --index {index}: the test split of {root} has {n} samples")
+    cond = {m: np.array(split[FIELDS[m]][index])[None] for m in modalities}
+    captions = read_json(os.path.join(root, 'captions.json'))['test']
+    cond['text'] = [captions[index]['caption']]
+    return cond, f"{dataset}_test{index}"
+
+
+def file_inputs(args, image_size, mel_config):
+    """The input files and text -> ({modality: media (1, ...) or [text]}, an output name)."""
+    cond = {}
+    names = []
     if args.audio:
         wave = load_audio(args.audio, mel_config.sample_rate)
-        # one clip, as prepare.py cuts one
-        wave = fit_length(wave, mel_config.hop * mel_config.frames)
+        wave = fit_length(wave, mel_config.hop * mel_config.frames)   # one clip, as prepare.py cuts
         wave = edit_sound(wave, args, mel_config)
-        # (1, n_mels, frames)
-        cond['audio'] = log_mel(torch.from_numpy(wave)[None], mel_config).numpy()
+        mel = log_mel(torch.from_numpy(wave)[None], mel_config)      # (1, n_mels, frames)
+        cond['audio'] = mel.numpy()
         names.append(os.path.basename(args.audio))
     if args.image:
         cond['image'] = load_image(args.image, image_size)[None]                     # (1, S, S, 3)
         names.append(os.path.basename(args.image))
     if args.video:
         frames = load_video_frames(args.video, VIDEO_FRAMES)                          # (F, H, W, 3)
-        # (1, F, S, S, 3)
-        cond['image'] = np.stack([resize_image(f, image_size) for f in frames])[None]
+        resized = np.stack([resize_image(f, image_size) for f in frames])             # (F, S, S, 3)
+        cond['image'] = resized[None]
         names.append(os.path.basename(args.video))
     if args.text:
         cond['text'] = [args.text]
@@ -116,8 +120,8 @@ def item(media, j):
 
 
 def choose_tasks(tasks, cond, args):
-    """--task, else for a test sample every task of one input modality, else the task whose inputs are
-    exactly the given ones (a task without inputs when none are given)."""
+    """--task, else for a test sample every task of one input modality, else the task whose inputs
+    are exactly the given ones (a task without inputs when none are given)."""
     if args.task:
         if args.task not in tasks:
             sys.exit(f"error: --task {args.task}: this run does {', '.join(tasks)}")
@@ -130,21 +134,23 @@ def choose_tasks(tasks, cond, args):
     if not chosen:
         flags = lambda ms: ' + '.join(FLAGS[m] for m in ms) or 'nothing'
         takes = ' or '.join(f"{flags(ins)} ({t})" for t, (ins, _) in tasks.items())
-        sys.exit(f"error: {args.ckpt or 'the run'} takes {takes} or --index, not {flags(sorted(given))}")
+        run = args.ckpt or 'the run'
+        sys.exit(f"error: {run} takes {takes} or --index, not {flags(sorted(given))}")
     return chosen
 
 
 def default_run(args):
-    """The run for inputs given without --ckpt, named in one line, or exit naming its training command.
-    """
-    given = tuple(sorted(m for m, flag in (('audio', args.audio), ('image', args.image or args.video),
-                                           ('text', args.text)) if flag))
+    """The run for inputs given without --ckpt, named in one line, or exit naming its training
+    command."""
+    flags = {'audio': args.audio, 'image': args.image or args.video, 'text': args.text}
+    given = tuple(sorted(m for m, flag in flags.items() if flag))
+    inputs = ' + '.join(given)
     if given not in DEFAULT_RUNS:
-        sys.exit(f"error: no default run for {' + '.join(given) or 'no input'}; give --ckpt out/<run>")
+        sys.exit(f"error: no default run for {inputs or 'no input'}; give --ckpt out/<run>")
     run, command = DEFAULT_RUNS[given]
     if not os.path.exists(checkpoint_path(run)):
-        sys.exit(f"error: the default run for {' + '.join(given)}, {run}, is not trained yet: {command}")
-    print(f"using {run} (the default run for {' + '.join(given)}; --ckpt picks another)")
+        sys.exit(f"error: the default run for {inputs}, {run}, is not trained yet: {command}")
+    print(f"using {run} (the default run for {inputs}; --ckpt picks another)")
     return run
 
 
@@ -159,8 +165,7 @@ def option_help():
 
 
 def parse_options(rest, cls):
-    """--name=value (or --name value) leftovers -> typed overrides of the pipeline class's options.
-    """
+    """--name=value (or --name value) leftovers -> typed overrides of the pipeline's options."""
     overrides = {}
     known = ', '.join(f"--{n}" for n in cls.OPTIONS) or 'none'
     args = list(rest)
@@ -175,32 +180,39 @@ def parse_options(rest, cls):
     return overrides
 
 
+def arguments():
+    """The command line's parser; each pipeline's own options are parsed apart (parse_options)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter,
+                                     epilog=option_help(), allow_abbrev=False)
+    add = parser.add_argument
+    add('--ckpt', help='a training run directory (out/<exp>) or a checkpoint file (default '
+        '%(default)s: the run registered for the inputs)')
+    add('--audio', help='input sound: any audio file, or a video whose sound is used')
+    add('--image', help='input picture: any image file')
+    add('--video', help='input video: its frames, uniformly spaced, as the picture')
+    add('--text', help='input caption ("a loud dog barking in a tunnel")')
+    add('--index', type=int, help="this test-split sample of the run's dataset as the input")
+    add('--method', help="run this method's pipeline on the run (a baseline that trains nothing, "
+        "on a generator's run; default %(default)s: the run's own)")
+    add('--task', help="what to generate, one of the tasks of the run's pipeline: i2a, a2i, joint, "
+        "inpaint, t2a, t2i, reconstruct, ... (default %(default)s: by the inputs)")
+    add('--n', type=int, default=1, help='samples to generate for the input (new noise each)')
+    add('--gain', type=float, default=1.0, help='input sound: scale it by this factor')
+    add('--reverb', choices=['hall', 'tunnel'], help="input sound: play it in toyav's room")
+    add('--mix', help='input sound: add this other sound file to it')
+    add('--ckpt_dir', default='out', help='where the frozen parts live (out/<dataset>_<name>)')
+    add('--data_dir', default='data', help='where datasets live (for --index)')
+    add('--out', help='output stem (default %(default)s: out/samples/<input>.<run>)')
+    add('--seed', type=int, default=1337, help='seed of any sampling')
+    add('--device', default='cpu', help="'cpu' or 'cuda'")
+    add('--dtype', default='auto', help="'auto' (bfloat16 where native, else float32), "
+        "'float32' or 'bfloat16'")
+    return parser
+
+
 def main(argv=None):
     """Command line: inputs -> the run's pipeline -> files."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter, epilog=option_help(),
-                                     allow_abbrev=False)
-    parser.add_argument('--ckpt', help='a training run directory (out/<exp>) or a checkpoint file (default '
-                        '%(default)s: the run registered for the inputs)')
-    parser.add_argument('--audio', help='input sound: any audio file, or a video whose sound is used')
-    parser.add_argument('--image', help='input picture: any image file')
-    parser.add_argument('--video', help='input video: its frames, uniformly spaced, as the picture')
-    parser.add_argument('--text', help='input caption ("a loud dog barking in a tunnel")')
-    parser.add_argument('--index', type=int, help="this test-split sample of the run's dataset as the input")
-    parser.add_argument('--method', help="run this method's pipeline on the run (a baseline that trains "
-                        "nothing, on a generator's run; default %(default)s: the run's own)")
-    parser.add_argument('--task', help="what to generate, one of the tasks of the run's pipeline: i2a, a2i, "
-                        "joint, inpaint, t2a, t2i, reconstruct, ... (default %(default)s: by the inputs)")
-    parser.add_argument('--n', type=int, default=1, help='samples to generate for the input (new noise each)')
-    parser.add_argument('--gain', type=float, default=1.0, help='input sound: scale it by this factor')
-    parser.add_argument('--reverb', choices=['hall', 'tunnel'], help="input sound: play it in toyav's room")
-    parser.add_argument('--mix', help='input sound: add this other sound file to it')
-    parser.add_argument('--ckpt_dir', default='out', help='where the frozen parts live (out/<dataset>_<name>)')
-    parser.add_argument('--data_dir', default='data', help='where datasets live (for --index)')
-    parser.add_argument('--out', help='output stem (default %(default)s: out/samples/<input>.<run>)')
-    parser.add_argument('--seed', type=int, default=1337, help='seed of any sampling')
-    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    parser.add_argument('--dtype', default='auto', help="'auto' (bfloat16 where native, else float32), "
-                        "'float32' or 'bfloat16'")
+    parser = arguments()
     args, rest = parser.parse_known_args(argv)
     if args.index is not None and (args.audio or args.image or args.video or args.text):
         parser.error('give --index or input files, not both')
@@ -209,13 +221,15 @@ def main(argv=None):
         model, ckpt = load_checkpoint(run, args.device)
         cls = pipeline_class(ckpt, checkpoint_path(run), args.method)
         if args.video and not getattr(cls, 'VIDEO', False):
-            sys.exit(f"error: --video: {run} is a {ckpt['method']} run whose pipeline takes no video "
-                     "(--audio takes a video's sound)")
+            sys.exit(f"error: --video: {run} is a {ckpt['method']} run whose pipeline takes no "
+                     "video (--audio takes a video's sound)")
         overrides = parse_options(rest, cls)
         pipeline = cls(model, ckpt, args.ckpt_dir, args.device, **options(cls, overrides))
         data = ckpt['data']
-        cond, name = read_inputs(args, data['dataset'], data['image_size'], pipeline.mel_config,
-                                 args.data_dir)
+        if args.index is not None:
+            cond, name = indexed_inputs(args.index, data['dataset'], args.data_dir)
+        else:
+            cond, name = file_inputs(args, data['image_size'], pipeline.mel_config)
         tasks = choose_tasks(pipeline.tasks, cond, args)
         run_name = os.path.basename(os.path.dirname(checkpoint_path(run)))
         stem = args.out or os.path.join('out', 'samples', f"{name}.{run_name}")

@@ -1,5 +1,4 @@
-"""One training loop for every method of nanoAV: a method is a network whose forward(batch) is its
-loss.
+"""One training loop for every method of nanoAV: a network whose forward(batch) is its loss.
 
     python train.py config/toyav_clip.py
     python train.py config/toyav_clip.py --max_iters=100 --batch_size=32
@@ -12,6 +11,7 @@ iterations on a fixed RNG state, the last checkpoint (ckpt.pt) and the best on v
 written atomically, early stopping after `patience` evaluations without a better one;
 init_from='resume' continues at the exact iteration, init_from=<run dir> starts from another run's
 weights. The method's optional hooks (methods/__init__.py): setup, transform, param_groups.
+
 References: nanoGPT (Karpathy) for the loop; MMAudio (Cheng et al. 2025) for the fixed eval RNG;
 VTLP (Jaitly & Hinton 2013) and SpecAugment (Park et al. 2019) for the log-mel augmentation; Muon
 (Jordan et al. 2024)."""
@@ -95,11 +95,11 @@ def get_lr(it, cfg):
 
 
 def data_args(cls, meta):
-    """Constructor arguments a network takes from the dataset's meta.json (sizes, vocabulary, mel stats).
-    """
-    known = dict(vocab_size=len(meta['vocab']) + 2, max_len=meta['max_len'], image_size=meta['image_size'],
-                 n_mels=meta['mel']['n_mels'], frames=meta['mel']['frames'], mel_mean=meta['mel_mean'],
-                 mel_std=meta['mel_std'])
+    """Constructor arguments a network takes from the dataset's meta.json (sizes, vocabulary)."""
+    mel = meta['mel']
+    known = dict(vocab_size=len(meta['vocab']) + 2, max_len=meta['max_len'],
+                 image_size=meta['image_size'], n_mels=mel['n_mels'], frames=mel['frames'],
+                 mel_mean=meta['mel_mean'], mel_std=meta['mel_std'])
     tokenizers = meta.get('features', {}).get('tokenizers', {})
     for role, tok in (('audio', 'vq_audio'), ('image', 'vq_image')):
         if tok in tokenizers:
@@ -107,6 +107,16 @@ def data_args(cls, meta):
             known[f"{role}_codes"] = tokenizers[tok]['codebook_size']
     params = inspect.signature(cls).parameters
     return {k: v for k, v in known.items() if k in params}
+
+
+def data_stamp(meta):
+    """What a checkpoint records of its dataset, to refuse resuming on another version of it."""
+    features = None
+    if 'features' in meta:
+        features = {k: meta['features'][k] for k in ('suite', 'encoders')}
+    return dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'],
+                image_size=meta['image_size'], dataset=meta['dataset'],
+                classes=meta.get('classes'), features=features)
 
 
 def get_batch(data, n, gen, device):
@@ -117,10 +127,9 @@ def get_batch(data, n, gen, device):
 
 
 def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, band_mask=8):
-    """Log-mels (B, n_mels, frames) with each clip's bands scaled by up to 1 +- warp (a vocal tract
-    of another length), time by up to 1 +- stretch and moved by up to +-shift of its length
-    (empty places at the clip's floor), then one run of < time_mask frames and one of < band_mask
-    bands set to the floor."""
+    """Log-mels (B, n_mels, frames), each clip's bands and time scaled by up to 1 +- warp and
+    1 +- stretch, moved by up to +-shift of its length, then < time_mask frames and < band_mask
+    bands set to the clip's floor (as are the places the shift empties)."""
     B, H, W = mel.shape
     sym = lambda: 2 * torch.rand(B, 1, 1, generator=gen) - 1  # (B, 1, 1) in [-1, 1]
     ys = torch.linspace(-1, 1, H)[None, :, None] / (1 + warp * sym())               # (B, H, 1)
@@ -130,10 +139,12 @@ def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, ban
     floor = mel.amin((1, 2), keepdim=True)                                          # (B, 1, 1)
     warped = F.grid_sample((mel - floor)[:, None], grid, align_corners=True)        # (B, 1, H, W)
     out = warped[:, 0] + floor                                                      # (B, H, W)
-    for size, pos in ((time_mask, torch.arange(W).view(1, 1, W)), (band_mask, torch.arange(H).view(1, H, 1))):
+    frame = torch.arange(W).view(1, 1, W)
+    band = torch.arange(H).view(1, H, 1)
+    for size, pos in ((time_mask, frame), (band_mask, band)):
         start = torch.randint(pos.numel(), (B, 1, 1), generator=gen)
         width = torch.randint(max(1, size), (B, 1, 1), generator=gen)
-        inside = ((pos >= start) & (pos < start + width)).to(mel.device)
+        inside = ((pos >= start) & (pos < start + width)).to(mel.device)   # (B, 1, W) or (B, H, 1)
         out = torch.where(inside, floor, out)
     return out
 
@@ -142,12 +153,12 @@ NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)   # Muon's quintic Newton-Schulz coef
 
 
 def orthogonalize(grad, steps, dtype, eps=1e-7):
-    """Newton-Schulz iteration towards U V^T of a matrix's SVD (Muon's zeroth power), computed in dtype.
-    """
+    """Newton-Schulz iteration towards U V^T of a matrix's SVD (Muon's zeroth power), in dtype."""
     a, b, c = NS_COEFFICIENTS
     tall = grad.size(0) > grad.size(1)
     x = grad.to(dtype)
-    x = x.T if tall else x
+    if tall:
+        x = x.T
     x = x / x.norm().clamp(min=eps)                                     # spectral norm <= 1
     for _ in range(steps):
         gram = x @ x.T
@@ -157,19 +168,22 @@ def orthogonalize(grad, steps, dtype, eps=1e-7):
 
 
 class Muon(torch.optim.Optimizer):
-    """Muon as torch.optim.Muon computes it (Nesterov momentum, orthogonalised update, step scaled
-    to AdamW's RMS), with the orthogonalisation in ns_dtype: torch's runs it in bfloat16 whatever
-    the model, which a CPU without native bf16 computes ~100x slower than float32."""
+    """torch.optim.Muon's update, orthogonalised in ns_dtype: torch's always runs it in bfloat16,
+    which a CPU without native bf16 computes ~100x slower than float32."""
 
-    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, ns_steps=5, ns_dtype=torch.bfloat16):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps))
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, ns_steps=5,
+                 ns_dtype=torch.bfloat16):
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps)
+        super().__init__(params, defaults)
         self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self):
         """One update of every matrix with a gradient."""
         for group in self.param_groups:
-            for p in (p for p in group['params'] if p.grad is not None):
+            for p in group['params']:
+                if p.grad is None:
+                    continue
                 buf = self.state[p].setdefault('momentum_buffer', torch.zeros_like(p.grad))
                 buf.lerp_(p.grad, 1 - group['momentum'])
                 update = p.grad.lerp(buf, group['momentum'])                # Nesterov
@@ -193,8 +207,7 @@ def check_prefixes(model, key, prefixes):
 
 
 def init_weights(model, cfg):
-    """init_from=<run dir>: that run's weights (its EMA when present), init_new's parameters kept fresh;
-    any other difference in names or shapes is refused, naming them."""
+    """init_from=<run dir>: its weights (EMA when present) but init_new's; other misfits refused."""
     path = checkpoint_path(cfg['init_from'])
     src = read_checkpoint(path)
     weights = src.get('ema') or src['model']
@@ -202,28 +215,34 @@ def init_weights(model, cfg):
     fresh = [k for k in own if under(k, cfg['init_new'])]
     missing = [k for k in own if k not in weights and k not in fresh]
     unexpected = [k for k in weights if k not in own and not under(k, cfg['init_new'])]
-    reshaped = [k for k in own if k in weights and k not in fresh and weights[k].shape != own[k].shape]
+    loaded = [k for k in own if k in weights and k not in fresh]
+    reshaped = [k for k in loaded if weights[k].shape != own[k].shape]
     if missing or unexpected or reshaped:
-        raise SystemExit(f"{path}: cannot start {cfg['method']} from it: missing {missing}, unexpected "
-                         f"{unexpected}, other shapes {reshaped} (name the ones to create in init_new)")
-    model.load_state_dict({k: own[k] if k in fresh else weights[k] for k in own})
+        raise SystemExit(f"{path}: cannot start {cfg['method']} from it: missing {missing}, "
+                         f"unexpected {unexpected}, other shapes {reshaped} (name the ones to "
+                         "create in init_new)")
+    own.update({k: weights[k] for k in loaded})              # the fresh ones stay as initialised
+    model.load_state_dict(own)
 
 
 def build_optimizers(model, cfg, ns_dtype):
-    """AdamW (and Muon for linear weights) over the method's parameter groups, each group's peak
-    rate from lr_groups (default learning_rate) kept as its 'scale' of the schedule; frozen ones
-    left out."""
+    """AdamW (and Muon for linear weights) over the method's parameter groups, frozen ones left
+    out; a group's 'scale' of the schedule is its lr_groups rate over learning_rate."""
     declared = model.param_groups() if hasattr(model, 'param_groups') else {}
     unknown = set(cfg['lr_groups']) - set(declared)
     if unknown:
-        raise SystemExit(f"lr_groups {sorted(unknown)}: this model declares {sorted(declared) or 'none'}")
+        names = sorted(declared) or 'none'
+        raise SystemExit(f"lr_groups {sorted(unknown)}: this model declares {names}")
     grouped = {id(p) for params in declared.values() for p in params}
     rest = [p for p in model.parameters() if id(p) not in grouped]
     groups = {**declared, 'rest': rest}
     linear = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
-    adamw, muon = [], []
+    adamw = []
+    muon = []
     for name, params in groups.items():
-        scale = cfg['lr_groups'][name] / cfg['learning_rate'] if name in cfg['lr_groups'] else 1.0
+        scale = 1.0
+        if name in cfg['lr_groups']:
+            scale = cfg['lr_groups'][name] / cfg['learning_rate']
         params = [p for p in params if p.requires_grad]
         is_muon = [cfg['optimizer'] == 'muon' and id(p) in linear for p in params]
         muon_params = [p for p, m in zip(params, is_muon) if m]
@@ -231,7 +250,8 @@ def build_optimizers(model, cfg, ns_dtype):
         no_decay = [p for p in params if p.dim() < 2]
         adamw += [dict(params=decay, weight_decay=cfg['weight_decay'], scale=scale),
                   dict(params=no_decay, weight_decay=0.0, scale=scale)]
-        muon += [dict(params=muon_params, scale=scale)] if muon_params else []
+        if muon_params:
+            muon.append(dict(params=muon_params, scale=scale))
     betas = (cfg['beta1'], cfg['beta2'])
     optimizers = [torch.optim.AdamW(adamw, lr=cfg['learning_rate'], betas=betas)]
     if muon:
@@ -240,16 +260,10 @@ def build_optimizers(model, cfg, ns_dtype):
     return optimizers
 
 
-def save_checkpoint(path, state):
-    """torch.save to a temporary file, then rename."""
-    torch.save(state, path + '.tmp')
-    os.replace(path + '.tmp', path)
-
-
 def train(cfg):
     """Train cfg['method'] as configured; returns the final checkpoint path."""
     ddp = int(os.environ.get('RANK', -1)) != -1
-    rank, world = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
+    rank = int(os.environ['RANK']) if ddp else 0
     dev = cfg['device']
     if ddp:
         dist.init_process_group(backend='nccl' if dev.startswith('cuda') else 'gloo')
@@ -273,9 +287,7 @@ def train(cfg):
     cls = NETWORKS[cfg['method']]
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], 'train', [])
     args = {**data_args(cls, meta), **cfg['model_args']}
-    features = {k: meta['features'][k] for k in ('suite', 'encoders')} if 'features' in meta else None
-    stamp = dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'], image_size=meta['image_size'],
-                 dataset=meta['dataset'], classes=meta.get('classes'), features=features)
+    stamp = data_stamp(meta)
     model = cls(**args)
     if cfg['init_from'] == 'scratch' and hasattr(model, 'setup'):
         model.setup(run)
@@ -283,13 +295,12 @@ def train(cfg):
         init_weights(model, cfg)
     check_prefixes(model, 'init_new', cfg['init_new'])
     check_prefixes(model, 'freeze', cfg['freeze'])
-    # transform re-makes
+    # augment warps the log-mels also for a model reading features of them (its transform re-makes)
     warp = cfg['augment'] and 'mel' in meta['fields'] and 'mel' not in model.fields
     fields = model.fields + (['mel'] if warp else [])
-    data = {}
-    for split in ('train', 'val'):
-        data[split] = open_split(cfg['data_dir'], cfg['dataset'], split, model.fields, cfg['ckpt_dir'])[0]
-    data['train'] = open_split(cfg['data_dir'], cfg['dataset'], 'train', fields, cfg['ckpt_dir'])[0]
+    train_data, _ = open_split(cfg['data_dir'], cfg['dataset'], 'train', fields, cfg['ckpt_dir'])
+    val_data, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', model.fields, cfg['ckpt_dir'])
+    data = {'train': train_data, 'val': val_data}
     empty = [s for s, d in data.items() if not len(d[model.fields[0]])]
     if empty:
         raise SystemExit(f"data/{cfg['dataset']}: the {' and '.join(empty)} split has no samples; "
@@ -297,8 +308,9 @@ def train(cfg):
     transform = model.transform(run) if hasattr(model, 'transform') else None
     model.to(dev)
     frozen = [m for n, m in model.named_modules() if under(n, cfg['freeze'])]
-    for p in (p for n, p in model.named_parameters() if under(n, cfg['freeze'])):
-        p.requires_grad_(False)
+    for n, p in model.named_parameters():
+        if under(n, cfg['freeze']):
+            p.requires_grad_(False)
     if cfg['optimizer'] not in ('adamw', 'muon'):
         raise SystemExit(f"optimizer={cfg['optimizer']!r}: expected 'adamw' or 'muon'")
     if not any(p.requires_grad for p in model.parameters()):
@@ -307,31 +319,37 @@ def train(cfg):
     scales = [[group['scale'] for group in opt.param_groups] for opt in optimizers]
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg['ema_decay'] > 0 else None
     gen = torch.Generator().manual_seed(cfg['seed'] + rank)
-    it, best_val, bad_evals = 0, float('inf'), 0
+    ckpt = dict(iter_num=0, best_val_loss=float('inf'), bad_evals=0)      # a fresh run's counters
     if cfg['init_from'] == 'resume':
         if not os.path.exists(path):
-            raise SystemExit(f"{path}: no checkpoint to resume; train with --init_from=scratch first")
+            raise SystemExit(f"{path}: no checkpoint to resume; train with --init_from=scratch "
+                             "first")
         try:
             ckpt = read_checkpoint(path, dev)
         except MediaError as e:  # truncated, empty or not a checkpoint at all
             raise SystemExit(str(e)) from e
         if ckpt['model_args'] != args or ckpt['method'] != cfg['method']:
-            raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does not match "
-                             "this config")
+            raise SystemExit(f"{path}: checkpoint of {ckpt['method']} {ckpt['model_args']} does "
+                             "not match this config")
         reads_features = any(f not in meta['fields'] for f in model.fields)
         compared = [k for k in stamp if k != 'features' or reads_features]
         if any(ckpt['data'].get(k) != stamp[k] for k in compared):
-            raise SystemExit(f"{path}: trained on another version of data/{cfg['dataset']} (mel settings, "
-                             "vocabulary, classes or feature encoders differ); train from scratch")
+            raise SystemExit(f"{path}: trained on another version of data/{cfg['dataset']} (mel "
+                             "settings, vocabulary, classes or feature encoders differ); train "
+                             "from scratch")
         if not isinstance(ckpt['optimizer'], list) or len(ckpt['optimizer']) != len(optimizers):
-            raise SystemExit(f"{path}: its optimizer state is not that of optimizer={cfg['optimizer']!r}")
+            raise SystemExit(f"{path}: its optimizer state is not that of "
+                             f"optimizer={cfg['optimizer']!r}")
         model.load_state_dict(ckpt['model'])
         for opt, state in zip(optimizers, ckpt['optimizer']):
             opt.load_state_dict(state)
         if ema is not None:
             ema.load_state_dict(ckpt['ema'])
-        gen.set_state(ckpt['rng'][rank] if rank < len(ckpt['rng']) else ckpt['rng'][0])
-        it, best_val, bad_evals = ckpt['iter_num'], ckpt['best_val_loss'], ckpt.get('bad_evals', 0)
+        rng_states = ckpt['rng']
+        gen.set_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
+    it = ckpt['iter_num']
+    best_val = ckpt['best_val_loss']
+    bad_evals = ckpt.get('bad_evals', 0)
     raw = model
     if cfg['compile']:
         model = torch.compile(model)
@@ -346,8 +364,7 @@ def train(cfg):
 
     @torch.no_grad()
     def estimate_loss():
-        """Mean loss over eval_iters batches per split, on a fixed RNG so numbers compare across runs.
-        """
+        """Mean loss over eval_iters batches per split, on a fixed RNG so runs compare."""
         out = {}
         model.eval()
         for split, d in data.items():
@@ -363,20 +380,21 @@ def train(cfg):
         return out
 
     def checkpoint(improved):
-        """Save model, optimizers, EMA, every rank's RNG state and the data stamp (master only, atomically);
-        a copy as best.pt when the validation loss improved."""
+        """Save the run and each rank's RNG state (master only, atomically); best.pt if improved."""
         rng = [gen.get_state()]
         if ddp:
-            rng = [None] * world
+            rng = [None] * dist.get_world_size()
             dist.all_gather_object(rng, gen.get_state())
         if not master:
             return
         os.makedirs(cfg['out_dir'], exist_ok=True)
-        state = dict(model=raw.state_dict(), optimizer=[opt.state_dict() for opt in optimizers],
-                     model_args=args, method=cfg['method'], iter_num=it, best_val_loss=best_val,
-                     bad_evals=bad_evals, config=cfg, ema=ema.state_dict() if ema is not None else None,
-                     rng=rng, data=stamp)
-        save_checkpoint(path, state)
+        optimizer_states = [opt.state_dict() for opt in optimizers]
+        ema_state = ema.state_dict() if ema is not None else None
+        state = dict(model=raw.state_dict(), optimizer=optimizer_states, model_args=args,
+                     method=cfg['method'], iter_num=it, best_val_loss=best_val,
+                     bad_evals=bad_evals, config=cfg, ema=ema_state, rng=rng, data=stamp)
+        torch.save(state, path + '.tmp')
+        os.replace(path + '.tmp', path)
         if improved:
             shutil.copyfile(path, best_path + '.tmp')
             os.replace(best_path + '.tmp', best_path)
@@ -399,8 +417,8 @@ def train(cfg):
             with ctx:
                 loss = model(batch) / cfg['grad_accum']
             if not torch.isfinite(loss):
-                raise SystemExit(f"non-finite loss {loss.item()} at iter {it}: lower learning_rate or use "
-                                 "dtype=float32")
+                raise SystemExit(f"non-finite loss {loss.item()} at iter {it}: lower learning_rate "
+                                 "or use dtype=float32")
             loss.backward()
         if cfg['grad_clip']:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
@@ -408,8 +426,8 @@ def train(cfg):
             opt.step()
             opt.zero_grad(set_to_none=True)
         if ema is not None:
-            # early weights fade fast
-            ema_update(ema, raw, min(cfg['ema_decay'], (1 + it) / (10 + it)))
+            decay = min(cfg['ema_decay'], (1 + it) / (10 + it))      # early weights fade fast
+            ema_update(ema, raw, decay)
         it += 1
         if master and (it % cfg['log_interval'] == 0 or it == 1):
             dt = (time.time() - t0) / (cfg['log_interval'] if it > 1 else 1)
@@ -422,7 +440,8 @@ def train(cfg):
             best_val = min(best_val, losses['val'])
             bad_evals = 0 if improved else bad_evals + 1
             if master:
-                print(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
+                print(f"step {it}: train loss {losses['train']:.4f}, "
+                      f"val loss {losses['val']:.4f}", flush=True)
             checkpoint(improved)
             if cfg['patience'] and bad_evals >= cfg['patience']:
                 if master:
@@ -438,6 +457,5 @@ def train(cfg):
 if __name__ == '__main__':
     try:
         train(configure(default_config(), script=__file__))
-    # one line naming the file, no traceback
-    except (StaleCache, MediaError, FileNotFoundError) as e:
+    except (StaleCache, MediaError, FileNotFoundError) as e:   # one line, no traceback
         sys.exit(f"error: {e}")

@@ -59,8 +59,7 @@ def random_mask(n_tokens, ratios, generator=None):
 #################################################################################
 
 class MaskedAVTransformer(nn.Module):
-    """Bidirectional MAGE-style encoder/decoder over [audio ids, image ids], a [MASK] id per modality.
-    """
+    """Bidirectional MAGE-style encoder/decoder over [audio ids, image ids], a [MASK] id each."""
 
     def __init__(self, n_audio=256, n_image=64, audio_codes=256, image_codes=256, width=256,
                  n_layer=4, n_dec_layer=2, n_head=8, drop_ratio=0.5, mask_mean=0.55, mask_std=0.25,
@@ -110,7 +109,8 @@ class MaskedAVTransformer(nn.Module):
         n_drop = (mask.sum(1) * self.drop_ratio).long()                          # (B,)
         score = torch.rand(B, N, generator=generator).to(mask.device)            # (B, N) in [0, 1)
         score = score + (~mask).float()                                          # masked ones first
-        drop_rank = score.argsort(1).argsort(1)  # (B, N) 0 = dropped first
+        order = score.argsort(1)                                                 # (B, N) by score
+        drop_rank = order.argsort(1)                                   # (B, N) 0: dropped first
         dropped = drop_rank < n_drop[:, None]                                    # (B, N)
         L = N - int(n_drop.min())
         in_order = torch.linspace(0, 0.5, N, device=mask.device)  # ties broken by position
@@ -144,8 +144,8 @@ class MaskedAVTransformer(nn.Module):
         p_cond one modality is whole and the other masked at a ratio of the decoding schedule, as
         image->audio and audio->image start at inference; with p_uncond one modality is hidden
         whole (the unconditional branch of guidance)."""
-        ratio = lambda: truncated_normal((B,), self.mask_mean, self.mask_std, self.mask_min, 1.0, generator)
-        ratios = [ratio() for _ in self.sizes]
+        spread = (self.mask_mean, self.mask_std, self.mask_min, 1.0)     # N(mean, std) in [min, 1]
+        ratios = [truncated_normal((B,), *spread, generator) for _ in self.sizes]   # (B,) each
         ratios = torch.stack(ratios, 1)                                          # (B, 2)
         task = torch.rand(B, generator=generator)  # (B,) which kind of row
         side = (torch.rand(B, generator=generator) < 0.5).long()  # (B,) which modality

@@ -26,7 +26,8 @@ Model = LatentDiffusion
 class Pipeline:
     """Text -> the toy encoder the generator was trained with -> DDIM -> latent decoder -> media."""
 
-    OPTIONS = dict(steps=(25, 'DDIM steps'), cfg_scale=(3.0, 'classifier-free guidance scale (1 = off)'))
+    OPTIONS = dict(steps=(25, 'DDIM steps'),
+                   cfg_scale=(3.0, 'classifier-free guidance scale (1 = off)'))
 
     def __init__(self, model, ckpt, ckpt_dir='out', device='cpu', **options):
         self.model = model
@@ -53,8 +54,11 @@ class Pipeline:
     @torch.no_grad()
     def sample(self, cond, rng=None):
         """Condition tensors {vec (B, D), ctx (B, L, D)} -> media of the generator's modality."""
-        out = self.model.generate(cond, self.options['steps'], self.options['cfg_scale'], generator=rng)
-        return self.decoder.decode(out) if self.decoder else out
+        opts = self.options
+        out = self.model.generate(cond, opts['steps'], opts['cfg_scale'], generator=rng)
+        if self.decoder:
+            return self.decoder.decode(out)                   # latents -> media
+        return out
 
     def generate(self, task, cond, rng=None, n=1):
         """{text: list of B captions} -> {audio or image: media (B, ...)}."""

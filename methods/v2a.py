@@ -1,20 +1,21 @@
-"""V2A-Mapper: hear a picture by mapping its CLIP embedding into the CLAP space a sound generator reads.
+"""V2A-Mapper: hear a picture by mapping its CLIP embedding into the CLAP space a generator reads.
 
-CLIP embeds the picture (or every frame of a video, aggregated), a small trained mapper turns the CLIP
-image embedding into a CLAP audio embedding, and a frozen CLAP-conditioned generator (AudioLDM; at toy
-scale out/<dataset>_t2a) turns that into a sound. Only the mapper trains, with MSE on cached pairs:
-a regression network (MLP or transformer), or a DALL-E 2-style diffusion prior that samples a CLAP vector
-(x0-prediction under a cosine schedule, guidance through condition dropout to a learned null). The
-paper's baselines train nothing: "w/o mapper" hands the CLIP vector to the generator as it is;
-"vision-text-audio" retrieves the nearest training caption by CLIP and hands over its CLAP text vector.
+CLIP embeds the picture (or every frame of a video, aggregated), a small trained mapper turns the
+CLIP image embedding into a CLAP audio embedding, and a frozen CLAP-conditioned generator (AudioLDM;
+at toy scale out/<dataset>_t2a) turns that into a sound. Only the mapper trains, with MSE on cached
+pairs: a regression network (MLP or transformer), or a DALL-E 2-style diffusion prior that samples a
+CLAP vector (x0-prediction under a cosine schedule, guidance through condition dropout to a learned
+null). The paper's baselines train nothing: "w/o mapper" hands the CLIP vector to the generator as
+it is; "vision-text-audio" retrieves the nearest training caption by CLIP and hands over its CLAP
+text vector.
 
     python train.py config/v2a.py            # regression MLP (config/v2a_*.py: the other mappers)
     python sample.py --ckpt out/toyav_v2a --image cat.jpg
     python sample.py --ckpt out/toyav_v2a --video clip.mp4 --frames=mean --interp="a quiet bird"
 
 References:
-1) V2A-Mapper: Wang et al. AAAI 2024, "V2A-Mapper: A Lightweight Solution for Vision-to-Audio Generation
-   by Connecting Foundation Models"
+1) V2A-Mapper: Wang et al. AAAI 2024, "V2A-Mapper: A Lightweight Solution for Vision-to-Audio
+   Generation by Connecting Foundation Models"
 2) the diffusion prior on embeddings: DALL-E 2 (Ramesh et al. 2022)
 3) CLIP (Radford et al. 2021), CLAP (Wu et al. 2023), AudioLDM (Liu et al. 2023)
 """
@@ -36,8 +37,7 @@ from model import Diffusion, Transformer, guided, mlp, timestep_embedding
 #################################################################################
 
 def aggregate_frames(emb, how='middle', generator=None):
-    """Frame embeddings (B, F, D) -> one per clip (B, D): a 'random' frame, the 'middle' one, the 'mean'.
-    """
+    """Frame embeddings (B, F, D) -> one per clip (B, D): a 'random', the 'middle' or the 'mean'."""
     B, n = emb.shape[:2]
     if how == 'middle':
         return emb[:, n // 2]
@@ -50,7 +50,7 @@ def aggregate_frames(emb, how='middle', generator=None):
 
 
 class V2AMapper(nn.Module):
-    """Source embedding (CLIP image) -> target embedding (CLAP audio), by regression or a diffusion prior.
+    """Source embedding (CLIP image) -> target (CLAP audio), by regression or a diffusion prior.
 
     kind 'mlp' sums the projected inputs and runs residual MLP blocks; kind 'transformer' reads a
     learned query token after attending over the input tokens ([timestep, noisy target, condition,
@@ -59,8 +59,8 @@ class V2AMapper(nn.Module):
     a learned (or zero) null with probability p_uncond for classifier-free guidance."""
 
     def __init__(self, source='clip_image_emb', target='clap_audio_emb', in_dim=128, out_dim=128,
-                 kind='mlp', prior=False, width=256, n_layer=4, n_head=4, p_uncond=0.1, learn_null=True,
-                 normalize=False, frames='middle', T=1000):
+                 kind='mlp', prior=False, width=256, n_layer=4, n_head=4, p_uncond=0.1,
+                 learn_null=True, normalize=False, frames='middle', T=1000):
         super().__init__()
         assert kind in ('mlp', 'transformer'), kind
         self.kind = kind
@@ -71,10 +71,14 @@ class V2AMapper(nn.Module):
         self.frames = frames
         self.fields = [source, target]
         self.embed_c = nn.Linear(in_dim, width)
-        self.embed_t = mlp(width, width, width) if prior else None
-        self.embed_x = nn.Linear(out_dim, width) if prior else None
+        self.embed_t = None
+        self.embed_x = None
+        if prior:                                        # the step t and the noisy target x_t
+            self.embed_t = mlp(width, width, width)
+            self.embed_x = nn.Linear(out_dim, width)
         if kind == 'mlp':
-            block = lambda: nn.Sequential(nn.LayerNorm(width), mlp(width, 4 * width, width, nn.GELU()))
+            block = lambda: nn.Sequential(nn.LayerNorm(width),
+                                          mlp(width, 4 * width, width, nn.GELU()))   # pre-norm
             self.body = nn.ModuleList([block() for _ in range(n_layer)])
             self.ln = nn.LayerNorm(width)
         else:
@@ -90,14 +94,12 @@ class V2AMapper(nn.Module):
         self.diffusion = Diffusion('cosine', T, 'x0') if prior else None
 
     def scaled(self, x):
-        """Embeddings (B, D) as the network sees them; normalize: unit-norm times sqrt(D) (DALL-E 2).
-        """
+        """Embeddings (B, D) as the network sees them; normalize: unit-norm x sqrt(D) (DALL-E 2)."""
         x = x.float()
         return F.normalize(x, dim=-1) * x.shape[-1] ** 0.5 if self.normalize else x
 
     def predict(self, x, t, cond):
-        """Target estimate (B, out_dim) from cond (B, in_dim); the prior also reads x_t and t (B,).
-        """
+        """Target estimate (B, out_dim) from cond (B, in_dim); a prior also reads x_t and t (B,)."""
         parts = [self.embed_c(cond)]                                             # (B, width) each
         if self.prior:
             t_emb = timestep_embedding(t, self.width).to(x)                      # (B, width)
@@ -112,15 +114,13 @@ class V2AMapper(nn.Module):
         return self.head(h[:, -1])  # the query's output
 
     def condition(self, emb, generator=None):
-        """Source embeddings (B, D), or frame embeddings (B, F, D) aggregated first, as the condition.
-        """
+        """Source embeddings (B, D), or frame embeddings (B, F, D) aggregated, as the condition."""
         if emb.dim() == 3:
             emb = aggregate_frames(emb, self.frames, generator)
         return self.scaled(emb)
 
     def forward(self, batch, generator=None):
-        """MSE to the target: directly (regression), or of the x0 prediction at a random step (prior).
-        """
+        """MSE to the target: directly (regression), or of the x0 prediction at a random step."""
         cond = self.condition(batch[self.fields[0]], generator)                  # (B, in_dim)
         target = self.scaled(batch[self.fields[1]])                              # (B, out_dim)
         if not self.prior:
@@ -140,7 +140,8 @@ class V2AMapper(nn.Module):
             null = dict(cond=self.null.to(cond).expand_as(cond))
             net = self.predict if cfg == 1 else guided(self.predict, cfg, null)
             x = torch.randn(len(cond), self.head.out_features, generator=generator).to(cond)  # x_T
-            out = self.diffusion.sample(net, x, dict(cond=cond), steps, sampler, generator=generator)
+            context = dict(cond=cond)
+            out = self.diffusion.sample(net, x, context, steps, sampler, generator=generator)
         return F.normalize(out, dim=-1) if self.normalize else out
 
 
@@ -152,18 +153,19 @@ Model = V2AMapper
 #################################################################################
 
 class Pipeline:
-    """A picture or a video to sound through a mapper, or through one of the paper's two baselines.
-    """
+    """A picture or a video to sound through a mapper, or through one of the paper's baselines."""
 
     TASKS = {'i2a': (('image',), ('audio',))}
     VIDEO = True                     # takes video frames (B, F, H, W, 3) as its picture
     OPTIONS = dict(
-        route=('mapper', "how the picture reaches CLAP space: 'mapper' (the trained mapper), 'clip' "
-                         "(its CLIP vector as it is: the paper's w/o mapper) or 'caption' (the nearest "
-                         "training caption by CLIP, then its CLAP text vector: vision-text-audio); "
-                         "the last two take a generator's run as the checkpoint"),
-        generator=('', "the CLAP-conditioned generator: a run directory ('': out/<dataset>_t2a) or a "
-                       "diffusers AudioLDM pipeline folder (e.g. a download of cvssp/audioldm-s-full-v2)"),
+        route=('mapper', "how the picture reaches CLAP space: 'mapper' (the trained mapper), "
+                         "'clip' (its CLIP vector as it is: the paper's w/o mapper) or 'caption' "
+                         "(the nearest training caption by CLIP, then its CLAP text vector: "
+                         "vision-text-audio); the last two take a generator's run as the "
+                         "checkpoint"),
+        generator=('', "the CLAP-conditioned generator: a run directory ('': out/<dataset>_t2a) "
+                       "or a diffusers AudioLDM pipeline folder (e.g. a download of "
+                       "cvssp/audioldm-s-full-v2)"),
         steps=(25, 'DDIM steps of the generator'),
         cfg_scale=(3.0, 'guidance scale of the generator (1 = off)'),
         mapper_steps=(25, 'DDIM steps of a diffusion-prior mapper'),
@@ -181,26 +183,29 @@ class Pipeline:
         route = options['route']
         is_generator = ckpt['method'] != 'v2a'
         if (route == 'mapper') == is_generator:
-            raise ValueError(f"route={route!r} takes a {'generator' if is_generator else 'mapper'} run, "
-                             f"not a {ckpt['method']} checkpoint")
+            wanted = 'generator' if is_generator else 'mapper'
+            raise ValueError(f"route={route!r} takes a {wanted} run, not a {ckpt['method']} "
+                             "checkpoint")
         self.mapper = None if is_generator else model
         if options['frames'] and self.mapper is not None:
             self.mapper.frames = options['frames']
         self.clip = load_encoder('clip', ckpt, ckpt_dir, device)
         path = options['generator'] or os.path.join(ckpt_dir, f"{dataset}_t2a")
-        if is_generator:
-            gen_model, gen_ckpt = model, ckpt
-        elif not is_pipeline(path):
-            gen_model, gen_ckpt = load_checkpoint(os.path.join(path, 'ckpt.pt'), device)
-        self.audioldm = AudioLDM.from_pretrained(path).to(device) if is_pipeline(path) else None
-        if self.audioldm is None:
-            self.generator = TextToMedia(gen_model, gen_ckpt, ckpt_dir, device, **options)
-            if self.generator.model.roles != {'vec': 'clap_audio_emb'}:
-                raise ValueError(f"{path}: needs a generator conditioned on a CLAP audio vector, "
-                                 f"not {self.generator.model.roles}")
-            self.mel_config = self.generator.mel_config
-        else:
+        self.audioldm = None
+        if is_pipeline(path):                         # a published AudioLDM, diffusers' layout
+            self.audioldm = AudioLDM.from_pretrained(path).to(device)
             self.mel_config = self.audioldm.vocoder.mel_config
+        else:                                         # a text-to-sound run of this repository
+            gen_model = model
+            gen_ckpt = ckpt
+            if not is_generator:
+                gen_model, gen_ckpt = load_checkpoint(os.path.join(path, 'ckpt.pt'), device)
+            self.generator = TextToMedia(gen_model, gen_ckpt, ckpt_dir, device, **options)
+            roles = self.generator.model.roles
+            if roles != {'vec': 'clap_audio_emb'}:
+                raise ValueError(f"{path}: needs a generator conditioned on a CLAP audio vector, "
+                                 f"not {roles}")
+            self.mel_config = self.generator.mel_config
         if route == 'caption' or options['interp']:
             self.clap = load_encoder('clap', ckpt, ckpt_dir, device)
         if route == 'caption':
@@ -216,15 +221,14 @@ class Pipeline:
         return keys, values
 
     def clap_vector(self, images, rng):
-        """Pictures (B, H, W, 3) or videos (B, F, H, W, 3) -> CLAP-space vectors (B, D) by the route.
-        """
+        """Pictures (B, H, W, 3) or videos (B, F, H, W, 3) -> CLAP-space vectors (B, D) by route."""
         flat = images.reshape(-1, *images.shape[-3:])                            # (B * F, H, W, 3)
         emb = self.clip.encode_image(flat).emb                                   # (B * F, D)
         emb = emb.view(*images.shape[:-3], -1)                                   # (B, [F,] D)
-        route = self.options['route']
+        opts = self.options
+        route = opts['route']
         if route == 'mapper':
-            vec = self.mapper.generate(emb, self.options['mapper_steps'], self.options['mapper_cfg'],
-                                       generator=rng)
+            vec = self.mapper.generate(emb, opts['mapper_steps'], opts['mapper_cfg'], generator=rng)
         else:
             emb = aggregate_frames(emb) if emb.dim() == 3 else emb               # (B, D)
             vec = emb
@@ -232,19 +236,19 @@ class Pipeline:
             keys, values = self.captions
             nearest = (F.normalize(emb, dim=-1) @ keys.T).argmax(-1)  # (B,) caption index
             vec = values[nearest]
-        if self.options['interp']:
-            # (1, D)
-            text = F.normalize(self.clap.encode_text([self.options['interp']]).emb, dim=-1)
-            alpha = self.options['alpha']
+        if opts['interp']:
+            text = F.normalize(self.clap.encode_text([opts['interp']]).emb, dim=-1)   # (1, D)
+            alpha = opts['alpha']
             vec = (1 - alpha) * F.normalize(vec, dim=-1) + alpha * text
         return vec
 
     def generate(self, task, cond, rng=None, n=1):
-        """{image: pictures (B, H, W, 3) or video frames (B, F, H, W, 3)} -> {audio: log-mels (B, ...)},
-        and {wave: (B, T)} from a published AudioLDM's vocoder."""
+        """{image: pictures (B, H, W, 3) or video frames (B, F, H, W, 3)} -> {audio: log-mels
+        (B, ...)}, and {wave: (B, T)} from a published AudioLDM's vocoder."""
         vec = self.clap_vector(torch.as_tensor(cond['image']), rng).to(self.device)
         if self.audioldm is None:
             return {'audio': self.generator.sample({'vec': vec}, rng).cpu()}
         opts = self.options
-        mel = self.audioldm.sample_mel({'vec': vec}, opts['steps'], opts['cfg_scale'], generator=rng)
+        mel = self.audioldm.sample_mel({'vec': vec}, opts['steps'], opts['cfg_scale'],
+                                       generator=rng)
         return {'audio': mel.float().cpu(), 'wave': self.audioldm.vocode(mel).cpu()}
