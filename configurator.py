@@ -9,6 +9,7 @@ A positional argument is a config file of plain assignments, executed over the d
 """
 import argparse
 import ast
+import copy
 import re
 import sys
 
@@ -111,3 +112,17 @@ def resolve_dtype(dtype, device, verbose=True):
         reason = why or f'no native bfloat16 on this {device}'
         print(f"dtype auto -> {resolved} ({reason})", flush=True)
     return resolved
+
+
+CONFIG_TYPES = (int, float, bool, str, dict, list)   # the module globals a script's config is made of
+
+
+def config_keys(namespace):
+    """The names of a script's defaults: its lower-case module globals of the config types."""
+    return [k for k, v in namespace.items()
+            if not k.startswith('_') and k.islower() and isinstance(v, CONFIG_TYPES)]
+
+
+def defaults(namespace, keys):
+    """A fresh dict of a script's defaults (deep copies, so a run cannot change them)."""
+    return {k: copy.deepcopy(namespace[k]) for k in keys}

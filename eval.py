@@ -19,7 +19,6 @@ audioldm_eval computes it; Inception score: Salimans et al. 2016, torch-fidelity
 score: Hessel et al. 2021; the image-to-audio and audio-to-image evaluation protocols of Wang et al.
 2024 and Yang et al. 2024.
 """
-import copy
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from scipy import linalg, special, stats
 from scipy.spatial.distance import pdist
 
-from configurator import configure, resolve_dtype
+from configurator import config_keys, configure, defaults, resolve_dtype
 from data import check_mel, open_split, prompts, read_json, write_json
 from encoders import (GriffinLim, MediaError, MelConfig, StaleCache, load_checkpoint, load_toy,
                       log_mel, save_png, spectrogram_picture, to_tensor, upscale)
@@ -56,14 +55,12 @@ seed = 1337                     # seed of any sampling
 device = 'cpu'                  # 'cpu' or 'cuda'
 dtype = 'auto'  # generation: 'auto' (bfloat16 where native, else float32), 'float32', 'bfloat16'
 # -----------------------------------------------------------------------------
-CONFIG_TYPES = (int, float, bool, str, dict)
-CONFIG_KEYS = [k for k, v in globals().items()
-               if not k.startswith('_') and k.islower() and isinstance(v, CONFIG_TYPES)]
+CONFIG_KEYS = config_keys(globals())
 
 
 def default_config():
     """The defaults above as a fresh dict."""
-    return {k: copy.deepcopy(globals()[k]) for k in CONFIG_KEYS}
+    return defaults(globals(), CONFIG_KEYS)
 
 
 # ---------------------------------------------------------------------------------------------

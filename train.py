@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import configure, resolve_dtype
+from configurator import config_keys, configure, defaults, resolve_dtype
 from data import open_split
 from encoders import MediaError, StaleCache, read_checkpoint
 from methods import NETWORKS, checkpoint_path
@@ -71,14 +71,12 @@ dtype = 'auto'  # 'auto' (bfloat16 where native, else float32), 'float32', 'bflo
 compile = False                    # torch.compile the network
 threads = 0                        # torch CPU threads (0 = torch's default)
 # -----------------------------------------------------------------------------
-CONFIG_TYPES = (int, float, bool, str, dict, list)
-CONFIG_KEYS = [k for k, v in globals().items()
-               if not k.startswith('_') and k.islower() and isinstance(v, CONFIG_TYPES)]
+CONFIG_KEYS = config_keys(globals())
 
 
 def default_config():
     """The defaults above as a fresh dict."""
-    return {k: copy.deepcopy(globals()[k]) for k in CONFIG_KEYS}
+    return defaults(globals(), CONFIG_KEYS)
 
 
 def get_lr(it, cfg):
