@@ -37,7 +37,9 @@ import torch.nn.functional as F
 from torch.utils import flop_counter
 
 from configurator import HelpFormatter
-from model import DiT, DiT_models, LatentDiffusion, MaskedAVTransformer, V2AMapper
+from methods.echoes import MaskedAVTransformer
+from methods.v2a import V2AMapper
+from model import DiT, DiT_models, LatentDiffusion
 
 SIDE = 1024                # side of the square matmuls that measure the peak
 NO_DIT_REF = 'no --dit_ref: the DiT rows time ours alone (--help says where the official DiT is)'
@@ -179,7 +181,7 @@ def dit_loss(net, b):
 def ldm_sample(model, b):
     """One conditional denoiser call of LatentDiffusion."""
     keep = torch.zeros(len(b['target']), dtype=torch.bool)
-    cond = model.conditions({k: b[f] for k, f in model.roles.items()}, keep)
+    cond = model.conditions({k: b[f] for k, f in model.roles.items()}, {k: keep for k in model.roles})
     return model.net(b['target'], torch.randint(0, 1000, (len(keep),)), **cond)
 
 

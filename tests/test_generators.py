@@ -304,7 +304,7 @@ def test_dit_zero_init_output_is_zero():
 
 
 def test_attention_cpu_product_matches_sdpa():
-    """On a CPU Attention takes the plain product; it gives what SDPA gives.
+    """On a CPU Attention takes the plain product in bf16 and SDPA in float32; both give what SDPA gives.
 
     Self and cross attention, with a padding mask.
     """
@@ -325,7 +325,12 @@ def test_attention_cpu_product_matches_sdpa():
         v = heads(att.to_v(src))
         bias = None if mask is None else (~mask)[:, None, None, :].float() * -1e4
         y = sdpa(q, k, v, attn_mask=bias)                                   # (2, 4, 7, 8)
-        close(att(x, c, mask), att.to_out(y.transpose(1, 2).reshape(2, 7, 32)))
+        expected = att.to_out(y.transpose(1, 2).reshape(2, 7, 32))
+        close(att(x, c, mask), expected)
+        with torch.autocast('cpu', dtype=torch.bfloat16):                   # the plain product
+            product = att(x, c, mask)
+        assert product.dtype == torch.bfloat16
+        torch.testing.assert_close(product.float(), expected, atol=0.1, rtol=0.05)
     assert not torch.allclose(att(x, ctx, pad), att(x, ctx))
 
 
