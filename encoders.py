@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from model import VQVAE, ContrastiveModel, Judge, LatentDiffusion, MediaAutoencoder
+from model import VQVAE, AudioTagger, ContrastiveModel, Judge, LatentDiffusion, MediaAutoencoder
 
 
 @dataclass
@@ -319,7 +319,7 @@ class GriffinLim(Frozen):
 # ---------------------------------------------------------------------------------------------
 
 TOY_ENCODERS = {  # trained by config/<dataset>_<name>.py -> the media fields their training needs
-    'clip': ('image',), 'clap': ('mel',), 'imagebind': ('image', 'mel'),
+    'clip': ('image',), 'clap': ('mel',), 'imagebind': ('image', 'mel'), 'ast': ('mel',),
     'vq_image': ('image',), 'vq_audio': ('mel',), 'ae_audio': ('mel',), 'ae_image': ('image',)}
 
 
@@ -392,7 +392,7 @@ def read_checkpoint(path, device='cpu'):
 
 FROZEN_NETWORKS = {  # method -> model.py network of a frozen part (trained by train.py, read here)
     'contrastive': ContrastiveModel, 'vq': VQVAE, 'judge': Judge, 'autoencoder': MediaAutoencoder,
-    'ldm': LatentDiffusion}
+    'tagger': AudioTagger, 'ldm': LatentDiffusion}
 
 
 def load_checkpoint(path, device='cpu', networks=FROZEN_NETWORKS):
@@ -473,6 +473,12 @@ class ToyTokenizer(Frozen):
         return self.net.decode(codes.float())
 
 
+def parts_of(data):
+    """The dataset whose toy parts serve a dataset (its meta) or a run (its checkpoint's data)."""
+    # a dataset made from another's world (toyav_ctrl from toyav) names it as its 'parts'
+    return data.get('parts') or data['dataset']
+
+
 def toy_checkpoint(name, dataset='toyav', out_dir='out'):
     """Where train.py saves the toy model `name` of a dataset: out/<dataset>_<name>/ckpt.pt."""
     return os.path.join(out_dir, f"{dataset}_{name}", 'ckpt.pt')
@@ -507,7 +513,7 @@ def load_latent_decoder(generator, ckpt, out_dir='out', device='cpu'):
     if generator.modality:
         return None
     name = generator.target.rsplit('_', 1)[0]
-    return load_toy(name, ckpt['data']['dataset'], out_dir, device, ckpt)
+    return load_toy(name, parts_of(ckpt['data']), out_dir, device, ckpt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -827,4 +833,4 @@ def load_encoder(name, ckpt, out_dir='out', device='cpu'):
     features = ckpt['data'].get('features') or {}
     if features.get('suite') == 'hf':
         return load_hf(name, features['encoders'][name]).to(device)
-    return load_toy(name, ckpt['data']['dataset'], out_dir, device, ckpt)
+    return load_toy(name, parts_of(ckpt['data']), out_dir, device, ckpt)

@@ -32,7 +32,8 @@ from scipy.spatial.distance import pdist
 from configurator import config_keys, configure, defaults, resolve_dtype
 from data import check_mel, open_split, prompts, read_json, write_json
 from encoders import (GriffinLim, MediaError, MelConfig, StaleCache, load_checkpoint, load_toy,
-                      log_mel, save_png, spectrogram_picture, to_tensor, upscale)
+                      log_mel, parts_of, save_png, spectrogram_picture, to_tensor, toy_checkpoint,
+                      upscale)
 from methods import load_pipeline
 from model import FIELDS
 
@@ -50,6 +51,7 @@ n_diverse = 16                  # inputs given several outputs each for the dive
 n_outputs = 4                   # outputs per input for the diversity metric
 n_grid = 8                      # test rows drawn per task in samples.png
 split = 'test'                  # split whose media is judged
+sources = ''                    # judge only rows holding one of these sources (names, comma-separated)
 batch_size = 250                # batch size for judging, encoding and generating
 seed = 1337                     # seed of any sampling
 device = 'cpu'                  # 'cpu' or 'cuda'
@@ -169,8 +171,8 @@ def cosine_score(a, b):
 
 def toy(name, cfg, meta):
     """A frozen toy model of the dataset (encoders.load_toy), refused if trained on other mels."""
-    frozen = load_toy(name, cfg['dataset'], cfg['ckpt_dir'], cfg['device'])
-    run_dir = os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}")
+    frozen = load_toy(name, parts_of(meta), cfg['ckpt_dir'], cfg['device'])
+    run_dir = os.path.join(cfg['ckpt_dir'], f"{parts_of(meta)}_{name}")
     check_mel(run_dir, frozen.mel_config.dict(), meta)
     return frozen
 
@@ -181,7 +183,7 @@ class Judges:
     def __init__(self, meta, ckpt_dir, device='cpu'):
         self.nets = {}
         for m in ('audio', 'image'):
-            path = os.path.join(ckpt_dir, f"{meta['dataset']}_judge_{m}", 'ckpt.pt')
+            path = toy_checkpoint(f"judge_{m}", parts_of(meta), ckpt_dir)
             net, ckpt = load_checkpoint(path, device)
             check_mel(path, ckpt['data']['mel'], meta)
             self.nets[m] = net.requires_grad_(False)
@@ -219,7 +221,7 @@ def judged(judges, modality, media, labels, prefix=''):
     for head in logits:
         if head != 'sources' and head in labels:
             out[f"{head}_acc"] = accuracy(logits[head], labels[head])
-    if 'loud' in logits and 'loud' in labels:
+    if 'loud' in logits and 'loud' in labels and len(np.unique(labels['loud'])) > 1:
         probs = logits['loud'].softmax(-1)                              # (N, classes)
         level = (probs * torch.arange(probs.shape[-1])).sum(-1).numpy()  # (N,) expected class
         name = 'loudness_rho' if modality == 'audio' else 'size_rho'
@@ -240,6 +242,12 @@ def embedder(enc, modality):
     """A toy encoder's function media -> embeddings (N, D) for log-mels ('audio') or pictures."""
     encode = enc.encode_mel if modality == 'audio' else enc.encode_image
     return lambda x: encode(x).emb
+
+
+def prompt_classes(enc, class_prompts):
+    """Unit class embeddings (K, D): each class's prompts embedded as text, averaged (ensembles)."""
+    ensembles = [F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in class_prompts]
+    return F.normalize(torch.stack(ensembles), dim=-1)
 
 
 def set_codes(multi_hot):
@@ -271,8 +279,7 @@ def task_enc(cfg, judges):
     class_prompts = prompts(cfg['dataset'])
     for name in ('clip', 'clap', 'imagebind'):
         enc = toy(name, cfg, meta)
-        ensembles = [F.normalize(enc.encode_text(p).emb, dim=-1).mean(0) for p in class_prompts]
-        classes = F.normalize(torch.stack(ensembles), dim=-1)           # (K, D) prompt ensembles
+        classes = prompt_classes(enc, class_prompts)                    # (K, D)
         caption_emb = enc.encode_text([c['caption'] for c in captions]).emb
         texts = F.normalize(caption_emb, dim=-1)                        # (N, D)
         for m, field in (('image', 'image'), ('audio', 'mel')):
@@ -294,7 +301,7 @@ def task_enc(cfg, judges):
     vocoded = lambda mel: log_mel(vocoder(to_tensor(mel)), mel_cfg)  # through the waveform
     out.update(judged(judges, 'audio', batched(vocoded, data['mel'], n), labels, 'vocoder.'))
     for name in ('vq_image', 'vq_audio', 'ae_image', 'ae_audio'):  # tokenizers, autoencoders
-        if not os.path.exists(os.path.join(cfg['ckpt_dir'], f"{cfg['dataset']}_{name}", 'ckpt.pt')):
+        if not os.path.exists(toy_checkpoint(name, parts_of(meta), cfg['ckpt_dir'])):
             continue
         tok = toy(name, cfg, meta)
         round_trip = lambda x: tok.decode(tok.encode(x))
@@ -374,10 +381,11 @@ def task_generate(cfg, judges, pipeline, spaces, task, dtype):
     if task not in pipeline.tasks:
         raise SystemExit(f"task {task!r}: this run does {', '.join(pipeline.tasks)}")
     inputs, outputs = pipeline.tasks[task]
-    data, val, captions, _ = split_data(cfg)
-    n = min(cfg['n_eval'], len(data['sources']))
-    rows = {k: np.asarray(v[:n]) for k, v in data.items()}
-    texts = [c['caption'] for c in captions[:n]]
+    data, val, captions, meta = split_data(cfg)
+    chosen = chosen_rows(cfg, meta, data)[:cfg['n_eval']]                # (n,) row indices
+    n = len(chosen)
+    rows = {k: np.asarray(v)[chosen] for k, v in data.items()}
+    texts = [captions[i]['caption'] for i in chosen]
     rng = torch.Generator().manual_seed(cfg['seed'])
     out = generate_rows(cfg, pipeline, task, rows, texts, rng, dtype)
     metrics = {}
@@ -394,6 +402,12 @@ def task_generate(cfg, judges, pipeline, spaces, task, dtype):
         val_media = np.asarray(val[REAL[m]][:n])
         metrics[prefix + 'fd'] = frechet_distance(spaces.fd_space(m, media), real_emb)
         metrics[prefix + 'fd_floor'] = frechet_distance(spaces.fd_space(m, val_media), real_emb)
+        if m == 'image':
+            metrics.update(image_scores(spaces, media, rows, cfg['dataset']))
+        for kind, subset in kinds(meta, rows).items():     # a controllability set's kinds apart
+            part = {k: v[subset] for k, v in rows.items()}
+            metrics.update(judged(judges, m, media[torch.from_numpy(subset)], part,
+                                  f"{kind}.{prefix}"))
         if len(inputs) == 1 and inputs[0] != m:   # cross-modal similarity of input and output
             given = inputs[0]
             given_media = texts if given == 'text' else rows[REAL[given]]
@@ -406,6 +420,40 @@ def task_generate(cfg, judges, pipeline, spaces, task, dtype):
     metrics.update(diversity_and_speed(cfg, pipeline, spaces, task, rows, texts, dtype))
     grid = task_grid(task, inputs, outputs, rows, texts, out, cfg['n_grid'])
     return {f"{task}.{k}": float(v) for k, v in metrics.items()}, grid
+
+
+def chosen_rows(cfg, meta, data):
+    """Indices of the split's rows to judge: all, or those holding one of cfg['sources']."""
+    holders = np.ones(len(data['sources']), dtype=bool)
+    if cfg['sources']:
+        names = meta['classes']['sources']
+        wanted = [names.index(s) for s in cfg['sources'].split(',')]
+        holders = np.asarray(data['sources'])[:, wanted].any(1)
+    return np.flatnonzero(holders)
+
+
+def kinds(meta, rows):
+    """{kind name: row mask} of a split with a 'kind' label (toyav_ctrl), else {}."""
+    if 'kind' not in rows or 'kind' not in meta['classes']:
+        return {}
+    names = meta['classes']['kind']
+    return {names[k]: rows['kind'] == k for k in np.unique(rows['kind'])}
+
+
+def image_scores(spaces, images, rows, dataset):
+    """iis: mean toy-CLIP cosine of each generated picture and its real one; r_at_5: the share
+    of pictures with one of their sources among the 5 classes nearest their CLIP embedding."""
+    generated = F.normalize(torch.from_numpy(spaces.fd_space('image', images)), dim=-1)   # (N, D)
+    real = F.normalize(torch.from_numpy(spaces.fd_space('image', rows['image'])), dim=-1)
+    out = {'iis': float((generated * real).sum(-1).mean())}
+    try:
+        classes = prompt_classes(spaces.clip, prompts(dataset))                      # (K, D)
+    except ValueError:                                                              # no prompts
+        return out
+    top = (generated @ classes.T).topk(min(5, len(classes)), dim=-1).indices       # (N, 5)
+    holds = np.take_along_axis(np.asarray(rows['sources']), top.numpy(), 1)         # (N, 5)
+    out['r_at_5'] = float(holds.any(1).mean())
+    return out
 
 
 def span_tiled(mels, span):

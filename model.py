@@ -432,6 +432,17 @@ class VQVAE(MediaCodec):
 #                     Judges: probe classifiers for evaluation                  #
 #################################################################################
 
+def heads_loss(logits, batch, multilabel):
+    """Summed classification losses of {head: logits (B, n)}: BCE on multi-label heads, else CE."""
+    loss = 0
+    for k, head_logits in logits.items():
+        if k in multilabel:
+            loss = loss + F.binary_cross_entropy_with_logits(head_logits, batch[k].float())
+        else:
+            loss = loss + F.cross_entropy(head_logits, batch[k].long())
+    return loss
+
+
 class Judge(MediaCodec):
     """Classifier of real media with one head per label field; multi-label heads use BCE."""
 
@@ -453,13 +464,53 @@ class Judge(MediaCodec):
 
     def forward(self, batch):
         """Training loss: BCE on multi-label heads, cross-entropy on the others, summed."""
-        loss = 0
-        for k, logits in self.forward_logits(batch[self.fields[0]]).items():
-            if k in self.multilabel:
-                loss = loss + F.binary_cross_entropy_with_logits(logits, batch[k].float())
-            else:
-                loss = loss + F.cross_entropy(logits, batch[k].long())
-        return loss
+        return heads_loss(self.forward_logits(batch[self.fields[0]]), batch, self.multilabel)
+
+
+class PatchTower(nn.Module):
+    """AST-style encoder: non-overlapping patches, a linear embedding and positions, a transformer."""
+
+    def __init__(self, in_ch, grid, patch, width, n_layer, n_head):
+        super().__init__()
+        self.embed = nn.Conv2d(in_ch, width, patch, stride=patch)   # one linear map per patch
+        n_tokens = (grid[0] // patch) * (grid[1] // patch)
+        self.pos = nn.Parameter(torch.randn(1, n_tokens, width) * 0.02)
+        self.transformer = Transformer(width, n_layer, n_head)
+
+    def forward(self, x):
+        """x (B, in_ch, H, W) -> mean-pooled emb (B, width), tokens (B, N, width)."""
+        tokens = self.embed(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, width)
+        tokens = self.transformer(tokens)
+        return tokens.mean(1), tokens
+
+
+class AudioTagger(MediaCodec):
+    """A toy Audio Spectrogram Transformer: log-mel patches -> tokens, trained to tag the sounding
+    sources and the acoustic environment (AudioSet's ontology has both, but no loudness class)."""
+
+    def __init__(self, heads=(('sources', 10), ('env', 3)), multilabel=('sources',), patch=8,
+                 width=128, n_layer=4, n_head=4, image_size=32, n_mels=64, frames=64, mel_mean=0.0,
+                 mel_std=1.0):
+        super().__init__('audio', 0, image_size, n_mels, frames, mel_mean, mel_std)
+        self.modalities = ('audio',)                   # the role it serves in the toy suite
+        self.heads = dict(heads)
+        self.multilabel = tuple(multilabel)
+        self.tower = PatchTower(1, self.grid, patch, width, n_layer, n_head)
+        self.out = nn.ModuleDict({k: nn.Linear(width, n) for k, n in self.heads.items()})
+        self.fields += list(self.heads)
+
+    def encode(self, modality, mel):
+        """Log-mels (B, n_mels, frames) -> emb (B, width), tokens (B, N, width)."""
+        return self.tower(self.to_input(mel))
+
+    def forward_logits(self, mel):
+        """Log-mels -> dict of logits (B, n_classes) per head."""
+        pooled, _ = self.encode('audio', mel)
+        return {k: head(pooled) for k, head in self.out.items()}
+
+    def forward(self, batch):
+        """Training loss: BCE on the sources, cross-entropy on the environment, summed."""
+        return heads_loss(self.forward_logits(batch[self.fields[0]]), batch, self.multilabel)
 
 
 #################################################################################

@@ -35,15 +35,15 @@ from tqdm import tqdm
 
 from configurator import HelpFormatter
 from data import SPLITS, check_mel, json_hash, read_json, write_json
-from encoders import (MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, toy_checkpoint,
-                      TOY_ENCODERS)
+from encoders import (MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, parts_of,
+                      toy_checkpoint, TOY_ENCODERS)
 
 # ---------------------------------------------------------------------------------------------
 # datasets
 # ---------------------------------------------------------------------------------------------
 
 READERS = {name: importlib.import_module(f"data.{name}")
-           for name in ('toyav', 'avmnist', 'vggsound', 'esc50', 'imagehear')}
+           for name in ('toyav', 'toyav_ctrl', 'avmnist', 'vggsound', 'esc50', 'imagehear')}
 SHARED = ('data_dir', 'seed', 'image_size', 'sample_rate', 'duration')   # settings a reader names
 SILENT = 1e-4          # peak amplitude under which a clip is silent (-80 dBFS)
 SHOWN = 5              # ids a summary line shows
@@ -307,12 +307,12 @@ def toy_encoders(args, meta, media):
         print(f"data/{args.dataset} has only {media}: no {absent} features")
     untrained = []
     for name in names:
-        if not os.path.exists(toy_checkpoint(name, args.dataset, args.out_dir)):
+        if not os.path.exists(toy_checkpoint(name, parts_of(meta), args.out_dir)):
             untrained.append(name)
     if untrained:
         print(f"not trained yet, no features: {', '.join(untrained)}")
     trained = [name for name in names if name not in untrained]
-    encoders = {name: load_toy(name, args.dataset, args.out_dir) for name in trained}
+    encoders = {name: load_toy(name, parts_of(meta), args.out_dir) for name in trained}
     for name, enc in encoders.items():
         check_mel(name, enc.mel_config.dict(), meta)
     return encoders

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import config_keys, configure, defaults, resolve_dtype
 from data import open_split
-from encoders import MediaError, StaleCache, read_checkpoint
+from encoders import MediaError, StaleCache, parts_of, read_checkpoint
 from methods import NETWORKS, checkpoint_path
 from model import ema_update
 
@@ -113,7 +113,7 @@ def data_stamp(meta):
     if 'features' in meta:
         features = {k: meta['features'][k] for k in ('suite', 'encoders')}
     return dict(mel=meta['mel'], vocab=meta['vocab'], max_len=meta['max_len'],
-                image_size=meta['image_size'], dataset=meta['dataset'],
+                image_size=meta['image_size'], dataset=meta['dataset'], parts=parts_of(meta),
                 classes=meta.get('classes'), features=features)
 
 
@@ -278,14 +278,13 @@ def train(cfg):
     ns_dtype = torch.bfloat16 if bf16 else torch.float32
     path = os.path.join(cfg['out_dir'], 'ckpt.pt')
     best_path = os.path.join(cfg['out_dir'], 'best.pt')
-    run = {**cfg, 'device': dev}
-
     if cfg['method'] not in NETWORKS:
         raise SystemExit(f"method={cfg['method']!r}: expected one of {', '.join(NETWORKS)}")
     cls = NETWORKS[cfg['method']]
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], 'train', [])
     args = {**data_args(cls, meta), **cfg['model_args']}
     stamp = data_stamp(meta)
+    run = {**cfg, 'device': dev, 'parts': parts_of(meta)}  # what the method's hooks know of the run
     model = cls(**args)
     if cfg['init_from'] == 'scratch' and hasattr(model, 'setup'):
         model.setup(run)

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from encoders import TOY_ENCODERS, StaleCache, file_hash, toy_checkpoint
+from encoders import TOY_ENCODERS, StaleCache, file_hash, parts_of, toy_checkpoint
 
 SPLITS = ('train', 'val', 'test')
 
@@ -36,6 +36,15 @@ def json_hash(obj):
     """Short sha256 of an object as canonical JSON: the identity of a config in cache metadata."""
     canonical = json.dumps(obj, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def class_captions(dataset):
+    """One caption per class of data/<dataset>.py: its class_captions(), else each class's first
+    zero-shot prompt."""
+    module = importlib.import_module(f"data.{dataset}")
+    if hasattr(module, 'class_captions'):
+        return module.class_captions()
+    return [texts[0] for texts in prompts(dataset)]
 
 
 def prompts(dataset):
@@ -128,7 +137,7 @@ def check_features(root, meta, fields, out_dir):
         if feats['suite'] == 'hf':
             continue    # published weights named in feats['encoders']: nothing here to go stale
         name = next(n for n in feats['encoders'] if f.startswith(n + '_'))
-        ckpt = toy_checkpoint(name, meta['dataset'], out_dir)
+        ckpt = toy_checkpoint(name, parts_of(meta), out_dir)
         now = file_hash(ckpt) if os.path.exists(ckpt) else 'missing'
         if now != feats['encoders'][name]:
             raise StaleCache(f"{path}: {f} was made by {name} checkpoint "

@@ -260,3 +260,8 @@ def read(src, *, seed, image_size, sample_rate, duration, n_train=5000, n_val=50
     classes = dict(sources=[x[0] for x in SOURCES], env=[e[0] for e in ENVS], loud=LOUDNESS)
     meta = dict(vocab=vocabulary(), p_mix=p_mix, classes=classes)
     return dict(splits=splits, schema=schema, meta=meta)
+
+
+def class_captions():
+    """Each source's class caption: the source loud and outdoors, as a dry clip sounds."""
+    return [caption([s], 0, len(LOUDNESS) - 1)[0] for s in range(len(SOURCES))]

@@ -26,9 +26,9 @@ import os
 
 from encoders import FROZEN_NETWORKS, MediaError, ToyTokenizer
 from encoders import load_checkpoint as load_network
-from methods import echoes, ldm, v2a
+from methods import echoes, ldm, seeingsounds, v2a
 
-METHODS = {'v2a': v2a, 'echoes': echoes, 'ldm': ldm}   # key -> module with Model and Pipeline
+METHODS = {'v2a': v2a, 'echoes': echoes, 'ldm': ldm, 'seeingsounds': seeingsounds}   # key -> module with Model and Pipeline
 
 
 class Reconstruction:

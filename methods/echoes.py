@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from encoders import load_toy
+from encoders import load_toy, parts_of
 from model import CHOICE_TEMPERATURE, Transformer, cfg_logits, decode, joint_cfg_logits
 
 STEPS = 16  # unmasking steps that fill one modality (image->audio, audio->image, inpainting)
@@ -184,7 +184,7 @@ class MaskedAVTransformer(nn.Module):
         if not self.code_init:
             return
         names = ('vq_audio', 'vq_image')
-        tokenizers = [load_toy(name, run['dataset'], run['ckpt_dir']) for name in names]
+        tokenizers = [load_toy(name, run['parts'], run['ckpt_dir']) for name in names]
         books = [tokenizer.net.quantizer.codebook for tokenizer in tokenizers]
         self.init_tokens(books, torch.Generator().manual_seed(run['seed']))
 
@@ -193,7 +193,7 @@ class MaskedAVTransformer(nn.Module):
         the cache re-tokenizes them every step (the cached ids cannot follow the warp)."""
         if not run['augment']:
             return None
-        tokenizer = load_toy('vq_audio', run['dataset'], run['ckpt_dir'], run['device'])
+        tokenizer = load_toy('vq_audio', run['parts'], run['ckpt_dir'], run['device'])
 
         def retokenize(batch, generator):
             batch['vq_audio_ids'] = tokenizer.encode(batch['mel'])                  # (B, n_audio)
@@ -229,8 +229,8 @@ class Pipeline:
         self.device = device
         self.options = options
         self.tasks = self.TASKS
-        self.audio_tok = load_toy('vq_audio', data['dataset'], ckpt_dir, device, ckpt)
-        self.image_tok = load_toy('vq_image', data['dataset'], ckpt_dir, device, ckpt)
+        self.audio_tok = load_toy('vq_audio', parts_of(data), ckpt_dir, device, ckpt)
+        self.image_tok = load_toy('vq_image', parts_of(data), ckpt_dir, device, ckpt)
         self.mel_config = self.audio_tok.mel_config
         self.n_audio, self.n_image = model.sizes
         self.time_steps = self.audio_tok.net.grid[1]          # audio tokens are (freq, time)

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from data import read_json
-from encoders import load_checkpoint, load_encoder
+from encoders import load_checkpoint, load_encoder, parts_of
 from generators import AudioLDM, is_pipeline
 from methods.ldm import Pipeline as TextToMedia
 from model import Diffusion, Transformer, guided, mlp, timestep_embedding
@@ -190,7 +190,7 @@ class Pipeline:
         if options['frames'] and self.mapper is not None:
             self.mapper.frames = options['frames']
         self.clip = load_encoder('clip', ckpt, ckpt_dir, device)
-        path = options['generator'] or os.path.join(ckpt_dir, f"{dataset}_t2a")
+        path = options['generator'] or os.path.join(ckpt_dir, f"{parts_of(ckpt['data'])}_t2a")
         self.audioldm = None
         if is_pipeline(path):                         # a published AudioLDM, diffusers' layout
             self.audioldm = AudioLDM.from_pretrained(path).to(device)

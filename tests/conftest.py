@@ -62,6 +62,7 @@ TINY = {  # model_args that make every toy network train in a second
                         model_args=dict(modality='image', heads=JUDGE_HEADS, width=32, n_head=2)),
     'ae_audio': dict(method='autoencoder', model_args=dict(modality='audio', channels=(8, 16),
                                                            layers=1, latent=2, groups=4)),
+    'ast': dict(method='tagger', model_args=dict(width=32, n_layer=1, n_head=2)),
 }
 
 
