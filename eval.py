@@ -308,7 +308,43 @@ def task_enc(cfg, judges):
         recon = batched(round_trip, data[FIELDS[tok.modality]], n)
         media = batched(vocoded, recon, n) if tok.modality == 'audio' else recon
         out.update(judged(judges, tok.modality, media, labels, f"{name}."))
+    if os.path.exists(toy_checkpoint('ast', parts_of(meta), cfg['ckpt_dir'])):
+        out.update(probe_audio_tokens(cfg, meta, toy('ast', cfg, meta), data, labels))
     return {f"enc.{k}": float(v) for k, v in out.items()}
+
+
+def linear_probe(train_x, train_y, test_x, test_y, steps=500, lr=0.05):
+    """Test accuracy of a linear classifier fitted to standardised training features (Adam)."""
+    mean = train_x.mean(0)
+    std = train_x.std(0) + 1e-6
+    x = (train_x - mean) / std                                              # (N, D)
+    y = torch.as_tensor(train_y).long()
+    head = torch.nn.Linear(x.shape[1], int(y.max()) + 1)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    torch.manual_seed(0)
+    for _ in range(steps):
+        loss = F.cross_entropy(head(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = head((test_x - mean) / std).argmax(-1)
+    return accuracy(pred, test_y)
+
+
+def probe_audio_tokens(cfg, meta, ast, data, labels):
+    """What the toy AST's mean-pooled tokens keep: linear probes (fitted on the train split) for
+    loudness, which it was not trained on, and environment, which it was."""
+    train, _ = open_split(cfg['data_dir'], cfg['dataset'], 'train', ['mel'] + label_fields(meta))
+    tokens = lambda x: ast.encode_mel(x).tokens.mean(1)                      # (B, D)
+    train_x = batched(tokens, train['mel'], cfg['batch_size'])
+    test_x = batched(tokens, data['mel'], cfg['batch_size'])
+    out = {}
+    for head in ('loud', 'env'):
+        if head in labels:
+            train_y = np.asarray(train[head])
+            out[f"ast.{head}_probe_acc"] = linear_probe(train_x, train_y, test_x, labels[head])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -174,3 +174,12 @@ def test_zero_shot_rows_are_the_rows_holding_a_held_out_source():
     cfg = dict(evaluation.default_config(), sources='frog,dog')
     assert evaluation.chosen_rows(cfg, meta, data).tolist() == [1, 2]
     assert evaluation.chosen_rows(dict(cfg, sources=''), meta, data).tolist() == [0, 1, 2, 3]
+
+
+def test_a_linear_probe_reads_a_linear_label_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 6, generator=g)
+    y = (x[:, 2] > 0).long().numpy()                                       # linear in one feature
+    assert evaluation.linear_probe(x[:300], y[:300], x[300:], y[300:]) > 0.9
+    noise = torch.randint(0, 2, (400,), generator=g).numpy()
+    assert evaluation.linear_probe(x[:300], noise[:300], x[300:], noise[300:]) < 0.7
