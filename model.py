@@ -468,7 +468,7 @@ class Judge(MediaCodec):
 
 
 class PatchTower(nn.Module):
-    """AST-style encoder: non-overlapping patches, a linear embedding and positions, a transformer."""
+    """AST-style encoder: non-overlapping patches, linear embedding, positions, transformer."""
 
     def __init__(self, in_ch, grid, patch, width, n_layer, n_head):
         super().__init__()

@@ -3,13 +3,14 @@
     python prepare.py toyav_ctrl                     # after toyav's toy parts: it uses theirs
     python prepare.py toyav_ctrl --features toy
 
-Every row starts from a dry clip (one source, outdoors, loud) and is one of four kinds, each with the
-caption of what it sounds like (paper Eq. 7): `plain` (the clip and its class caption), `gain` (the
-clip scaled by alpha uniform in [0.1, 1]; the caption's loudness word is the toyav level nearest
-20 log10 alpha dB), `room` (the clip in a hall or a tunnel; the caption's place edited) and `mix` (the
-sum of two clips of different sources; the fused caption). The picture of each row is rendered for
-its labels, so the test split is a controllability task with the edited labels: for each held-out
-dry clip a gain sweep (alpha 0.1, 0.3, 1.0), each room, and sums of two held-out clips.
+Every row starts from a dry clip (one source, outdoors, loud) and is one of four kinds, each with
+the caption of what it sounds like (paper Eq. 7): `plain` (the clip and its class caption), `gain`
+(the clip scaled by alpha uniform in [0.1, 1]; the caption's loudness word is the toyav level
+nearest 20 log10 alpha dB), `room` (the clip in a hall or a tunnel; the caption's place edited) and
+`mix` (the sum of two clips of different sources; the fused caption). The picture of each row is
+rendered for its labels, so the test split is a controllability task with the edited labels: for
+each held-out dry clip a gain sweep (alpha 0.1, 0.3, 1.0), each room, and sums of two held-out
+clips.
 
 The captions come from toyav's templates (f and g of the paper); --captioner module:function names
 a callable (caption of the dry clip, kind, edit) -> caption that replaces them (a language model).
@@ -92,7 +93,11 @@ def training_rows(n, allowed, captioner, sr, length, size, rng):
         kind = i % len(KINDS)
         source = int(rng.choice(allowed))
         clip = dry_clip(source, sr, length, rng)
-        sources, clips, env, loud, gain = [source], [clip], 0, LOUD, 1.0
+        sources = [source]
+        clips = [clip]
+        env = 0
+        loud = LOUD
+        gain = 1.0
         if KINDS[kind] == 'gain':
             gain = rng.uniform(0.1, 1.0)
             loud = nearest_level(gain)

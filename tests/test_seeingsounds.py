@@ -1,4 +1,5 @@
-"""SeeingSounds: the branches and their loss (Eq. 6, 7), the controllable toyav rows, the pipeline."""
+"""SeeingSounds: the branches and their loss (Eq. 6, 7), the controllable toyav rows, the pipeline.
+"""
 import json
 
 import numpy as np
@@ -68,7 +69,8 @@ def test_single_branch_models_predict_zeros_for_the_other_role_and_name_it_null(
     assert only_t.nulls() == ('vec',) and only_v.nulls() == ('ctx',)
     assert torch.equal(only_t.predict(x)['vec'], torch.zeros(2, 6))
     assert torch.equal(only_v.predict(x)['ctx'], torch.zeros(2, 5, 8))
-    assert set(only_t.param_groups()) == {'t'} and set(SeeingSounds(**SMALL).param_groups()) == {'t', 'v'}
+    assert set(only_t.param_groups()) == {'t'}
+    assert set(SeeingSounds(**SMALL).param_groups()) == {'t', 'v'}
     only_v(batch()).backward()
     grads = [p.grad for p in only_v.parameters()]
     assert only_v.branch_t is None and all(g is not None and g.abs().sum() > 0 for g in grads)
@@ -97,7 +99,8 @@ def test_controllable_rows_say_what_they_sound_like(tmp_path):
     assert [r['loud'] for r in sweep] == [0, 1, 2]                          # alpha 0.1, 0.3, 1.0
     rooms = [r for r in test[:7] if r['kind'] == 2]
     assert [r['env'] for r in rooms] == [0, 1, 2]
-    assert np.allclose(sweep[2]['wave'][:1000] * 0.1, sweep[0]['wave'][:1000], atol=5e-3)  # one clip
+    quiet, loud = sweep[0]['wave'][:1000], sweep[2]['wave'][:1000]
+    assert np.allclose(loud * 0.1, quiet, atol=5e-3)                    # the same clip
     assert out['meta']['parts'] == 'toyav'
 
 
@@ -107,8 +110,9 @@ def test_a_captioner_hook_replaces_the_templates(tmp_path, monkeypatch):
     def captioner(dry, kind, edit):
         calls.append((dry, kind))
         return f"custom {kind}"
-    monkeypatch.setattr(toyav_ctrl, 'importlib', type('M', (), {
-        'import_module': staticmethod(lambda name: type('X', (), {'lm': staticmethod(captioner)}))}))
+    module = type('Module', (), {'lm': staticmethod(captioner)})
+    importer = type('Importer', (), {'import_module': staticmethod(lambda name: module)})
+    monkeypatch.setattr(toyav_ctrl, 'importlib', importer)
     out = toyav_ctrl.read(None, seed=3, image_size=32, sample_rate=16000, duration=1.0, rows=4,
                           val_rows=0, clips=0, captioner='mymodule:lm')
     assert [r['caption']['caption'] for r in out['splits']['train']] == [
@@ -162,9 +166,9 @@ def test_eval_judges_real_test_audio_and_the_controllability_kinds(tiny, seeing,
     for kind in ('gain', 'room', 'mix'):
         assert f"a2i.{kind}.source_acc" in ctrl, kind
     assert 'a2i.gain.size_rho' in ctrl and 'a2i.mix.mix_recall' in ctrl
-    baseline = evaluation.evaluate(dict(base, ckpt=str(tiny / 'out' / 'toyav_t2i'),
-                                        method='seeingsounds', options=dict(steps=2, route='caption'),
-                                        out_dir=str(tmp_path / 'caption')))
+    caption = dict(base, ckpt=str(tiny / 'out' / 'toyav_t2i'), method='seeingsounds',
+                   options=dict(steps=2, route='caption'), out_dir=str(tmp_path / 'caption'))
+    baseline = evaluation.evaluate(caption)
     assert 'a2i.source_acc' in baseline
 
 
