@@ -99,7 +99,8 @@ def test_controllable_rows_say_what_they_sound_like(tmp_path):
     assert [r['loud'] for r in sweep] == [0, 1, 2]                          # alpha 0.1, 0.3, 1.0
     rooms = [r for r in test[:7] if r['kind'] == 2]
     assert [r['env'] for r in rooms] == [0, 1, 2]
-    quiet, loud = sweep[0]['wave'][:1000], sweep[2]['wave'][:1000]
+    quiet = sweep[0]['wave'][:1000]
+    loud = sweep[2]['wave'][:1000]
     assert np.allclose(loud * 0.1, quiet, atol=5e-3)                    # the same clip
     assert out['meta']['parts'] == 'toyav'
 
