@@ -644,7 +644,7 @@ def test_feature_cache_of_an_image_only_dataset(imagehear_src, tmp_path, capsys)
         shutil.copytree(tmp_path / 'out' / f"toyav_{name}", tmp_path / 'out' / f"imagehear_{name}")
     run('imagehear', '--features', 'toy', '--data_dir', tmp_path / 'data', '--out_dir',
         tmp_path / 'out')
-    assert 'no clap, imagebind, vq_audio, ae_audio features' in capsys.readouterr().out
+    assert 'no clap, imagebind, ast, vq_audio, ae_audio features' in capsys.readouterr().out
     fields = ['clip_image_emb', 'clip_text_emb', 'vq_image_ids']
     for split, n in (('train', 0), ('val', 0), ('test', 3)):
         data, _ = open_split(str(tmp_path / 'data'), 'imagehear', split, fields,
