@@ -1,11 +1,13 @@
-"""Published generator weights -> model.py's modules by key mapping; the AudioLDM pipeline on them.
+"""Published generator weights -> model.py's modules by key mapping; AudioLDM and FLUX.1 on them.
 
 AudioLDM's UNet and VAE, PixArt-alpha's and FLUX.1's transformers and FLUX.1's VAE (diffusers
 layouts), Make-An-Audio's UNet and VAE (CompVis latent-diffusion layout), facebookresearch/DiT's
 and black-forest-labs/flux's checkpoints, loaded into model.py's UNet, KLAutoencoder, DiT and Flux:
 a config converter and a state-dict renamer per layout, both checked by parity tests against tiny
 random diffusers models (tests/test_generators.py, tests/test_flux.py, tests/test_maa_import.py).
-Nothing here trains; `load_generator` returns a module in eval mode.
+Nothing here trains; `load_generator` returns a module in eval mode. `AudioLDM` and `Flux` read a
+diffusers pipeline folder whole and sample as its pipeline does (parity: tests/test_hf_pipeline.py,
+tests/test_flux.py).
 
 References:
 1) AudioLDM: Liu et al. 2023; Make-An-Audio: Huang et al. 2023
@@ -23,7 +25,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from encoders import Frozen, HFClapText, HFHifiGan
-from model import DiT, Diffusion, Flux, KLAutoencoder, UNet, guided
+from model import DiT, Diffusion, FlowMatching, KLAutoencoder, UNet, guided
+from model import Flux as FluxTransformer
 
 
 def _rename(sd, rules, drop=()):
@@ -391,7 +394,7 @@ IMPORTERS = {  # kind -> (model.py module, config -> its kwargs, published state
     'audioldm_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
     'pixart': (DiT, pixart_config, import_pixart),
     'dit': (DiT, dit_config, import_dit),
-    'flux': (Flux, flux_config, import_flux),
+    'flux': (FluxTransformer, flux_config, import_flux),
     'flux_vae': (KLAutoencoder, audioldm_vae_config, import_audioldm_vae),
     'maa_unet': (UNet, maa_unet_config, import_maa_unet),  # config: Make-An-Audio's yaml, a dict
     'maa_vae': (KLAutoencoder, maa_vae_config, import_maa_vae)}
@@ -507,3 +510,64 @@ class AudioLDM(Frozen):
     def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
         """{'vec': CLAP vectors (B, D)} -> waves (B, T) at sample_rate."""
         return self.vocode(self.sample_mel(cond, steps, cfg, sampler, generator))
+
+
+# FluxPipeline's default picture side: its default_sample_size (128 latent pixels) x the VAE's 8
+FLUX_SIZE = 1024
+
+
+class Flux(Frozen):
+    """FLUX.1 (Black Forest Labs 2024) as a frozen (T5 tokens, pooled CLIP) -> picture generator."""
+    # From a diffusers pipeline folder (black-forest-labs/FLUX.1-dev or -schnell): model.py's Flux
+    # and KLAutoencoder with its weights, FlowMatching from its scheduler; sampled as FluxPipeline
+    # samples (Euler steps on its shifted times, the distilled guidance embedded, no true CFG).
+    # The text encoders are not read: the condition comes as their outputs.
+
+    def __init__(self, transformer, vae, scheduler):
+        super().__init__()
+        self.transformer = transformer
+        self.vae = vae
+        self.flow = FlowMatching(**flow_config(scheduler))
+        self.scale = 2 ** (len(vae.decoder['up_blocks']) - 1)   # pixels a latent pixel spans
+        self.freeze()
+
+    @classmethod
+    def from_pretrained(cls, path):
+        """A diffusers FLUX.1 pipeline folder: transformer/, vae/, scheduler/."""
+        with open(os.path.join(path, 'scheduler', 'scheduler_config.json')) as f:
+            scheduler = json.load(f)
+        transformer = load_generator('flux', os.path.join(path, 'transformer'))
+        vae = load_generator('flux_vae', os.path.join(path, 'vae'))
+        return cls(transformer, vae, scheduler)
+
+    def latent_shape(self, height, width):
+        """(C, h, w) of the latents of a height x width picture, as FluxPipeline rounds them."""
+        side = 2 * self.scale                     # a latent side is a whole number of patches
+        channels = self.transformer.x_embedder.in_features // 4
+        return channels, 2 * (height // side), 2 * (width // side)
+
+    @torch.no_grad()
+    def sample(self, cond, steps=28, guidance=3.5, generator=None, height=FLUX_SIZE,
+               width=FLUX_SIZE):
+        """{'ctx': T5 tokens (B, L, 4096), 'vec': pooled CLIP (B, 768)} -> latents (B, C, h, w)."""
+        ctx = cond['ctx']
+        B = len(ctx)
+        shape = self.latent_shape(height, width)
+        noise = torch.randn((B, *shape), generator=generator).to(ctx.device)    # (B, C, h, w)
+        net_cond = dict(ctx=ctx, vec=cond['vec'], guidance=None)
+        if self.transformer.guidance_embedder is not None:                  # FLUX.1-dev's
+            net_cond['guidance'] = torch.full((B,), float(guidance), device=ctx.device)
+        return self.flow.sample(self.transformer, noise, net_cond, steps)
+
+    def decode(self, z):
+        """Latents (B, C, h, w) -> pictures in [0, 1] (B, H, W, 3)."""
+        unscaled = z / self.vae.scaling_factor + self.vae.shift_factor
+        x = self.vae.decode(unscaled)                                        # (B, 3, H, W)
+        return (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+
+    @torch.no_grad()
+    def generate(self, cond, steps=28, guidance=3.5, generator=None, height=FLUX_SIZE,
+                 width=FLUX_SIZE):
+        """{'ctx': T5 tokens (B, L, 4096), 'vec': pooled CLIP (B, 768)} -> uint8 (B, H, W, 3)."""
+        z = self.sample(cond, steps, guidance, generator, height, width)
+        return (self.decode(z) * 255).round().to(torch.uint8)

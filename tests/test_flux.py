@@ -1,6 +1,6 @@
 """FLUX.1 in model.py: Flux and the 16-channel KLAutoencoder against tiny random diffusers models
 through generators' importers and load_generator (offline, fp32); FlowMatching against diffusers'
-FlowMatchEulerDiscreteScheduler and an exact velocity field."""
+FlowMatchEulerDiscreteScheduler and an exact velocity field; generators.Flux against FluxPipeline."""
 import inspect
 
 import numpy as np
@@ -207,6 +207,56 @@ def test_flux_vae_parity(tmp_path):
     ours = E.load_generator('flux_vae', str(tmp_path))
     assert (ours.scaling_factor, ours.shift_factor) == (0.3611, 0.1159)
     check_vae(ours, ref, torch.randn(2, 3, 16, 12))
+
+# ----------------------------------------------------------------------------- the pipeline
+
+FLUX_DEV_SCHEDULER = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
+FLUX_SCHNELL_SCHEDULER = dict(shift=1.0, use_dynamic_shifting=False)
+
+
+def tiny_flux_pipeline(guidance=True):
+    """A FluxPipeline of tiny random parts, its text encoders absent (it is given embeddings).
+
+    Transformer: ctx 12, vec 10, 4 latent channels packed to 16; VAE: 2 levels (x2), shifted.
+    """
+    vae = randomize(diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=('DownEncoderBlock2D',) * 2,
+        up_block_types=('UpDecoderBlock2D',) * 2, block_out_channels=(8, 16), layers_per_block=1,
+        latent_channels=4, norm_num_groups=4, scaling_factor=0.3611, shift_factor=0.1159,
+        use_quant_conv=False, use_post_quant_conv=False), seed=2, std=0.1)
+    config = FLUX_DEV_SCHEDULER if guidance else FLUX_SCHNELL_SCHEDULER
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**config)
+    return diffusers.FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None,
+                                  text_encoder_2=None, tokenizer_2=None,
+                                  transformer=_flux(guidance, seed=3))
+
+
+@pytest.mark.parametrize('guidance', [True, False])   # FLUX.1-dev's and -schnell's layouts
+def test_flux_pipeline_matches_diffusers(guidance, tmp_path):
+    pipe = tiny_flux_pipeline(guidance)
+    pipe.save_pretrained(tmp_path)
+    ours = E.Flux.from_pretrained(str(tmp_path))
+    assert not ours.training
+    assert not any(p.requires_grad for p in ours.parameters())
+    g = torch.Generator().manual_seed(0)
+    cond = dict(ctx=torch.randn(2, 5, 12, generator=g), vec=torch.randn(2, 10, generator=g))
+    height = 24                                  # H != W: latents 12 x 8, 24 packed tokens
+    width = 16
+    assert ours.latent_shape(height, width) == (4, 12, 8)
+    z = torch.randn(2, 4, 12, 8, generator=torch.Generator().manual_seed(1))  # our first draw
+    packed = pipe._pack_latents(z, 2, 4, 12, 8)                                # (2, 24, 16)
+    with torch.no_grad():
+        ref = pipe(prompt_embeds=cond['ctx'], pooled_prompt_embeds=cond['vec'], latents=packed,
+                   height=height, width=width, num_inference_steps=3, guidance_scale=4.0,
+                   output_type='np').images                                   # (2, H, W, 3)
+    z_ours = ours.sample(cond, 3, 4.0, torch.Generator().manual_seed(1), height, width)
+    pictures = ours.decode(z_ours)
+    np.testing.assert_allclose(pictures.numpy(), ref, atol=1e-4)
+    assert pictures.std() > 1e-3                 # the random weights do draw something
+    images = ours.generate(cond, 3, 4.0, torch.Generator().manual_seed(1), height, width)
+    assert images.dtype == torch.uint8
+    assert images.shape == (2, height, width, 3)
+    assert np.abs(images.numpy() - np.round(ref * 255)).max() <= 1   # rounding of a float gap
 
 # ----------------------------------------------------------------------------- flow matching
 
