@@ -527,6 +527,7 @@ def load_latent_decoder(generator, ckpt, out_dir='out', device='cpu'):
 HF_DEFAULT_SR = 16000    # the project's audio rate: encode_audio's default sample_rate
 CLAP_TEXT_TOKENS = 77    # LAION-CLAP pads captions to 77 RoBERTa tokens
 T5_TEXT_TOKENS = 120     # PixArt-alpha's T5 caption length
+FLUX_T5_TOKENS = 512     # FLUX.1-dev's T5 caption length (its pipeline's max_sequence_length)
 AUDIOLDM_N_FFT = 1024    # AudioLDM's mel, besides the rate, hop and n_mels its vocoder config has
 AUDIOLDM_FMIN = 0.0
 AUDIOLDM_FMAX = 8000.0
@@ -579,11 +580,15 @@ class HFFrozen(Frozen):
 class HFTextTower(HFFrozen):
     """A joint-space model whose text side is get_text_features: pooled emb, hidden states, mask."""
 
+    def text_output(self, batch):
+        """A tokenized batch -> the model's text output (pooler_output, last_hidden_state)."""
+        return self.model.get_text_features(**batch)
+
     @torch.no_grad()
     def encode_text(self, texts):
         """Captions -> pooled projected embedding (B, D) and the last hidden states as tokens."""
         batch = self.tokenize(texts)
-        out = self.model.get_text_features(**batch)
+        out = self.text_output(batch)
         mask = batch['attention_mask'].bool()                              # (B, L)
         return Features(out.pooler_output, out.last_hidden_state, mask)    # (B, 512), (B, L, C)
 
@@ -609,6 +614,25 @@ class HFClip(HFTextTower):
         batch = self.processor(images=[Image.fromarray(im) for im in images], return_tensors='pt')
         out = self.model.get_image_features(**self.to_model(batch))
         return Features(out.pooler_output, out.last_hidden_state)          # (B, 512), (B, 50, 768)
+
+
+class HFFluxClip(HFTextTower):
+    """CLIP's text tower as FLUX.1 reads it (CLIPTextModel): emb its pooler_output, unprojected."""
+    # FluxPipeline._get_clip_prompt_embeds: 77 tokens, the final-norm hidden state at the end token,
+    # no projection (CLIPModel's get_text_features would add one) and no normalisation.
+
+    def __init__(self, model, tokenizer):
+        super().__init__(model, tokenizer, model.config.max_position_embeddings)
+
+    @classmethod
+    def from_pretrained(cls, name='openai/clip-vit-large-patch14', **kw):
+        """The published CLIP-L text tower (transformers CLIPTextModel) with its tokenizer."""
+        from transformers import AutoTokenizer, CLIPTextModel
+        return cls._published(name, CLIPTextModel, AutoTokenizer, **kw)
+
+    def text_output(self, batch):
+        """A tokenized batch -> CLIPTextModel's output: pooler_output (B, 768), hidden states."""
+        return self.model(**batch)
 
 
 # ImageBind (Girdhar et al. 2023, facebookresearch/ImageBind): imagebind_huge's image and text
@@ -714,15 +738,35 @@ class HFT5(HFFrozen):
         from transformers import AutoTokenizer, T5EncoderModel
         return cls._published(name, T5EncoderModel, AutoTokenizer, **kw)
 
+    masked = True      # the encoder attends to real tokens only (FLUX.1's pipeline: to all)
+
     @torch.no_grad()
     def encode_text(self, texts):
         """Captions -> T5 token Features (masked-mean pooled emb, hidden states, padding mask)."""
         batch = self.tokenize(texts)
-        tokens = self.model(**batch).last_hidden_state                     # (B, L, d)
+        inputs = batch if self.masked else {'input_ids': batch['input_ids']}
+        tokens = self.model(**inputs).last_hidden_state                    # (B, L, d)
         mask = batch['attention_mask'].bool()                              # (B, L)
         m = mask.unsqueeze(-1).to(tokens.dtype)                            # (B, L, 1)
         emb = (tokens * m).sum(1) / m.sum(1).clamp(min=1)                  # (B, d)
         return Features(emb, tokens, mask)
+
+
+class HFFluxT5(HFT5):
+    """The T5 encoder as FLUX.1 reads it: 512 tokens, padding included and attended to (no mask)."""
+    # FluxPipeline._get_t5_prompt_embeds, as black-forest-labs/flux's HFEmbedder: the input ids
+    # alone, padded to max_sequence_length (FLUX.1-dev 512, -schnell 256).
+
+    masked = False
+
+    def __init__(self, model, tokenizer, max_length=FLUX_T5_TOKENS):
+        super().__init__(model, tokenizer, max_length)
+
+    @classmethod
+    def from_pretrained(cls, name='google/t5-v1_1-xxl', **kw):
+        """The published T5 v1.1 XXL encoder (transformers T5EncoderModel) with its tokenizer."""
+        from transformers import AutoTokenizer, T5EncoderModel
+        return cls._published(name, T5EncoderModel, AutoTokenizer, **kw)
 
 
 def hifigan_mel_config(config):
@@ -815,7 +859,8 @@ class HFClapText(HFFrozen):
 
 
 HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan,
-            'encodec': HFEncodec, 'clap_text': HFClapText, 'imagebind': HFImageBind}
+            'encodec': HFEncodec, 'clap_text': HFClapText, 'imagebind': HFImageBind,
+            'flux_t5': HFFluxT5, 'flux_clip': HFFluxClip}
 
 
 def load_hf(role_name, name=None, **kw):

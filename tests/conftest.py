@@ -111,6 +111,44 @@ def word_tokenizer():
                                       bos_token='<s>', eos_token='</s>')
 
 
+def tiny_clip_text_config(layer_norm_eps=1e-5):
+    """A 1-layer CLIP text tower of width 32 over WORDS, TEXT_LEN positions."""
+    return dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=TEXT_LEN, bos_token_id=BOS,
+                eos_token_id=EOS, pad_token_id=PAD, layer_norm_eps=layer_norm_eps)
+
+
+def tiny_t5_config():
+    """A 1-layer T5 encoder of width 16 over WORDS."""
+    return dict(vocab_size=len(WORDS), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                pad_token_id=PAD, eos_token_id=EOS)
+
+
+def tiny_hf_ast():
+    """encoders.HFAst around a random 1-layer ASTModel (width 32) on 16 mels x 64 frames: 9 tokens."""
+    from encoders import HFAst
+    torch.manual_seed(0)
+    cfg = tf.ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=37, num_mel_bins=16, max_length=64, patch_size=16,
+                       frequency_stride=8, time_stride=8)
+    return HFAst(tf.ASTModel(cfg), tf.ASTFeatureExtractor(num_mel_bins=16, max_length=64))
+
+
+def tiny_hf_flux_clip():
+    """encoders.HFFluxClip around a random CLIPTextModel (tiny_clip_text_config): pooled (B, 32)."""
+    from encoders import HFFluxClip
+    torch.manual_seed(0)
+    config = tf.CLIPTextConfig(**tiny_clip_text_config())
+    return HFFluxClip(tf.CLIPTextModel(config), word_tokenizer())
+
+
+def tiny_hf_flux_t5():
+    """encoders.HFFluxT5 around a random T5EncoderModel (tiny_t5_config): tokens (B, 512, 16)."""
+    from encoders import HFFluxT5
+    torch.manual_seed(0)
+    return HFFluxT5(tf.T5EncoderModel(tf.T5Config(**tiny_t5_config())), word_tokenizer())
+
+
 def tiny_hf_clip(dim=24, cls=None, layer_norm_eps=1e-5):
     """encoders.HFClip (or subclass cls) around a random 1-layer CLIPModel on 32x32 pictures.
 
@@ -118,9 +156,7 @@ def tiny_hf_clip(dim=24, cls=None, layer_norm_eps=1e-5):
     """
     from encoders import HFClip
     torch.manual_seed(0)
-    text = dict(vocab_size=len(WORDS), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=TEXT_LEN, bos_token_id=BOS,
-                eos_token_id=EOS, pad_token_id=PAD, layer_norm_eps=layer_norm_eps)
+    text = tiny_clip_text_config(layer_norm_eps)
     vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
                   image_size=32, patch_size=8, layer_norm_eps=layer_norm_eps)
     model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim))

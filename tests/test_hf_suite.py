@@ -9,11 +9,11 @@ import torch
 import transformers as tf
 from PIL import Image
 
-from conftest import (CAPTIONS, EOS, PAD, TEXT_LEN, WORDS, save_hf, tiny_clap_text_config,
-                      tiny_hf_clap, tiny_hf_clip, word_tokenizer)
-from encoders import (CLAP_TEXT_TOKENS, HF_SUITE, Features, HFAst, HFClapText, HFEncodec,
-                      HFHifiGan, HFT5, MelConfig, hifigan_mel_config, load_hf, log_mel,
-                      resample_waves)
+from conftest import (CAPTIONS, PAD, TEXT_LEN, save_hf, tiny_clap_text_config, tiny_hf_ast,
+                      tiny_hf_clap, tiny_hf_clip, tiny_hf_flux_clip, tiny_hf_flux_t5,
+                      tiny_t5_config, word_tokenizer)
+from encoders import (CLAP_TEXT_TOKENS, HF_SUITE, Features, HFClapText, HFEncodec, HFHifiGan,
+                      HFT5, MelConfig, hifigan_mel_config, load_hf, log_mel, resample_waves)
 
 
 def sine(freq, sr, seconds=1.0, fade=0.1):
@@ -35,19 +35,24 @@ def clap():
 
 @pytest.fixture(scope='module')
 def ast():
-    torch.manual_seed(0)
-    cfg = tf.ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=37, num_mel_bins=16, max_length=64, patch_size=16,
-                       frequency_stride=8, time_stride=8)
-    return HFAst(tf.ASTModel(cfg), tf.ASTFeatureExtractor(num_mel_bins=16, max_length=64))
+    return tiny_hf_ast()
 
 
 @pytest.fixture(scope='module')
 def t5():
     torch.manual_seed(0)
-    cfg = tf.T5Config(vocab_size=len(WORDS), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-                      pad_token_id=PAD, eos_token_id=EOS)
-    return HFT5(tf.T5EncoderModel(cfg), word_tokenizer(), max_length=TEXT_LEN)
+    model = tf.T5EncoderModel(tf.T5Config(**tiny_t5_config()))
+    return HFT5(model, word_tokenizer(), max_length=TEXT_LEN)
+
+
+@pytest.fixture(scope='module')
+def flux_t5():
+    return tiny_hf_flux_t5()
+
+
+@pytest.fixture(scope='module')
+def flux_clip():
+    return tiny_hf_flux_clip()
 
 
 @pytest.fixture(scope='module')
@@ -76,7 +81,8 @@ def clap_text():
 
 
 # the roles with a tiny instance above (imagebind's is conftest.py's)
-ROLES = ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text', 'imagebind')
+ROLES = ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text', 'imagebind', 'flux_t5',
+         'flux_clip')
 ALL_ROLES = sorted(set(HF_SUITE) | set(ROLES))   # a role load_hf lost fails, one untested fails
 
 
@@ -183,6 +189,25 @@ def test_t5(t5):
     torch.testing.assert_close(f.emb[0], f.tokens[0, :5].mean(0))  # padding excluded from the mean
 
 
+def test_flux_text_encoders_give_what_fluxpipeline_reads(flux_clip, flux_t5):
+    """FluxPipeline._get_clip_prompt_embeds and _get_t5_prompt_embeds on the same models."""
+    diffusers = pytest.importorskip('diffusers')
+    clip_tokenizer = word_tokenizer()
+    clip_tokenizer.model_max_length = TEXT_LEN       # the pipeline pads CLIP text to this
+    pipe = diffusers.FluxPipeline(scheduler=None, vae=None, text_encoder=flux_clip.model,
+                                  tokenizer=clip_tokenizer, text_encoder_2=flux_t5.model,
+                                  tokenizer_2=word_tokenizer(), transformer=None)
+    pooled = flux_clip.encode_text(CAPTIONS).emb
+    assert pooled.shape == (2, 32)                   # the tower's width: no projection
+    torch.testing.assert_close(pooled, pipe._get_clip_prompt_embeds(CAPTIONS, device='cpu'))
+    tokens = flux_t5.encode_text(CAPTIONS).tokens
+    assert tokens.shape == (2, 512, 16)
+    want = pipe._get_t5_prompt_embeds(CAPTIONS, max_sequence_length=512, device='cpu')
+    torch.testing.assert_close(tokens, want)
+    masked = HFT5(flux_t5.model, word_tokenizer(), max_length=512).encode_text(CAPTIONS).tokens
+    assert (masked - tokens).abs().max() > 1e-3      # Flux's T5 attends to its padding
+
+
 def test_vocoder(vocoder):
     logmel = torch.randn(2, 64, 10)
     waves = vocoder(logmel)
@@ -240,6 +265,6 @@ def test_from_pretrained_local(suite, role, tmp_path):
     for a, b in zip(enc.state_dict().values(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b)
     # default text lengths may differ: padding is masked
-    if role in ('clip', 'clap', 't5', 'clap_text', 'imagebind'):
+    if role in ('clip', 'clap', 't5', 'clap_text', 'imagebind', 'flux_t5', 'flux_clip'):
         want = enc.encode_text(CAPTIONS).emb
         torch.testing.assert_close(loaded.encode_text(CAPTIONS).emb, want)
