@@ -258,7 +258,8 @@ def set_codes(multi_hot):
 def split_data(cfg):
     """The judged split's media and labels, val's media (Fréchet floors), the split's captions."""
     _, meta = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], [])
-    fields = ['image', 'mel'] + label_fields(meta)
+    raw = ['wave'] if 'wave' in meta['fields'] else []      # the sound a published encoder reads
+    fields = ['image', 'mel'] + raw + label_fields(meta)
     data, _ = open_split(cfg['data_dir'], cfg['dataset'], cfg['split'], fields)
     val, _ = open_split(cfg['data_dir'], cfg['dataset'], 'val', ['image', 'mel'])
     captions = read_json(os.path.join(cfg['data_dir'], cfg['dataset'], 'captions.json'))
@@ -376,8 +377,10 @@ REAL = {'audio': 'mel', 'image': 'image'}     # the dataset field of each genera
 
 
 def conditions(rows, captions, inputs):
-    """Test rows -> a pipeline's condition: {image uint8, audio log-mels, text captions}."""
+    """Test rows -> a pipeline's condition: {image uint8, audio log-mels, wave, text captions}."""
     cond = {m: torch.from_numpy(np.array(rows[REAL[m]])) for m in inputs if m in REAL}
+    if 'audio' in inputs and 'wave' in rows:
+        cond['wave'] = torch.from_numpy(np.array(rows['wave']))          # (B, T)
     if 'text' in inputs:
         cond['text'] = list(captions)
     return cond

@@ -8,6 +8,7 @@
     python prepare.py vggsound --src DIR       # the same layout under DIR
     python prepare.py toyav --features toy     # cache the toy encoders' features (once trained)
     python prepare.py vggsound --features hf   # cache the published CLIP and CLAP embeddings
+    python prepare.py vggsound --features hf --encoders ast,flux_t5,flux_clip   # AST + Flux text
 
 Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json (+ files.json: the
 source file of every sample of a real dataset); features add {split}_{encoder}_{field}.npy +
@@ -218,11 +219,14 @@ def prepare(args):
 # feature caches
 # ---------------------------------------------------------------------------------------------
 
-HF_MEDIA = {'clip': ('image',), 'clap': ('wave',)}   # hf suite: the published CLIP and CLAP
+# hf suite: the published encoders prepare.py runs -> the media fields each needs (text: captions)
+HF_MEDIA = {'clip': ('image',), 'clap': ('wave',), 'ast': ('wave',), 'flux_t5': (),
+            'flux_clip': ()}
+HF_TOKENS = ('ast', 'flux_t5')   # hf encoders whose token sequences are cached too (float16)
 
 
-def encoder_features(encoder, batch, captions, sample_rate):
-    """Every feature an encoder gives for a batch of samples: {field: array (B, ...)}."""
+def encoder_features(encoder, batch, captions, sample_rate, tokens=False):
+    """Every feature an encoder gives a batch: {field: array (B, ...)}; with tokens, its tokens."""
     if hasattr(encoder, 'decode'):                         # a toy tokenizer or autoencoder
         media = batch['image'] if encoder.modality == 'image' else batch['mel']
         codes = encoder.encode(media).numpy()
@@ -230,8 +234,9 @@ def encoder_features(encoder, batch, captions, sample_rate):
             return {'ids': codes.astype(np.int16)}
         return {'latent': codes}
     # toy encoders give pooled embeddings and token sequences; hf ones (no .roles) pooled
-    # embeddings only, from images and raw waves
+    # embeddings, from images and raw waves, and token sequences when asked
     hf = not hasattr(encoder, 'roles')
+    tokens = tokens or not hf
 
     def encode_audio():
         if hf:
@@ -246,8 +251,8 @@ def encoder_features(encoder, batch, captions, sample_rate):
         if role in getattr(encoder, 'roles', ()) or hf and hasattr(encoder, f"encode_{role}"):
             f = run()
             out[f"{role}_emb"] = f.emb.float().cpu().numpy()
-            if not hf:
-                out[f"{role}_tokens"] = f.tokens.numpy().astype(np.float16)
+            if tokens:
+                out[f"{role}_tokens"] = f.tokens.float().cpu().numpy().astype(np.float16)
     if hf and 'frames' in batch and hasattr(encoder, 'encode_image'):
         frames = batch['frames']                                       # a video's (B, F, H, W, 3)
         emb = encoder.encode_image(frames.flatten(0, 1)).emb           # (B * F, D)
@@ -256,14 +261,23 @@ def encoder_features(encoder, batch, captions, sample_rate):
     return out
 
 
+def hf_roles(args):
+    """The hf encoders --encoders names, in its order; an unknown one is a ValueError."""
+    roles = [r for r in args.encoders.split(',') if r]
+    unknown = [r for r in roles if r not in HF_MEDIA]
+    if unknown:
+        raise ValueError(f"--encoders {','.join(unknown)}: not an hf encoder prepare.py runs "
+                         f"({', '.join(HF_MEDIA)})")
+    return roles
+
+
 def hf_encoders(args, media):
-    """The published encoders (--clip, --clap) whose media the dataset has, on --device."""
+    """The published encoders --encoders names whose media the dataset has, on --device."""
     from encoders import load_hf
-    names = {'clip': args.clip, 'clap': args.clap}
     encoders = {}
-    for name, needs in HF_MEDIA.items():
-        if set(needs) <= set(media):
-            encoders[name] = load_hf(name, names[name]).to(args.device)
+    for name in hf_roles(args):
+        if set(HF_MEDIA[name]) <= set(media):
+            encoders[name] = load_hf(name, getattr(args, name)).to(args.device)
     return encoders
 
 
@@ -275,7 +289,7 @@ def cache_features(args):
     if args.features == 'hf':
         media = [f for f in ('image', 'frames', 'wave') if f in meta['fields']]
         encoders = hf_encoders(args, media)
-        stamps = {'clip': args.clip, 'clap': args.clap}
+        stamps = {name: getattr(args, name) for name in hf_roles(args)}
     else:
         media = [f for f in ('image', 'mel') if f in meta['fields']]
         encoders = toy_encoders(args, meta, media)
@@ -344,7 +358,7 @@ def write_features(args, root, encoders, captions, media, sample_rate):
                 rows = slice(i, i + args.batch_size)
                 batch = {k: torch.from_numpy(np.array(v[rows])) for k, v in data.items()}
                 caps = [c['caption'] for c in captions[split][rows]]
-                feats = encoder_features(enc, batch, caps, sample_rate)   # {k: (B, ...)}
+                feats = encoder_features(enc, batch, caps, sample_rate, name in HF_TOKENS)
                 if i == 0:
                     for k, v in feats.items():
                         arrays[k] = open_tmp(prefix, k, v.dtype, (n,) + v.shape[1:])
@@ -378,13 +392,26 @@ def main(argv=None):
     parser.add_argument('--features', choices=['toy', 'hf'],
                         help="instead of media, cache an encoder suite's features: toy (the "
                              "encoders trained here, out/<dataset>_<name>) or hf (the published "
-                             "CLIP and CLAP: pooled embeddings; store images at --image_size 224 "
-                             "for them)")
+                             "encoders --encoders names: pooled embeddings, and the tokens of "
+                             f"{' and '.join(HF_TOKENS)}; store images at --image_size 224 for "
+                             "CLIP)")
+    parser.add_argument('--encoders', default='clip,clap',
+                        help='hf suite: the published encoders to run, comma-separated, of '
+                             f"{', '.join(HF_MEDIA)} (SeeingSounds with FLUX.1: "
+                             "ast,flux_t5,flux_clip)")
     parser.add_argument('--clip', default='openai/clip-vit-base-patch32',
                         help='hf suite: CLIP model id or folder')
     parser.add_argument('--clap', default='laion/clap-htsat-unfused',
                         help='hf suite: CLAP model id or folder (for V2A-Mapper, the CLAP whose '
                              'space the generator was trained in)')
+    parser.add_argument('--ast', default='MIT/ast-finetuned-audioset-10-10-0.4593',
+                        help='hf suite: AST model id or folder (audio tokens, 1214 x 768 a clip)')
+    parser.add_argument('--flux_t5', default='google/t5-v1_1-xxl',
+                        help="hf suite: the T5 encoder FLUX.1 reads, id or folder (512 tokens as "
+                             "its pipeline pads them, 512 x 4096 a caption)")
+    parser.add_argument('--flux_clip', default='openai/clip-vit-large-patch14',
+                        help='hf suite: the CLIP text tower FLUX.1 reads, id or folder (its '
+                             'pooled output, 768)')
     parser.add_argument('--device', default='cpu',
                         help="hf suite: where the encoders run ('cpu' or 'cuda')")
     parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')

@@ -68,15 +68,18 @@ def edit_sound(wave, args, mel_config):
 
 
 def indexed_inputs(index, dataset, data_dir):
-    """Test sample `index` -> ({image, audio: media (1, ...), text: [caption]}, an output name)."""
+    """Test sample `index` -> ({image, audio, wave: media (1, ...), text: [caption]}, a name)."""
     root = os.path.join(data_dir, dataset)
     _, meta = open_split(data_dir, dataset, 'test', [])
     modalities = [m for m in ('image', 'audio') if FIELDS[m] in meta['fields']]
-    split, _ = open_split(data_dir, dataset, 'test', [FIELDS[m] for m in modalities])
+    if 'audio' in modalities and 'wave' in meta['fields']:
+        modalities.append('wave')                  # the raw sound beside its log-mels
+    fields = {m: FIELDS.get(m, m) for m in modalities}
+    split, _ = open_split(data_dir, dataset, 'test', list(fields.values()))
     n = meta['counts']['test']
     if not 0 <= index < n:
         sys.exit(f"error: --index {index}: the test split of {root} has {n} samples")
-    cond = {m: np.array(split[FIELDS[m]][index])[None] for m in modalities}
+    cond = {m: np.array(split[field][index])[None] for m, field in fields.items()}
     captions = read_json(os.path.join(root, 'captions.json'))['test']
     cond['text'] = [captions[index]['caption']]
     return cond, f"{dataset}_test{index}"
@@ -92,6 +95,7 @@ def file_inputs(args, image_size, mel_config):
         wave = edit_sound(wave, args, mel_config)
         mel = log_mel(torch.from_numpy(wave)[None], mel_config)      # (1, n_mels, frames)
         cond['audio'] = mel.numpy()
+        cond['wave'] = wave[None]                                    # (1, T)
         names.append(os.path.basename(args.audio))
     if args.image:
         cond['image'] = load_image(args.image, image_size)[None]                     # (1, S, S, 3)
@@ -113,6 +117,14 @@ def repeat(media, n):
     return media * n if isinstance(media, list) else np.repeat(media, n, 0)
 
 
+def task_batch(cond, inputs, n):
+    """A task's inputs as batches of n, and the raw wave beside log-mels when there is one."""
+    names = list(inputs)
+    if 'audio' in inputs and 'wave' in cond:
+        names.append('wave')
+    return {m: repeat(cond[m], n) for m in names}
+
+
 def item(media, j):
     """Output j of a batch as an array (pictures stay uint8)."""
     x = torch.as_tensor(media[j])
@@ -126,7 +138,7 @@ def choose_tasks(tasks, cond, args):
         if args.task not in tasks:
             sys.exit(f"error: --task {args.task}: this run does {', '.join(tasks)}")
         return [args.task]
-    given = set(cond)
+    given = set(cond) - {'wave'}                   # the raw sound goes with 'audio'
     if args.index is not None:
         chosen = [t for t, (ins, _) in tasks.items() if len(ins) == 1 and ins[0] in given]
     else:
@@ -237,7 +249,7 @@ def main(argv=None):
         bf16 = resolve_dtype(args.dtype, args.device) == 'bfloat16'
         rng = torch.Generator().manual_seed(args.seed)
         for task in tasks:
-            batch = {m: repeat(cond[m], args.n) for m in pipeline.tasks[task][0]}
+            batch = task_batch(cond, pipeline.tasks[task][0], args.n)
             with torch.autocast(args.device.split(':')[0], torch.bfloat16, enabled=bf16):
                 out = pipeline.generate(task, batch, rng, n=args.n)
             for j in range(args.n):

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from encoders import TOY_ENCODERS, StaleCache, file_hash, parts_of, toy_checkpoint
+from encoders import HF_SUITE, TOY_ENCODERS, StaleCache, file_hash, parts_of, toy_checkpoint
 
 SPLITS = ('train', 'val', 'test')
 
@@ -102,7 +102,7 @@ def open_split(data_dir, dataset, split, fields, out_dir='out'):
                                 f"run python prepare.py {dataset}")
     meta = read_json(meta_path)
     feature_fields = [f for f in fields if f not in meta['fields']]
-    encoder_prefixes = tuple(name + '_' for name in TOY_ENCODERS)
+    encoder_prefixes = tuple(name + '_' for name in (*TOY_ENCODERS, *HF_SUITE))
     absent = [f for f in feature_fields if not f.startswith(encoder_prefixes)]
     if absent:
         raise FileNotFoundError(f"{root}: no field {', '.join(absent)} "

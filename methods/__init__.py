@@ -14,8 +14,10 @@ A method lives in one file, methods/<key>.py, read top to bottom like its paper.
                  mel_config: the log-mel settings of its sound
                  generate(task, cond, rng, n=1) -> {modality: media}; cond maps input modalities to
                    media: 'image' uint8 (B, H, W, 3) (a video: (B, F, H, W, 3)), 'audio' log-mels
-                   (B, n_mels, frames), 'text' a list of B captions; n: the batch of a task without
-                   inputs
+                   (B, n_mels, frames), 'text' a list of B captions; beside 'audio', 'wave': the
+                   same sounds as raw mono waves float32 (B, T) at mel_config's sample rate, where
+                   the caller has them (sample.py and eval.py do: a published encoder reads
+                   waves); n: the batch of a task without inputs
 
 The frozen parts this repository trains itself (toy CLIP/CLAP/ImageBind, tokenizers, autoencoders,
 judges) go through the same loop; their networks are model.py's and only the codecs have a pipeline
@@ -28,7 +30,8 @@ from encoders import FROZEN_NETWORKS, MediaError, ToyTokenizer
 from encoders import load_checkpoint as load_network
 from methods import echoes, ldm, seeingsounds, v2a
 
-METHODS = {'v2a': v2a, 'echoes': echoes, 'ldm': ldm, 'seeingsounds': seeingsounds}   # key -> module with Model and Pipeline
+# key -> the module with its Model and Pipeline
+METHODS = {'v2a': v2a, 'echoes': echoes, 'ldm': ldm, 'seeingsounds': seeingsounds}
 
 
 class Reconstruction:

@@ -269,3 +269,36 @@ def overfit_one_batch(net, loss_fn, steps, lr=3e-3):
         loss.backward()
         opt.step()
     return before, mean_loss(loss_fn)
+
+
+def tiny_flux(guidance=True, seed=0, ctx_dim=12, vec_dim=10):
+    """A random diffusers FluxTransformer2DModel: 4 latent channels packed to 16, width 32."""
+    import diffusers
+    # two blocks of each kind, so that a block index mapped wrong shows; heads of 16 = 4 + 6 + 6
+    return randomize(diffusers.FluxTransformer2DModel(
+        in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=ctx_dim, pooled_projection_dim=vec_dim,
+        guidance_embeds=guidance, axes_dims_rope=(4, 6, 6)), seed)
+
+
+FLUX_DEV_SCHEDULER = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
+FLUX_SCHNELL_SCHEDULER = dict(shift=1.0, use_dynamic_shifting=False)
+
+
+def tiny_flux_pipeline(guidance=True, ctx_dim=12, vec_dim=10):
+    """A FluxPipeline of tiny random parts, its text encoders absent (it is given embeddings).
+
+    Transformer: tiny_flux's, reading ctx_dim tokens and a vec_dim vector; VAE: 2 levels (x2),
+    4 latent channels, shifted and scaled as FLUX.1's; scheduler: FLUX.1-dev's (or -schnell's).
+    """
+    import diffusers
+    vae = randomize(diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=('DownEncoderBlock2D',) * 2,
+        up_block_types=('UpDecoderBlock2D',) * 2, block_out_channels=(8, 16), layers_per_block=1,
+        latent_channels=4, norm_num_groups=4, scaling_factor=0.3611, shift_factor=0.1159,
+        use_quant_conv=False, use_post_quant_conv=False), seed=2, std=0.1)
+    config = FLUX_DEV_SCHEDULER if guidance else FLUX_SCHNELL_SCHEDULER
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**config)
+    transformer = tiny_flux(guidance, seed=3, ctx_dim=ctx_dim, vec_dim=vec_dim)
+    return diffusers.FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None,
+                                  text_encoder_2=None, tokenizer_2=None, transformer=transformer)

@@ -10,20 +10,13 @@ from safetensors.torch import save_file
 
 import generators as E
 import model as M
-from conftest import check_vae, close, overfit_one_batch, randomize
+from conftest import (check_vae, close, overfit_one_batch, randomize, tiny_flux,
+                      tiny_flux_pipeline)
 
 diffusers = pytest.importorskip('diffusers')
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 # ----------------------------------------------------------------------------- Flux transformer
-
-def _flux(guidance=True, seed=0):
-    # two blocks of each kind, so that a block index mapped wrong shows; heads of 16 = 4 + 6 + 6
-    return randomize(diffusers.FluxTransformer2DModel(
-        in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=12, pooled_projection_dim=10,
-        guidance_embeds=guidance, axes_dims_rope=(4, 6, 6)), seed)
-
 
 def _reference(ref, x, t, ctx, vec, guidance, mask=None):
     """diffusers' transformer on x (B, C, H, W) as FluxPipeline drives it: packed, its ids."""
@@ -58,7 +51,7 @@ def _check_flux(ours, ref):
 
 @pytest.mark.parametrize('guidance', [True, False])  # FLUX.1-dev embeds the guidance; schnell not
 def test_flux_parity(guidance):
-    ref = _flux(guidance)
+    ref = tiny_flux(guidance)
     ours = E.load_state(M.Flux(**E.flux_config(ref.config)), E.import_flux(ref.state_dict()))
     _check_flux(ours.eval(), ref)
 
@@ -133,7 +126,7 @@ def _diffusers_converter(width):
 def test_flux_bfl_checkpoint(tmp_path):
     # black-forest-labs/flux's layout (flux1-dev.safetensors) read by load_generator with the
     # diffusers config; the BFL state dict is checked first: diffusers' converter gives ref's back
-    ref = _flux(guidance=True, seed=1)
+    ref = tiny_flux(guidance=True, seed=1)
     bfl = _bfl_state(ref)
     back = _diffusers_converter(ref.inner_dim)(dict(bfl))
     assert back.keys() == ref.state_dict().keys()
@@ -144,7 +137,7 @@ def test_flux_bfl_checkpoint(tmp_path):
 
 
 def test_load_generator_reads_a_saved_flux(tmp_path):
-    ref = _flux(guidance=False)
+    ref = tiny_flux(guidance=False)
     ref.save_pretrained(tmp_path)
     ours = E.load_generator('flux', str(tmp_path))
     assert not ours.training
@@ -153,13 +146,13 @@ def test_load_generator_reads_a_saved_flux(tmp_path):
     _check_flux(ours, ref)
 
 
-def _tiny_flux(**kw):
+def _tiny_ours(**kw):
     return M.Flux(in_channels=4, hidden_size=32, num_heads=2, depth=1, depth_single=1, ctx_dim=12,
                   vec_dim=10, axes_dim=(4, 6, 6), **kw)
 
 
 def test_flux_zero_init_output_is_zero():
-    net = _tiny_flux()
+    net = _tiny_ours()
     x = torch.randn(2, 4, 8, 6)
     t = torch.tensor([0.1, 1.0])
     ctx = torch.randn(2, 3, 12)
@@ -173,7 +166,7 @@ def test_flux_zero_init_output_is_zero():
 
 def test_flux_runs_in_bfloat16():
     # q and k leave the fp32 rotation in their own dtype, so a bf16 model's attention gets one dtype
-    net = randomize(_tiny_flux(guidance_embed=False))
+    net = randomize(_tiny_ours(guidance_embed=False))
     x = torch.randn(2, 4, 8, 6)
     t = torch.tensor([0.1, 1.0])
     ctx = torch.randn(2, 3, 12)
@@ -187,7 +180,7 @@ def test_flux_runs_in_bfloat16():
 
 def test_flux_learns_one_batch():
     torch.manual_seed(0)
-    net = _tiny_flux(guidance_embed=False)
+    net = _tiny_ours(guidance_embed=False)
     flow = M.FlowMatching()
     x0 = torch.randn(4, 4, 8, 8)
     cond = dict(ctx=torch.randn(4, 3, 12), vec=torch.randn(4, 10))
@@ -209,27 +202,6 @@ def test_flux_vae_parity(tmp_path):
     check_vae(ours, ref, torch.randn(2, 3, 16, 12))
 
 # ----------------------------------------------------------------------------- the pipeline
-
-FLUX_DEV_SCHEDULER = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
-FLUX_SCHNELL_SCHEDULER = dict(shift=1.0, use_dynamic_shifting=False)
-
-
-def tiny_flux_pipeline(guidance=True):
-    """A FluxPipeline of tiny random parts, its text encoders absent (it is given embeddings).
-
-    Transformer: ctx 12, vec 10, 4 latent channels packed to 16; VAE: 2 levels (x2), shifted.
-    """
-    vae = randomize(diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=('DownEncoderBlock2D',) * 2,
-        up_block_types=('UpDecoderBlock2D',) * 2, block_out_channels=(8, 16), layers_per_block=1,
-        latent_channels=4, norm_num_groups=4, scaling_factor=0.3611, shift_factor=0.1159,
-        use_quant_conv=False, use_post_quant_conv=False), seed=2, std=0.1)
-    config = FLUX_DEV_SCHEDULER if guidance else FLUX_SCHNELL_SCHEDULER
-    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**config)
-    return diffusers.FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None,
-                                  text_encoder_2=None, tokenizer_2=None,
-                                  transformer=_flux(guidance, seed=3))
-
 
 @pytest.mark.parametrize('guidance', [True, False])   # FLUX.1-dev's and -schnell's layouts
 def test_flux_pipeline_matches_diffusers(guidance, tmp_path):
