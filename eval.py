@@ -319,7 +319,7 @@ def linear_probe(train_x, train_y, test_x, test_y, steps=500, lr=0.05):
     mean = train_x.mean(0)
     std = train_x.std(0) + 1e-6
     x = (train_x - mean) / std                                              # (N, D)
-    y = torch.as_tensor(train_y).long()
+    y = torch.as_tensor(np.array(train_y)).long()
     head = torch.nn.Linear(x.shape[1], int(y.max()) + 1)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     torch.manual_seed(0)
