@@ -379,7 +379,7 @@ def add_reader_options(parser):
         group = parser.add_argument_group(f"{dataset} options")
         for name, (default, text) in reader_options(reader).items():
             kind = type(default) if default is not None else str
-            how = dict(action='store_true') if kind is bool else dict(type=kind)
+            how = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind)
             shown = '' if default is None else f" (default: {default})"
             group.add_argument(f"--{name}", default=argparse.SUPPRESS,
                                help=text.replace('%', '%%') + shown, **how)
