@@ -44,7 +44,8 @@ from encoders import (MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, p
 # ---------------------------------------------------------------------------------------------
 
 READERS = {name: importlib.import_module(f"data.{name}")
-           for name in ('toyav', 'toyav_ctrl', 'avmnist', 'vggsound', 'esc50', 'imagehear')}
+           for name in ('toyav', 'toyav_ctrl', 'toyav_maa', 'avmnist', 'vggsound', 'esc50',
+                        'imagehear')}
 SHARED = ('data_dir', 'seed', 'image_size', 'sample_rate', 'duration')   # settings a reader names
 SILENT = 1e-4          # peak amplitude under which a clip is silent (-80 dBFS)
 SHOWN = 5              # ids a summary line shows
@@ -225,8 +226,9 @@ HF_MEDIA = {'clip': ('image',), 'clap': ('wave',), 'ast': ('wave',), 'flux_t5': 
 HF_TOKENS = ('ast', 'flux_t5')   # hf encoders whose token sequences are cached too (float16)
 
 
-def encoder_features(encoder, batch, captions, sample_rate, tokens=False):
-    """Every feature an encoder gives a batch: {field: array (B, ...)}; with tokens, its tokens."""
+def encoder_features(encoder, batch, captions, sample_rate, tokens=False, texts=None):
+    """Every feature an encoder gives a batch: {field: array (B, ...)}; with tokens, its tokens;
+    texts {name: B texts}: other texts of the rows (meta 'texts'), embedded as name_emb too."""
     if hasattr(encoder, 'decode'):                         # a toy tokenizer or autoencoder
         media = batch['image'] if encoder.modality == 'image' else batch['mel']
         codes = encoder.encode(media).numpy()
@@ -247,12 +249,19 @@ def encoder_features(encoder, batch, captions, sample_rate, tokens=False):
              ('audio', encode_audio),
              ('text', lambda: encoder.encode_text(captions))]
     out = {}
+
+    def add(name, f):
+        """One encoding's arrays: name_emb, and name_tokens (float16) when asked."""
+        out[f"{name}_emb"] = f.emb.float().cpu().numpy()
+        if tokens:
+            out[f"{name}_tokens"] = f.tokens.float().cpu().numpy().astype(np.float16)
+
     for role, run in roles:
         if role in getattr(encoder, 'roles', ()) or hf and hasattr(encoder, f"encode_{role}"):
-            f = run()
-            out[f"{role}_emb"] = f.emb.float().cpu().numpy()
-            if tokens:
-                out[f"{role}_tokens"] = f.tokens.float().cpu().numpy().astype(np.float16)
+            add(role, run())
+    if 'text_emb' in out:
+        for name, others in (texts or {}).items():
+            add(name, encoder.encode_text(others))
     if hf and 'frames' in batch and hasattr(encoder, 'encode_image'):
         frames = batch['frames']                                       # a video's (B, F, H, W, 3)
         emb = encoder.encode_image(frames.flatten(0, 1)).emb           # (B * F, D)
@@ -299,7 +308,8 @@ def cache_features(args):
         os.remove(stamp)          # the old cache is invalid from the first overwritten file on
     sample_rate = meta['mel']['sample_rate']
     try:
-        written = write_features(args, root, encoders, captions, media, sample_rate)
+        written = write_features(args, root, encoders, captions, media, sample_rate,
+                                 meta.get('texts', {}))
     finally:
         for f in os.listdir(root):
             if f.endswith('.tmp'):
@@ -337,8 +347,9 @@ def open_tmp(prefix, field, dtype, shape):
     return np.lib.format.open_memmap(f"{prefix}{field}.npy.tmp", 'w+', dtype, shape)
 
 
-def write_features(args, root, encoders, captions, media, sample_rate):
-    """Every encoder's features of every split as {split}_{encoder}_{field}.npy -> {field: meta}."""
+def write_features(args, root, encoders, captions, media, sample_rate, texts):
+    """Every encoder's features of every split as {split}_{encoder}_{field}.npy -> {field: meta};
+    texts {caption key: name}: the other texts of each row a text encoder embeds."""
     written = {}                                  # {encoder_field: dict(shape, dtype)}
     # empty splits last: they take the others' shapes
     for split in sorted(SPLITS, key=lambda s: not captions[s]):
@@ -358,7 +369,10 @@ def write_features(args, root, encoders, captions, media, sample_rate):
                 rows = slice(i, i + args.batch_size)
                 batch = {k: torch.from_numpy(np.array(v[rows])) for k, v in data.items()}
                 caps = [c['caption'] for c in captions[split][rows]]
-                feats = encoder_features(enc, batch, caps, sample_rate, name in HF_TOKENS)
+                others = {}
+                for key, text_name in texts.items():
+                    others[text_name] = [c[key] for c in captions[split][rows]]
+                feats = encoder_features(enc, batch, caps, sample_rate, name in HF_TOKENS, others)
                 if i == 0:
                     for k, v in feats.items():
                         arrays[k] = open_tmp(prefix, k, v.dtype, (n,) + v.shape[1:])
@@ -375,9 +389,13 @@ def write_features(args, root, encoders, captions, media, sample_rate):
 
 def add_reader_options(parser):
     """One argument group per dataset with the options its reader declares (absent unless given)."""
+    declared = set()
     for dataset, reader in READERS.items():
         group = parser.add_argument_group(f"{dataset} options")
         for name, (default, text) in reader_options(reader).items():
+            if name in declared:               # shared with an earlier dataset (toyav_maa's)
+                continue
+            declared.add(name)
             kind = type(default) if default is not None else str
             how = dict(action='store_true') if kind is bool else dict(type=kind)
             shown = '' if default is None else f" (default: {default})"
