@@ -94,6 +94,15 @@ def tiny(tmp_path_factory):
     return root
 
 
+def prepare_derived(tiny, dataset, *options):
+    """A dataset made from tiny's toyav world (toyav_ctrl, toyav_maa) and its toy feature cache."""
+    import prepare
+    data = str(tiny / 'data')
+    prepare.main([dataset, '--data_dir', data, *options])
+    prepare.main([dataset, '--features', 'toy', '--data_dir', data, '--out_dir',
+                  str(tiny / 'out'), '--batch_size', '16'])
+
+
 SPECIAL_WORDS = ['<unk>', '<pad>', '<s>', '</s>']
 WORDS = SPECIAL_WORDS + 'a the dog cat bell ringing barking in large hall loud'.split()
 UNK, PAD, BOS, EOS = range(4)
