@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from configurator import HelpFormatter
 from data import SPLITS, check_mel, json_hash, read_json, write_json
-from encoders import (MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, parts_of,
-                      toy_checkpoint, TOY_ENCODERS)
+from encoders import (IMAGEBIND_CLIP, MelConfig, StaleCache, WordTokenizer, load_toy, log_mel,
+                      parts_of, toy_checkpoint, TOY_ENCODERS)
 
 # ---------------------------------------------------------------------------------------------
 # datasets
@@ -222,13 +222,13 @@ def prepare(args):
 
 # hf suite: the published encoders prepare.py runs -> the media fields each needs (text: captions)
 HF_MEDIA = {'clip': ('image',), 'clap': ('wave',), 'ast': ('wave',), 'flux_t5': (),
-            'flux_clip': ()}
-HF_TOKENS = ('ast', 'flux_t5')   # hf encoders whose token sequences are cached too (float16)
+            'flux_clip': (), 'imagebind': ('image',), 'maa_text': ()}
+HF_TOKENS = ('ast', 'flux_t5', 'maa_text')   # hf encoders whose tokens are cached too (float16)
 
 
 def encoder_features(encoder, batch, captions, sample_rate, tokens=False, texts=None):
     """Every feature an encoder gives a batch: {field: array (B, ...)}; with tokens, its tokens;
-    texts {name: B texts}: other texts of the rows (meta 'texts'), embedded as name_emb too."""
+    texts {name: B texts}: other texts of the rows (meta 'texts'), their embeddings as name_emb."""
     if hasattr(encoder, 'decode'):                         # a toy tokenizer or autoencoder
         media = batch['image'] if encoder.modality == 'image' else batch['mel']
         codes = encoder.encode(media).numpy()
@@ -250,18 +250,15 @@ def encoder_features(encoder, batch, captions, sample_rate, tokens=False, texts=
              ('text', lambda: encoder.encode_text(captions))]
     out = {}
 
-    def add(name, f):
-        """One encoding's arrays: name_emb, and name_tokens (float16) when asked."""
-        out[f"{name}_emb"] = f.emb.float().cpu().numpy()
-        if tokens:
-            out[f"{name}_tokens"] = f.tokens.float().cpu().numpy().astype(np.float16)
-
     for role, run in roles:
         if role in getattr(encoder, 'roles', ()) or hf and hasattr(encoder, f"encode_{role}"):
-            add(role, run())
-    if 'text_emb' in out:
+            f = run()
+            out[f"{role}_emb"] = f.emb.float().cpu().numpy()
+            if tokens:
+                out[f"{role}_tokens"] = f.tokens.float().cpu().numpy().astype(np.float16)
+    if 'text_emb' in out:                        # other texts: their pooled embeddings alone
         for name, others in (texts or {}).items():
-            add(name, encoder.encode_text(others))
+            out[f"{name}_emb"] = encoder.encode_text(others).emb.float().cpu().numpy()
     if hf and 'frames' in batch and hasattr(encoder, 'encode_image'):
         frames = batch['frames']                                       # a video's (B, F, H, W, 3)
         emb = encoder.encode_image(frames.flatten(0, 1)).emb           # (B * F, D)
@@ -416,7 +413,8 @@ def main(argv=None):
     parser.add_argument('--encoders', default='clip,clap',
                         help='hf suite: the published encoders to run, comma-separated, of '
                              f"{', '.join(HF_MEDIA)} (SeeingSounds with FLUX.1: "
-                             "ast,flux_t5,flux_clip)")
+                             "ast,flux_t5,flux_clip; Make-An-Audio + ImageBind: "
+                             "imagebind,maa_text)")
     parser.add_argument('--clip', default='openai/clip-vit-base-patch32',
                         help='hf suite: CLIP model id or folder')
     parser.add_argument('--clap', default='laion/clap-htsat-unfused',
@@ -430,6 +428,13 @@ def main(argv=None):
     parser.add_argument('--flux_clip', default='openai/clip-vit-large-patch14',
                         help='hf suite: the CLIP text tower FLUX.1 reads, id or folder (its '
                              'pooled output, 768)')
+    parser.add_argument('--imagebind', default=IMAGEBIND_CLIP,
+                        help="hf suite: ImageBind's image and text towers (OpenCLIP ViT-H/14 in "
+                             "transformers), id or folder")
+    parser.add_argument('--maa_text', default='useful_ckpts',
+                        help="hf suite: Make-An-Audio's text encoder, the tokens its U-Net reads: "
+                             "its checkpoint maa1_full.ckpt or the folder holding it (bert/ beside "
+                             "it, else bert-base-uncased from the hub)")
     parser.add_argument('--device', default='cpu',
                         help="hf suite: where the encoders run ('cpu' or 'cuda')")
     parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')

@@ -12,8 +12,8 @@ sources nor their size (toyav's loudness) can reach a model through the picture.
 module:function` names a callable caption -> (text part, visual part) that replaces the rule (a
 language model at full scale); `--renderer module:function` a callable (visual part, side, rng) ->
 uint8 picture (side, side, 3) that replaces the background renderer (a text-to-image model).
-Besides each caption's encodings, the feature cache holds its text part's (meta 'texts': fields
-<encoder>_part_emb, <encoder>_part_tokens). The frozen parts are toyav's (meta 'parts').
+Besides each caption's encodings, the feature cache holds its text part's pooled embedding (meta
+'texts': fields <encoder>_part_emb). The frozen parts are toyav's (meta 'parts').
 Reference: the complementary captions and pictures of Make-An-Audio conditioned on ImageBind.
 """
 import importlib

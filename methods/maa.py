@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from encoders import load_checkpoint, load_encoder, parts_of
+from generators import MakeAnAudio, is_maa
 from methods.ldm import Pipeline as TextToMedia
 from model import LatentDiffusion, Transformer, mlp
 
@@ -193,7 +194,8 @@ class Pipeline:
         route=('fused', "what reaches the map: 'fused' (words and picture), 'image' (the picture "
                         "alone) or 'words' (the text part alone): the last two are baselines"),
         generator=('', "Experiment B's generator: a text-to-audio run reading CLAP text tokens "
-                       "('': out/<dataset>_t2a_tokens); Experiment A samples its own"))
+                       "('': out/<dataset>_t2a_tokens) or a Make-An-Audio folder (maa1_full.ckpt, "
+                       "txt2audio_args.yaml, bert/ optional); Experiment A samples its own"))
 
     def __init__(self, model, ckpt, ckpt_dir='out', device='cpu', **options):
         assert options['route'] in ('fused', 'image', 'words'), options['route']
@@ -202,22 +204,26 @@ class Pipeline:
         self.device = device
         self.tasks = self.TASKS
         self.bind = load_encoder('imagebind', ckpt, ckpt_dir, device)
+        self.maa = None
         gen_model = model.generator
         gen_ckpt = ckpt
-        gen_args = model.generator_args
-        if gen_model is None:
-            parts = parts_of(ckpt['data'])
-            path = options['generator'] or os.path.join(ckpt_dir, GENERATOR_RUN.format(parts=parts))
+        parts = parts_of(ckpt['data'])
+        path = options['generator'] or os.path.join(ckpt_dir, GENERATOR_RUN.format(parts=parts))
+        if gen_model is None and is_maa(path):           # the published Make-An-Audio
+            self.maa = MakeAnAudio.from_pretrained(path).to(device)
+            self.check_generator(path, ['ctx'], self.maa.null.shape[-1])
+            self.mel_config = self.maa.mel_config
+            return
+        if gen_model is None:                            # a text-to-audio run of this repository
             gen_model, gen_ckpt = load_checkpoint(os.path.join(path, 'ckpt.pt'), device)
             gen_args = gen_ckpt['model_args']
-            self.check_generator(path, gen_args)
+            roles = [role for role in ('vec', 'ctx') if gen_args.get(role)]
+            self.check_generator(path, roles, gen_args.get('net_args', {}).get('ctx_dim'))
         self.generator = TextToMedia(gen_model, gen_ckpt, ckpt_dir, device, **options)
         self.mel_config = self.generator.mel_config
 
-    def check_generator(self, path, gen_args):
+    def check_generator(self, path, roles, ctx_dim):
         """Refuse a generator that does not read tokens alone, as wide as the map's."""
-        roles = [role for role in ('vec', 'ctx') if gen_args.get(role)]
-        ctx_dim = gen_args.get('net_args', {}).get('ctx_dim')
         width = self.model.map.out.out_features
         if roles != ['ctx'] or ctx_dim != width:
             raise ValueError(f"{path}: a generator reading {roles} (token width {ctx_dim}); this "
@@ -234,4 +240,8 @@ class Pipeline:
         if route != 'words':
             image = self.bind.encode_image(cond['image']).emb.to(self.device)        # (B, D)
         tokens = self.model.predict(text, image)                                      # (B, L, C)
-        return {'audio': self.generator.sample({'ctx': tokens}, rng).cpu()}
+        if self.maa is None:
+            return {'audio': self.generator.sample({'ctx': tokens}, rng).cpu()}
+        opts = self.options
+        mel = self.maa.sample_mel({'ctx': tokens}, opts['steps'], opts['cfg_scale'], generator=rng)
+        return {'audio': mel.float().cpu()}
