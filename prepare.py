@@ -45,7 +45,7 @@ from encoders import (IMAGEBIND_CLIP, MelConfig, StaleCache, WordTokenizer, load
 
 READERS = {name: importlib.import_module(f"data.{name}")
            for name in ('toyav', 'toyav_ctrl', 'toyav_maa', 'avmnist', 'vggsound', 'esc50',
-                        'imagehear')}
+                        'imagehear', 'audiocaps_maa')}
 SHARED = ('data_dir', 'seed', 'image_size', 'sample_rate', 'duration')   # settings a reader names
 SILENT = 1e-4          # peak amplitude under which a clip is silent (-80 dBFS)
 SHOWN = 5              # ids a summary line shows
@@ -390,7 +390,7 @@ def add_reader_options(parser):
     for dataset, reader in READERS.items():
         group = parser.add_argument_group(f"{dataset} options")
         for name, (default, text) in reader_options(reader).items():
-            if name in declared:               # shared with an earlier dataset (toyav_maa's)
+            if name in declared:               # shared with an earlier dataset's
                 continue
             declared.add(name)
             kind = type(default) if default is not None else str

@@ -56,11 +56,11 @@ def check_split(caption, text, visual):
     """Refuse (ValueError) parts that share a content word or leave one of the caption's out."""
     shared = content_words(text) & content_words(visual)
     if shared:
-        raise ValueError(f"toyav_maa: {caption!r} split into {text!r} and {visual!r}: both say "
+        raise ValueError(f"{caption!r} split into {text!r} and {visual!r}: both say "
                          f"{', '.join(sorted(shared))}")
     lost = content_words(caption) - content_words(text) - content_words(visual)
     if lost:
-        raise ValueError(f"toyav_maa: {caption!r} split into {text!r} and {visual!r} loses "
+        raise ValueError(f"{caption!r} split into {text!r} and {visual!r} loses "
                          f"{', '.join(sorted(lost))}")
 
 

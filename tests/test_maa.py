@@ -14,7 +14,7 @@ import eval as evaluation
 import sample
 import train
 from conftest import TINY_UNET, prepare_derived, tiny_config
-from data import toyav, toyav_maa
+from data import audiocaps_maa, toyav, toyav_maa
 from encoders import file_hash, save_png
 from methods import load_checkpoint
 from methods.maa import Fusion, MakeAnAudioBind, Pipeline, token_loss
@@ -106,6 +106,33 @@ def test_splitter_and_renderer_hooks_replace_the_rule_and_the_backgrounds(monkey
     module.split = staticmethod(lambda caption: (caption, caption.split()[-1]))
     with pytest.raises(ValueError, match='both say'):
         small_read(splitter='lm:split')
+
+
+def test_sound_caption_pairs_are_split_and_pictured_by_the_hooks(tmp_path, monkeypatch):
+    (tmp_path / 'audio').mkdir()
+    for name in ('a.wav', 'b.wav', 'c.wav'):
+        sf.write(tmp_path / 'audio' / name, 0.1 * np.ones(8000, np.float32), 16000)
+    rows = ['file,caption', 'a.wav,a dog barks in a park', 'c.wav,rain falls on a tin roof',
+            'b.wav,a man speaks then a dog barks', 'gone.wav,a bell rings in a church']
+    (tmp_path / 'pairs.csv').write_text('\n'.join(rows) + '\n')
+
+    def renderer(visual, size, rng):
+        return np.full((size, size, 3), len(visual), np.uint8)
+    module = type('Module', (), {'draw': staticmethod(renderer)})
+    importer = type('Importer', (), {'import_module': staticmethod(lambda name: module)})
+    monkeypatch.setattr(toyav_maa, 'importlib', importer)
+    common = dict(seed=0, image_size=8, sample_rate=16000, duration=1.0)
+    with pytest.raises(ValueError, match='--renderer'):
+        audiocaps_maa.read(str(tmp_path), **common)
+    out = audiocaps_maa.read(str(tmp_path), renderer='t2i:draw', val_fraction=0.5, **common)
+    train_rows, val_rows = out['splits']['train'], out['splits']['val']
+    parts = [(r['caption']['text'], r['caption']['visual']) for r in train_rows + val_rows]
+    assert parts == [('a dog barks', 'in a park'), ('rain falls', 'on a tin roof')]
+    assert len(val_rows) == 1 and val_rows[0]['file'] == 'audio/c.wav'
+    assert (train_rows[0]['image'] == len('in a park')).all()
+    assert train_rows[0]['wave'].shape == (16000,)
+    assert len(out['skipped']) == 1 and 'says no place' in out['skipped'][0]
+    assert out['missing'][1] == ['row 5 gone.wav']
 
 
 # ----------------------------------------------------------------------------- fusion, losses
