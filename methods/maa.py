@@ -113,12 +113,10 @@ class MakeAnAudioBind(nn.Module):
         assert experiment in ('a', 'b'), experiment
         assert (experiment == 'a') == (generator is not None), 'Experiment A, and only A, ' \
             'holds the generator (its LatentDiffusion arguments)'
-        self.experiment = experiment
         self.fusion = Fusion(fusion, emb_dim, alpha, learn_alpha)
         self.map = TokenMap(emb_dim, n_tokens, token_dim, width, n_layer, n_head)
         self.mse_weight = mse_weight
         self.cos_weight = cos_weight
-        self.tokens = tokens
         self.generator = None
         self.generator_args = generator
         self.generator_run = generator_run
@@ -132,12 +130,13 @@ class MakeAnAudioBind(nn.Module):
     def fuse(self, text=None, image=None):
         """One joint-space embedding (B, D) of the two, or of the one given (a baseline)."""
         if text is None or image is None:
-            return F.normalize(image if text is None else text, dim=-1)
+            alone = image if text is None else text
+            return F.normalize(alone.float(), dim=-1)
         return self.fusion(text.float(), image.float())
 
     def predict(self, text=None, image=None):
         """ImageBind embeddings of the text part and/or picture (B, D) -> tokens (B, L, C)."""
-        return self.map(self.fuse(text, image).float())
+        return self.map(self.fuse(text, image))
 
     def forward(self, batch):
         """A: the generator's diffusion loss on the predicted tokens; B: 2 MSE + (1 - cos)."""

@@ -289,6 +289,13 @@ def test_a_trains_through_the_frozen_generator_then_stage_2_moves_it(tiny, maa, 
     assert (tmp_path / 'sample.ti2a.wav').exists()
 
 
+def test_a_refuses_a_generator_run_of_other_arguments(tiny, maa):
+    other = dict(TINY_T2A_TOKENS['model_args'], shape=(2, 16, 16))
+    model = MakeAnAudioBind(experiment='a', generator=other, **MAP)
+    with pytest.raises(ValueError, match="model_args\\['generator'\\] asks for"):
+        model.setup(dict(ckpt_dir=str(tiny / 'out'), parts='toyav'))
+
+
 def place_png(tmp_path, visual='in a tunnel'):
     """A picture of a toyav place alone, written as a png."""
     path = tmp_path / 'place.png'
