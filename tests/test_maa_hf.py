@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import transformers as tf
+import yaml
 
 import prepare
 import sample
 import train
-from conftest import WORDS, save_hf, tiny_config, tiny_hf_imagebind, word_tokenizer
+from conftest import save_hf, tiny_config, tiny_hf_imagebind, tiny_hf_maa_text
 from data import toyav_maa
-from encoders import MAA_CKPT, MAA_TEXT, ClapProjection, HFMaaText, load_hf, save_png
+from encoders import MAA_CKPT, HFMaaText, load_hf, save_png
 from generators import LDM_UNET, LDM_VAE, MAA_YAML, MakeAnAudio, is_maa
 from methods import load_checkpoint
 from test_maa_import import _maa_unet, _maa_vae, _tiny_yaml
@@ -28,40 +28,21 @@ FULL_SCALE = dict(experiment='b', text='imagebind_part_emb', image='imagebind_im
                   token_dim=TEXT_DIM, width=16, n_layer=1, n_head=2)
 
 
-def tiny_bert():
-    """A 1-layer BERT of width 16 over conftest's WORDS, 77 tokens and more."""
-    torch.manual_seed(0)
-    return tf.BertModel(tf.BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=1,
-                                      num_attention_heads=2, intermediate_size=20,
-                                      max_position_embeddings=80))
-
-
-def text_state(bert, projection):
-    """A Make-An-Audio text encoder as its checkpoint keeps it (with a stale position_ids)."""
-    sd = {f"{MAA_TEXT}base.{k}": v for k, v in bert.state_dict().items()}
-    sd[f"{MAA_TEXT}base.embeddings.position_ids"] = torch.arange(80)[None]
-    sd.update({f"{MAA_TEXT}projection.{k}": v for k, v in projection.state_dict().items()})
-    return sd
-
-
 @pytest.fixture(scope='module')
 def maa_dir(tmp_path_factory):
     """A tiny Make-An-Audio folder: maa1_full.ckpt (Lightning layout), its yaml, bert/."""
     path = tmp_path_factory.mktemp('maa')
-    yaml = _tiny_yaml([1, 2], [1, 2])
-    yaml['model']['params']['mel_dim'] = MEL_DIM
-    unet, _ = _maa_unet(yaml)
-    vae, _ = _maa_vae(yaml)
-    sd = {k: v for k, v in unet['state_dict'].items() if k.startswith(LDM_UNET)}
+    save_hf(tiny_hf_maa_text(TEXT_DIM), path)                     # the text encoder, bert/
+    config = _tiny_yaml([1, 2], [1, 2])
+    config['model']['params']['mel_dim'] = MEL_DIM
+    unet, _ = _maa_unet(config)
+    vae, _ = _maa_vae(config)
+    sd = torch.load(path / MAA_CKPT, weights_only=True)['state_dict']
+    sd.update({k: v for k, v in unet['state_dict'].items() if k.startswith(LDM_UNET)})
     sd.update({k: v for k, v in vae['state_dict'].items() if k.startswith(LDM_VAE)})
-    bert = tiny_bert()
-    torch.manual_seed(1)
-    sd.update(text_state(bert, ClapProjection(16, TEXT_DIM)))
     sd['scale_factor'] = torch.tensor(0.9)
     torch.save({'state_dict': sd, 'global_step': 1}, path / MAA_CKPT)
-    (path / MAA_YAML).write_text(__import__('yaml').safe_dump(yaml))
-    tiny_bert().config.save_pretrained(path / 'bert')
-    word_tokenizer().save_pretrained(path / 'bert')
+    (path / MAA_YAML).write_text(yaml.safe_dump(config))
     return path
 
 
@@ -69,21 +50,21 @@ def test_the_text_encoder_reads_ids_alone_and_projects_every_token(maa_dir):
     enc = load_hf('maa_text', str(maa_dir))
     assert type(enc) is HFMaaText and not enc.training
     assert not any(p.requires_grad for p in enc.parameters())
-    bert = tiny_bert()
-    torch.manual_seed(1)
-    projection = ClapProjection(16, TEXT_DIM)
-    enc2 = HFMaaText(bert, projection, word_tokenizer())
+    ref = tiny_hf_maa_text(TEXT_DIM)
     captions = ['a dog barking', 'a loud bell ringing in the large hall']
     f = enc.encode_text(captions)
     assert f.tokens.shape == (2, 77, TEXT_DIM) and f.emb.shape == (2, TEXT_DIM)
-    torch.testing.assert_close(f.tokens, enc2.encode_text(captions).tokens)
+    torch.testing.assert_close(f.tokens, ref.encode_text(captions).tokens)
     ids = enc.tokenize(captions)['input_ids']
+    projection = ref.projection
     with torch.no_grad():
-        hidden = bert(input_ids=ids).last_hidden_state                   # no attention mask
+        hidden = ref.model(input_ids=ids).last_hidden_state              # no attention mask
+        masked = ref.model(**enc.tokenize(captions)).last_hidden_state
         h = projection.linear1(hidden)
         expected = projection.layer_norm(h + projection.linear2(torch.nn.functional.gelu(h)))
     torch.testing.assert_close(f.tokens, expected)
     torch.testing.assert_close(f.emb, f.tokens[:, 0])                     # the projected [CLS]
+    assert not torch.allclose(hidden, masked)                      # so the mask would matter
 
 
 def test_make_an_audio_samples_log_mels_from_tokens(maa_dir):
