@@ -858,9 +858,87 @@ class HFClapText(HFFrozen):
         return Features(emb, out.last_hidden_state, mask)
 
 
+# Make-An-Audio's text encoder (its FrozenCLAPEmbedder, Text-to-Audio/Make-An-Audio): MS-CLAP 2022's
+# caption encoder, BERT (bert-base-uncased) and a projection to 1024, trained with the rest and kept
+# in its checkpoint under cond_stage_model.caption_encoder.*; it reads 77 padded tokens by their ids
+# alone (no attention mask) and the U-Net cross-attends to the projection of every hidden state.
+MAA_CKPT = 'maa1_full.ckpt'                       # the checkpoint file of a Make-An-Audio folder
+MAA_TEXT = 'cond_stage_model.caption_encoder.'    # its text encoder's keys in that checkpoint
+MAA_TEXT_TOKENS = 77
+
+
+def maa_bert(path):
+    """Where BERT's config and tokenizer are read: bert/ beside a Make-An-Audio checkpoint, else the
+    hub's bert-base-uncased."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    local = os.path.join(folder, 'bert')
+    return local if os.path.isdir(local) else 'bert-base-uncased'
+
+
+def read_maa_checkpoint(path):
+    """The state dict of a Make-An-Audio checkpoint: a .ckpt, or a folder holding MAA_CKPT."""
+    if os.path.isdir(path):
+        path = os.path.join(path, MAA_CKPT)
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    return ckpt.get('state_dict', ckpt)
+
+
+class ClapProjection(nn.Module):
+    """MS-CLAP's projection head: h = W1 x, then LayerNorm(h + W2 GELU(h)); bias-free linears."""
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.linear1 = nn.Linear(d_in, d_out, bias=False)
+        self.linear2 = nn.Linear(d_out, d_out, bias=False)
+        self.layer_norm = nn.LayerNorm(d_out)
+
+    def forward(self, x):
+        """x (..., d_in) -> (..., d_out)."""
+        h = self.linear1(x)
+        return self.layer_norm(h + self.linear2(F.gelu(h)))
+
+
+class HFMaaText(HFFrozen):
+    """Make-An-Audio's text encoder (BERT + MS-CLAP projection): the tokens its U-Net reads."""
+
+    def __init__(self, model, projection, tokenizer, max_length=MAA_TEXT_TOKENS):
+        super().__init__(model, tokenizer, max_length)
+        self.projection = projection
+        self.freeze()
+
+    @classmethod
+    def from_state(cls, sd, bert):
+        """The encoder in a Make-An-Audio state dict; BERT's config and tokenizer from bert."""
+        from transformers import AutoTokenizer, BertConfig, BertModel
+        part = {k[len(MAA_TEXT):]: v for k, v in sd.items() if k.startswith(MAA_TEXT)}
+        model = BertModel(BertConfig.from_pretrained(bert))
+        own = model.state_dict()
+        base = {k[len('base.'):]: v for k, v in part.items() if k.startswith('base.')}
+        stale = [k for k in base if k not in own and k.endswith('position_ids')]  # old buffers
+        model.load_state_dict({k: v for k, v in base.items() if k not in stale})
+        head = {k[len('projection.'):]: v for k, v in part.items() if k.startswith('projection.')}
+        d_out, d_in = head['linear1.weight'].shape
+        projection = ClapProjection(d_in, d_out)
+        projection.load_state_dict(head)
+        return cls(model, projection, AutoTokenizer.from_pretrained(bert))
+
+    @classmethod
+    def from_pretrained(cls, path):
+        """The text encoder inside a Make-An-Audio checkpoint (a .ckpt, or its folder)."""
+        return cls.from_state(read_maa_checkpoint(path), maa_bert(path))
+
+    @torch.no_grad()
+    def encode_text(self, texts):
+        """Captions -> Features: tokens (B, 77, 1024), emb the projected [CLS] (MS-CLAP pools)."""
+        batch = self.tokenize(texts)
+        hidden = self.model(input_ids=batch['input_ids']).last_hidden_state   # (B, L, 768)
+        tokens = self.projection(hidden)                                       # (B, L, d)
+        return Features(tokens[:, 0], tokens, batch['attention_mask'].bool())
+
+
 HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan,
             'encodec': HFEncodec, 'clap_text': HFClapText, 'imagebind': HFImageBind,
-            'flux_t5': HFFluxT5, 'flux_clip': HFFluxClip}
+            'flux_t5': HFFluxT5, 'flux_clip': HFFluxClip, 'maa_text': HFMaaText}
 
 
 def load_hf(role_name, name=None, **kw):

@@ -46,6 +46,7 @@ tasks = 'enc'  # comma-separated: enc, or generation tasks of the run (i2a, a2i,
 ckpt = ''  # the run to evaluate (a training run directory or checkpoint), for all but enc
 method = ''  # run this method's pipeline on the run ('': the run's own; e.g. a baseline)
 options = {}  # the pipeline's options (methods/<method>.py OPTIONS), e.g. {'cfg_scale': 1.0}
+caption = 'caption'  # what a text input reads of a row's caption: 'caption' (all), or a part
 n_eval = 500                    # test samples judged per generation task (at most the split's size)
 n_diverse = 16                  # inputs given several outputs each for the diversity metric
 n_outputs = 4                   # outputs per input for the diversity metric
@@ -424,7 +425,11 @@ def task_generate(cfg, judges, pipeline, spaces, task, dtype):
     chosen = chosen_rows(cfg, meta, data)[:cfg['n_eval']]                # (n,) row indices
     n = len(chosen)
     rows = {k: np.asarray(v)[chosen] for k, v in data.items()}
-    texts = [captions[i]['caption'] for i in chosen]
+    parts = sorted(captions[0]) if captions else []
+    if captions and cfg['caption'] not in parts:
+        raise ValueError(f"caption={cfg['caption']!r}: data/{cfg['dataset']}'s captions give "
+                         f"{', '.join(parts)}")
+    texts = [captions[i][cfg['caption']] for i in chosen]      # all, or a part ('text', 'visual')
     rng = torch.Generator().manual_seed(cfg['seed'])
     out = generate_rows(cfg, pipeline, task, rows, texts, rng, dtype)
     metrics = {}

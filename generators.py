@@ -22,9 +22,11 @@ import re
 
 import torch
 import torch.nn.functional as F
+import yaml
 from safetensors.torch import load_file
 
-from encoders import Frozen, HFClapText, HFHifiGan
+from encoders import (MAA_CKPT, Frozen, HFClapText, HFHifiGan, HFMaaText, MelConfig, maa_bert,
+                      read_maa_checkpoint)
 from model import DiT, Diffusion, FlowMatching, KLAutoencoder, UNet, guided
 from model import Flux as FluxTransformer
 
@@ -510,6 +512,66 @@ class AudioLDM(Frozen):
     def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
         """{'vec': CLAP vectors (B, D)} -> waves (B, T) at sample_rate."""
         return self.vocode(self.sample_mel(cond, steps, cfg, sampler, generator))
+
+
+MAA_YAML = 'txt2audio_args.yaml'     # Make-An-Audio's configs/text_to_audio/ yaml, in its folder
+MAA_MEL = MelConfig(sample_rate=16000, n_fft=1024, hop=256, n_mels=80, fmin=0.0, fmax=8000.0)
+MAA_LATENT_PER_SECOND = 7.8           # latent frames a second (its gen_wav.py), a multiple of 4
+
+
+def is_maa(path):
+    """True for a Make-An-Audio folder (its checkpoint MAA_CKPT beside MAA_YAML)."""
+    files = (MAA_CKPT, MAA_YAML)
+    return bool(path) and all(os.path.exists(os.path.join(path, f)) for f in files)
+
+
+class MakeAnAudio(Frozen):
+    """Make-An-Audio (Huang et al. 2023) as a frozen (text tokens) -> log-mel generator."""
+    # From its folder (maa1_full.ckpt and txt2audio_args.yaml): model.py's UNet and KLAutoencoder
+    # with its weights, its text encoder for the guidance null (the tokens of "", as its
+    # gen_wav.py), DDIM on its schedule (eps prediction, linear_start..linear_end on the square
+    # root scale: 'scaled_linear'), trailing timesteps. Its BigVGAN vocoder is not ported: the
+    # mels are read by the caller's vocoder.
+
+    def __init__(self, unet, vae, text, config, scale_factor, seconds=10.0):
+        super().__init__()
+        self.unet = unet
+        self.vae = vae
+        self.text = text
+        p = config['model']['params']
+        self.diffusion = Diffusion('scaled_linear', p['timesteps'], 'eps', p['linear_start'],
+                                   p['linear_end'])
+        self.scale_factor = scale_factor
+        width = math.ceil(int(seconds * MAA_LATENT_PER_SECOND) / 4) * 4
+        f = 2 ** (len(vae.decoder['up_blocks']) - 1)                       # VAE downsampling
+        self.shape = (p['channels'], p['mel_dim'], width)                 # (C, h, w) of a latent
+        self.mel_config = MelConfig(**dict(MAA_MEL.dict(), n_mels=p['mel_dim'] * f,
+                                           frames=width * f))
+        self.register_buffer('null', text.encode_text(['']).tokens)       # (1, L, d)
+        self.freeze()
+
+    @classmethod
+    def from_pretrained(cls, path, seconds=10.0):
+        """A Make-An-Audio folder (its bert/, if there, for BERT's config and tokenizer)."""
+        with open(os.path.join(path, MAA_YAML)) as f:
+            config = yaml.safe_load(f)
+        sd = read_maa_checkpoint(path)
+        unet = load_state(UNet(**maa_unet_config(config)), import_maa_unet(sd)).eval()
+        vae = load_state(KLAutoencoder(**maa_vae_config(config)), import_maa_vae(sd)).eval()
+        text = HFMaaText.from_state(sd, maa_bert(path))
+        return cls(unet, vae, text, config, float(sd['scale_factor']), seconds)
+
+    @torch.no_grad()
+    def sample_mel(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
+        """{'ctx': text tokens (B, L, d)} -> Make-An-Audio log-mels (B, n_mels, frames)."""
+        ctx = cond['ctx'].float()
+        net = self.unet
+        if cfg != 1:
+            null = self.null.expand(len(ctx), -1, -1)                           # (B, L, d)
+            net = guided(self.unet, cfg, {'ctx': null})
+        z = torch.randn((len(ctx), *self.shape), generator=generator).to(ctx.device)  # (B, C, h, w)
+        z = self.diffusion.sample(net, z, {'ctx': ctx}, steps, sampler, generator=generator)
+        return self.vae.decode(z / self.scale_factor)[:, 0]                  # (B, n_mels, frames)
 
 
 # FluxPipeline's default picture side: its default_sample_size (128 latent pixels) x the VAE's 8

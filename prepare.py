@@ -36,15 +36,16 @@ from tqdm import tqdm
 
 from configurator import HelpFormatter
 from data import SPLITS, check_mel, json_hash, read_json, write_json
-from encoders import (MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, parts_of,
-                      toy_checkpoint, TOY_ENCODERS)
+from encoders import (IMAGEBIND_CLIP, MelConfig, StaleCache, WordTokenizer, load_toy, log_mel,
+                      parts_of, toy_checkpoint, TOY_ENCODERS)
 
 # ---------------------------------------------------------------------------------------------
 # datasets
 # ---------------------------------------------------------------------------------------------
 
 READERS = {name: importlib.import_module(f"data.{name}")
-           for name in ('toyav', 'toyav_ctrl', 'avmnist', 'vggsound', 'esc50', 'imagehear')}
+           for name in ('toyav', 'toyav_ctrl', 'toyav_maa', 'avmnist', 'vggsound', 'esc50',
+                        'imagehear', 'audiocaps_maa')}
 SHARED = ('data_dir', 'seed', 'image_size', 'sample_rate', 'duration')   # settings a reader names
 SILENT = 1e-4          # peak amplitude under which a clip is silent (-80 dBFS)
 SHOWN = 5              # ids a summary line shows
@@ -221,12 +222,13 @@ def prepare(args):
 
 # hf suite: the published encoders prepare.py runs -> the media fields each needs (text: captions)
 HF_MEDIA = {'clip': ('image',), 'clap': ('wave',), 'ast': ('wave',), 'flux_t5': (),
-            'flux_clip': ()}
-HF_TOKENS = ('ast', 'flux_t5')   # hf encoders whose token sequences are cached too (float16)
+            'flux_clip': (), 'imagebind': ('image',), 'maa_text': ()}
+HF_TOKENS = ('ast', 'flux_t5', 'maa_text')   # hf encoders whose tokens are cached too (float16)
 
 
-def encoder_features(encoder, batch, captions, sample_rate, tokens=False):
-    """Every feature an encoder gives a batch: {field: array (B, ...)}; with tokens, its tokens."""
+def encoder_features(encoder, batch, captions, sample_rate, tokens=False, texts=None):
+    """Every feature an encoder gives a batch: {field: array (B, ...)}; with tokens, its tokens;
+    texts {name: B texts}: other texts of the rows (meta 'texts'), their embeddings as name_emb."""
     if hasattr(encoder, 'decode'):                         # a toy tokenizer or autoencoder
         media = batch['image'] if encoder.modality == 'image' else batch['mel']
         codes = encoder.encode(media).numpy()
@@ -247,12 +249,16 @@ def encoder_features(encoder, batch, captions, sample_rate, tokens=False):
              ('audio', encode_audio),
              ('text', lambda: encoder.encode_text(captions))]
     out = {}
+
     for role, run in roles:
         if role in getattr(encoder, 'roles', ()) or hf and hasattr(encoder, f"encode_{role}"):
             f = run()
             out[f"{role}_emb"] = f.emb.float().cpu().numpy()
             if tokens:
                 out[f"{role}_tokens"] = f.tokens.float().cpu().numpy().astype(np.float16)
+    if 'text_emb' in out:                        # other texts: their pooled embeddings alone
+        for name, others in (texts or {}).items():
+            out[f"{name}_emb"] = encoder.encode_text(others).emb.float().cpu().numpy()
     if hf and 'frames' in batch and hasattr(encoder, 'encode_image'):
         frames = batch['frames']                                       # a video's (B, F, H, W, 3)
         emb = encoder.encode_image(frames.flatten(0, 1)).emb           # (B * F, D)
@@ -299,7 +305,8 @@ def cache_features(args):
         os.remove(stamp)          # the old cache is invalid from the first overwritten file on
     sample_rate = meta['mel']['sample_rate']
     try:
-        written = write_features(args, root, encoders, captions, media, sample_rate)
+        written = write_features(args, root, encoders, captions, media, sample_rate,
+                                 meta.get('texts', {}))
     finally:
         for f in os.listdir(root):
             if f.endswith('.tmp'):
@@ -337,8 +344,9 @@ def open_tmp(prefix, field, dtype, shape):
     return np.lib.format.open_memmap(f"{prefix}{field}.npy.tmp", 'w+', dtype, shape)
 
 
-def write_features(args, root, encoders, captions, media, sample_rate):
-    """Every encoder's features of every split as {split}_{encoder}_{field}.npy -> {field: meta}."""
+def write_features(args, root, encoders, captions, media, sample_rate, texts):
+    """Every encoder's features of every split as {split}_{encoder}_{field}.npy -> {field: meta};
+    texts {caption key: name}: the other texts of each row a text encoder embeds."""
     written = {}                                  # {encoder_field: dict(shape, dtype)}
     # empty splits last: they take the others' shapes
     for split in sorted(SPLITS, key=lambda s: not captions[s]):
@@ -358,7 +366,10 @@ def write_features(args, root, encoders, captions, media, sample_rate):
                 rows = slice(i, i + args.batch_size)
                 batch = {k: torch.from_numpy(np.array(v[rows])) for k, v in data.items()}
                 caps = [c['caption'] for c in captions[split][rows]]
-                feats = encoder_features(enc, batch, caps, sample_rate, name in HF_TOKENS)
+                others = {}
+                for key, text_name in texts.items():
+                    others[text_name] = [c[key] for c in captions[split][rows]]
+                feats = encoder_features(enc, batch, caps, sample_rate, name in HF_TOKENS, others)
                 if i == 0:
                     for k, v in feats.items():
                         arrays[k] = open_tmp(prefix, k, v.dtype, (n,) + v.shape[1:])
@@ -375,9 +386,13 @@ def write_features(args, root, encoders, captions, media, sample_rate):
 
 def add_reader_options(parser):
     """One argument group per dataset with the options its reader declares (absent unless given)."""
+    declared = set()
     for dataset, reader in READERS.items():
         group = parser.add_argument_group(f"{dataset} options")
         for name, (default, text) in reader_options(reader).items():
+            if name in declared:               # shared with an earlier dataset's
+                continue
+            declared.add(name)
             kind = type(default) if default is not None else str
             how = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind)
             shown = '' if default is None else f" (default: {default})"
@@ -398,7 +413,8 @@ def main(argv=None):
     parser.add_argument('--encoders', default='clip,clap',
                         help='hf suite: the published encoders to run, comma-separated, of '
                              f"{', '.join(HF_MEDIA)} (SeeingSounds with FLUX.1: "
-                             "ast,flux_t5,flux_clip)")
+                             "ast,flux_t5,flux_clip; Make-An-Audio + ImageBind: "
+                             "imagebind,maa_text)")
     parser.add_argument('--clip', default='openai/clip-vit-base-patch32',
                         help='hf suite: CLIP model id or folder')
     parser.add_argument('--clap', default='laion/clap-htsat-unfused',
@@ -412,6 +428,13 @@ def main(argv=None):
     parser.add_argument('--flux_clip', default='openai/clip-vit-large-patch14',
                         help='hf suite: the CLIP text tower FLUX.1 reads, id or folder (its '
                              'pooled output, 768)')
+    parser.add_argument('--imagebind', default=IMAGEBIND_CLIP,
+                        help="hf suite: ImageBind's image and text towers (OpenCLIP ViT-H/14 in "
+                             "transformers), id or folder")
+    parser.add_argument('--maa_text', default='useful_ckpts',
+                        help="hf suite: Make-An-Audio's text encoder, the tokens its U-Net reads: "
+                             "its checkpoint maa1_full.ckpt or the folder holding it (bert/ beside "
+                             "it, else bert-base-uncased from the hub)")
     parser.add_argument('--device', default='cpu',
                         help="hf suite: where the encoders run ('cpu' or 'cuda')")
     parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')

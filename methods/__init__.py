@@ -28,10 +28,10 @@ import os
 
 from encoders import FROZEN_NETWORKS, MediaError, ToyTokenizer
 from encoders import load_checkpoint as load_network
-from methods import echoes, ldm, seeingsounds, v2a
+from methods import echoes, ldm, maa, seeingsounds, v2a
 
 # key -> the module with its Model and Pipeline
-METHODS = {'v2a': v2a, 'echoes': echoes, 'ldm': ldm, 'seeingsounds': seeingsounds}
+METHODS = {'v2a': v2a, 'echoes': echoes, 'ldm': ldm, 'seeingsounds': seeingsounds, 'maa': maa}
 
 
 class Reconstruction:
@@ -62,6 +62,7 @@ DEFAULT_RUNS = {
     ('audio',): ('out/toyav_echoes', 'python train.py config/echoes.py'),
     ('audio', 'image'): ('out/toyav_echoes', 'python train.py config/echoes.py'),
     ('text',): ('out/toyav_t2a', 'python train.py config/ldm.py'),
+    ('image', 'text'): ('out/toyav_maa', 'python train.py config/maa.py'),
 }
 
 

@@ -94,6 +94,15 @@ def tiny(tmp_path_factory):
     return root
 
 
+def prepare_derived(tiny, dataset, *options):
+    """A dataset made from tiny's toyav world (toyav_ctrl, toyav_maa) and its toy feature cache."""
+    import prepare
+    data = str(tiny / 'data')
+    prepare.main([dataset, '--data_dir', data, *options])
+    prepare.main([dataset, '--features', 'toy', '--data_dir', data, '--out_dir',
+                  str(tiny / 'out'), '--batch_size', '16'])
+
+
 SPECIAL_WORDS = ['<unk>', '<pad>', '<s>', '</s>']
 WORDS = SPECIAL_WORDS + 'a the dog cat bell ringing barking in large hall loud'.split()
 UNK, PAD, BOS, EOS = range(4)
@@ -197,6 +206,27 @@ def tiny_hf_clap(dim=24):
     return HFClap(model, fe, word_tokenizer(), max_length=TEXT_LEN)
 
 
+def tiny_hf_maa_text(dim=12):
+    """encoders.HFMaaText: a random 1-layer BERT (width 16, 80 positions) projecting to dim."""
+    from encoders import ClapProjection, HFMaaText
+    torch.manual_seed(0)
+    bert = tf.BertModel(tf.BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=20,
+                                      max_position_embeddings=80))
+    return HFMaaText(bert, randomize(ClapProjection(16, dim), 1), word_tokenizer())
+
+
+def maa_text_state(enc):
+    """An HFMaaText's weights as Make-An-Audio's checkpoint keeps them, position_ids included (older
+    transformers saved it)."""
+    from encoders import MAA_TEXT
+    positions = enc.model.config.max_position_embeddings
+    sd = {f"{MAA_TEXT}base.{k}": v for k, v in enc.model.state_dict().items()}
+    sd[f"{MAA_TEXT}base.embeddings.position_ids"] = torch.arange(positions)[None]
+    sd.update({f"{MAA_TEXT}projection.{k}": v for k, v in enc.projection.state_dict().items()})
+    return sd
+
+
 def randomize(module, seed=0, std=0.2):
     """Re-draw every parameter so no zero-initialised layer can hide a wiring mistake; eval mode."""
     g = torch.Generator().manual_seed(seed)
@@ -211,7 +241,13 @@ def save_hf(enc, path):
 
     Returns the folder.
     """
-    from encoders import HFClapText, HFHifiGan
+    from encoders import MAA_CKPT, HFClapText, HFHifiGan, HFMaaText
+    if isinstance(enc, HFMaaText):    # Make-An-Audio's layout: its checkpoint, bert/ beside it
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save({'state_dict': maa_text_state(enc)}, path / MAA_CKPT)
+        enc.model.config.save_pretrained(path / 'bert')
+        enc.tokenizer.save_pretrained(path / 'bert')
+        return str(path)
     subfolders = {HFHifiGan: ('vocoder', ''), HFClapText: ('text_encoder', 'tokenizer')}
     sub = subfolders.get(type(enc), ('', ''))
     enc.model.save_pretrained(path / sub[0])

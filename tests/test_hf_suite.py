@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import (CAPTIONS, PAD, TEXT_LEN, save_hf, tiny_clap_text_config, tiny_hf_ast,
                       tiny_hf_clap, tiny_hf_clip, tiny_hf_flux_clip, tiny_hf_flux_t5,
-                      tiny_t5_config, word_tokenizer)
+                      tiny_hf_maa_text, tiny_t5_config, word_tokenizer)
 from encoders import (CLAP_TEXT_TOKENS, HF_SUITE, Features, HFClapText, HFEncodec, HFHifiGan,
                       HFT5, MelConfig, hifigan_mel_config, load_hf, log_mel, resample_waves)
 
@@ -80,9 +80,14 @@ def clap_text():
     return HFClapText(tf.ClapTextModelWithProjection(cfg), word_tokenizer())
 
 
+@pytest.fixture(scope='module')
+def maa_text():
+    return tiny_hf_maa_text()
+
+
 # the roles with a tiny instance above (imagebind's is conftest.py's)
 ROLES = ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text', 'imagebind', 'flux_t5',
-         'flux_clip')
+         'flux_clip', 'maa_text')
 ALL_ROLES = sorted(set(HF_SUITE) | set(ROLES))   # a role load_hf lost fails, one untested fails
 
 
@@ -265,6 +270,7 @@ def test_from_pretrained_local(suite, role, tmp_path):
     for a, b in zip(enc.state_dict().values(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b)
     # default text lengths may differ: padding is masked
-    if role in ('clip', 'clap', 't5', 'clap_text', 'imagebind', 'flux_t5', 'flux_clip'):
+    if role in ('clip', 'clap', 't5', 'clap_text', 'imagebind', 'flux_t5', 'flux_clip',
+                'maa_text'):
         want = enc.encode_text(CAPTIONS).emb
         torch.testing.assert_close(loaded.encode_text(CAPTIONS).emb, want)

@@ -8,10 +8,9 @@ import soundfile as sf
 import torch
 
 import eval as evaluation
-import prepare
 import sample
 import train
-from conftest import tiny_config
+from conftest import prepare_derived, tiny_config
 from data import toyav, toyav_ctrl
 from methods.seeingsounds import TERMS, AttentionPool, Branch, SeeingSounds
 
@@ -124,11 +123,7 @@ def test_a_captioner_hook_replaces_the_templates(tmp_path, monkeypatch):
 @pytest.fixture(scope='module')
 def seeing(tiny):
     """toyav_ctrl made with tiny's parts, a tiny text-to-image DiT and a SeeingSounds run."""
-    data = str(tiny / 'data')
-    prepare.main(['toyav_ctrl', '--data_dir', data, '--rows', '32', '--val_rows', '8',
-                  '--clips', '2'])
-    prepare.main(['toyav_ctrl', '--features', 'toy', '--data_dir', data, '--out_dir',
-                  str(tiny / 'out'), '--batch_size', '16'])
+    prepare_derived(tiny, 'toyav_ctrl', '--rows', '32', '--val_rows', '8', '--clips', '2')
     train.train(tiny_config(tiny, 'clip', out_dir=str(tiny / 'out' / 'toyav_t2i'), **TINY_T2I))
     run = tiny / 'out' / 'toyav_seeingsounds'
     train.train(tiny_config(tiny, 'clip', out_dir=str(run), max_iters=6, eval_interval=3,
