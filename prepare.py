@@ -44,8 +44,10 @@ from encoders import (MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, p
 # ---------------------------------------------------------------------------------------------
 
 READERS = {name: importlib.import_module(f"data.{name}")
-           for name in ('toyav', 'toyav_ctrl', 'avmnist', 'vggsound', 'esc50', 'imagehear')}
-SHARED = ('data_dir', 'seed', 'image_size', 'sample_rate', 'duration')   # settings a reader names
+           for name in ('toyav', 'toyav_ctrl', 'sonify', 'avmnist', 'vggsound', 'esc50',
+                         'imagehear')}
+SHARED = ('data_dir', 'out_dir', 'device', 'seed', 'image_size', 'sample_rate',
+          'duration')                                    # settings a reader names
 SILENT = 1e-4          # peak amplitude under which a clip is silent (-80 dBFS)
 SHOWN = 5              # ids a summary line shows
 
