@@ -507,13 +507,13 @@ def load_toy(name, dataset='toyav', out_dir='out', device='cpu', user=None):
 
 
 def load_latent_decoder(generator, ckpt, out_dir='out', device='cpu'):
-    """The frozen toy autoencoder whose latents a generator targets; None if it works on media."""
-    # ae_audio_latent -> ae_audio, checked (load_toy with the generator's checkpoint ckpt) to be the
-    # one the generator was trained on
+    """The frozen autoencoder whose latents a generator targets; None if it works on media."""
+    # ae_audio_latent -> ae_audio: a toy one checked (load_toy with the generator's checkpoint
+    # ckpt) to be the one the generator was trained on, or the published one its hf cache names
     if generator.modality:
         return None
     name = generator.target.rsplit('_', 1)[0]
-    return load_toy(name, parts_of(ckpt['data']), out_dir, device, ckpt)
+    return load_encoder(name, ckpt, out_dir, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -879,3 +879,31 @@ def load_encoder(name, ckpt, out_dir='out', device='cpu'):
     if features.get('suite') == 'hf':
         return load_hf(name, features['encoders'][name]).to(device)
     return load_toy(name, parts_of(ckpt['data']), out_dir, device, ckpt)
+
+
+
+class AudioTokens:
+    """The audio-token role (AST) behind a run's cached features: the toy AST on log-mels, or the
+    published AST on the raw waves beside them (an hf-suite cache)."""
+
+    def __init__(self, ckpt, out_dir='out', device='cpu'):
+        self.ast = load_encoder('ast', ckpt, out_dir, device)
+        self.device = device
+        features = ckpt['data'].get('features') or {}
+        self.hears_waves = features.get('suite') == 'hf'
+        if self.hears_waves:
+            self.mel_config = MelConfig(**ckpt['data']['mel'])
+        else:
+            self.mel_config = self.ast.mel_config
+
+    def __call__(self, cond):
+        """A condition's sounds {audio: log-mels (B, n_mels, frames), wave: (B, T)} -> tokens
+        (B, m, d)."""
+        if not self.hears_waves:
+            mel = torch.as_tensor(cond['audio']).float().to(self.device)  # (B, n_mels, frames)
+            return self.ast.encode_mel(mel).tokens
+        if 'wave' not in cond:
+            raise ValueError("the published AST reads raw sound: the condition needs 'wave' "
+                             "(B, T) beside its log-mels")
+        waves = torch.as_tensor(cond['wave']).float()                      # (B, T)
+        return self.ast.encode_audio(waves, self.mel_config.sample_rate).tokens

@@ -67,6 +67,8 @@ OPTIONS = dict(
     recording_rate='toyav: sample rate of the pool recordings before standardisation (Hz)',
     backgrounds='toyav: background-only pictures added to the images (the filter drops them)',
     val_images='images kept apart as the val split',
+    toyav_dir="toyav: the data folder whose toyav cache gives the pictures ('' = --data_dir): a "
+              "variant of this set prepared under another --data_dir reads them there",
     top_k='Algorithm 1: the threshold is the mean of the k best scores (1: top-1 retrieval)',
     no_sqrt='Algorithm 1 without its signed square root (an ablation)',
     lufs_min='each retrieved clip is normalised to a loudness uniform in [lufs_min, lufs_max]',
@@ -338,12 +340,12 @@ def retrieval_seconds(n_pool, n_concepts=1000, dim=512, top_k=10, seed=0):
 # ---------------------------------------------------------------------------------------------
 
 def toy_images(data_dir, image_size, backgrounds, seed):
-    """toyav's training split (prepared) and background-only pictures -> (images, labels,
-    captions)."""
+    """toyav's training split (prepared under data_dir) and background-only pictures -> (images,
+    labels, captions)."""
     fields = ['image', 'sources', 'n_sources', 'env', 'loud']
     split, meta = open_split(data_dir, 'toyav', 'train', fields)
     if meta['image_size'] != image_size:
-        raise ValueError(f"data/toyav has {meta['image_size']}-px images, not --image_size "
+        raise ValueError(f"{data_dir}/toyav has {meta['image_size']}-px images, not --image_size "
                          f"{image_size}: prepare both at one size")
     images = np.asarray(split['image'])
     labels = {k: np.asarray(split[k]) for k in fields[1:]}
@@ -476,8 +478,8 @@ def probe_rows(n, sr, length, size, rng):
 
 def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, duration,
          vlms='clip,imagebind', recordings=800, recording_seconds=2.5, recording_rate=22050,
-         backgrounds=300, val_images=500, top_k=8, no_sqrt=False, lufs_min=-25.0, lufs_max=-21.0,
-         probes=60, audio_src='', retrieval_clap=HF_CLAP):
+         backgrounds=300, val_images=500, toyav_dir='', top_k=8, no_sqrt=False, lufs_min=-25.0,
+         lufs_max=-21.0, probes=60, audio_src='', retrieval_clap=HF_CLAP):
     """Sonified rows of every image and VLM, split train / val, and the probes -> dict(splits,
     schema, meta)."""
     names = [v for v in vlms.split(',') if v]
@@ -491,7 +493,8 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
         raise ValueError('sonify: --src is the folder of pictures; --audio_src names the audio')
     skipped = []
     if toy:
-        images, labels, captions = toy_images(data_dir, image_size, backgrounds, seed + 200)
+        images, labels, captions = toy_images(toyav_dir or data_dir, image_size, backgrounds,
+                                              seed + 200)
         pool, pool_labels = toy_pool(recordings, recording_seconds, recording_rate, sample_rate,
                                      duration, seed + 300)
         encoders = lambda name: load_toy(name, 'toyav', out_dir, device)

@@ -6,10 +6,17 @@ import pyloudnorm as pyln
 import pytest
 import soundfile as sf
 import torch
+from PIL import Image
 
+import eval as evaluation
 import prepare
-from data import sonify, toyav
+import sample
+import train
+from conftest import randomize, tiny_config
+from data import open_split, sonify, toyav
 from encoders import resample_waves
+from generators import load_generator, pixart_config
+from methods.sonify import Pipeline, Sonify
 
 
 def test_the_square_root_widens_the_chosen_set():
@@ -186,3 +193,160 @@ def test_every_pairing_can_be_rebuilt_from_the_seed(sonified):
         kept = clips[i] >= 0
         wave, _ = sonify.mix(pool[clips[i][kept]], lufs[i][kept], meter)
         assert np.allclose(wave, waves[i], atol=1e-5)
+
+
+# ---- the model: a PixArt-style DiT with an audio projector ----
+
+NET = dict(input_size=32, patch_size=8, in_channels=3, hidden_size=32, depth=1, num_heads=2,
+           learn_sigma=False, adaln='single')
+# a raw-picture toy PixArt reading the tiny toy CLIP's text tokens (width 32), no pooled vector
+TINY_PIXART = dict(method='ldm', model_args=dict(
+    net='dit', shape=(3, 32, 32), target='image', ctx='clip_text_tokens',
+    net_args=dict(NET, ctx_dim=32)))
+# Seeing Sound on it: the tiny toy AST's tokens (width 32) through a fresh projector
+SONIFY_ARGS = dict(shape=(3, 32, 32), target='image', net_args=dict(NET, ctx_dim=32))
+
+
+@pytest.fixture(scope='module')
+def pixart(tiny, sonified):
+    """sonify's toy features and a tiny toy PixArt trained on toyav."""
+    prepare.main(['sonify', '--features', 'toy', '--data_dir', str(tiny / 'data'),
+                  '--out_dir', str(tiny / 'out'), '--batch_size', '16'])
+    run = tiny / 'out' / 'toyav_pixart'
+    train.train(tiny_config(tiny, 'clip', out_dir=str(run), **TINY_PIXART))
+    return run
+
+
+def sonify_config(tiny, pixart, name, **overrides):
+    """A tiny Seeing Sound run on the sonified set, from the tiny PixArt, projector re-created."""
+    cfg = dict(method='sonify', dataset='sonify', init_from=str(pixart),
+               init_new=['net.ctx_embedder'], model_args=SONIFY_ARGS, weight_decay=3e-2)
+    cfg.update(overrides)
+    return tiny_config(tiny, 'clip', out_dir=str(tiny / 'out' / name), **cfg)
+
+
+def test_fine_tuning_starts_from_the_pixart_but_its_caption_projection(tiny, pixart):
+    cfg = sonify_config(tiny, pixart, 'toyav_sonify')
+    _, meta = open_split(cfg['data_dir'], 'sonify', 'train', [])
+    model = Sonify(**SONIFY_ARGS)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    train.init_weights(model, cfg)
+    generator = torch.load(pixart / 'ckpt.pt', weights_only=True)
+    generator = generator['ema'] or generator['model']
+    for k, v in model.state_dict().items():
+        if k.startswith('net.ctx_embedder.'):
+            assert torch.equal(v, fresh[k]) and not torch.equal(v, generator[k]), k
+        else:
+            assert torch.equal(v, generator[k]), k
+    assert meta['parts'] == 'toyav'
+
+
+def test_one_fine_tuning_run_trains_the_whole_dit_and_draws_from_a_sound(tiny, pixart, tmp_path):
+    run = tiny / 'out' / 'toyav_sonify'
+    train.train(sonify_config(tiny, pixart, 'toyav_sonify', max_iters=3, eval_interval=3))
+    ckpt = torch.load(run / 'ckpt.pt', weights_only=True)
+    generator = torch.load(pixart / 'ckpt.pt', weights_only=True)['model']
+    assert ckpt['method'] == 'sonify' and ckpt['data']['parts'] == 'toyav'
+    assert not torch.equal(ckpt['model']['net.blocks.0.fc1.weight'],
+                           generator['net.blocks.0.fc1.weight'])            # the DiT trained too
+    tone = tmp_path / 'tone.wav'
+    other = tmp_path / 'other.wav'
+    sf.write(tone, 0.3 * np.sin(np.arange(16000) / 3), 16000)
+    sf.write(other, 0.3 * np.sin(np.arange(16000) / 9), 16000)
+    common = ['--ckpt', str(run), '--ckpt_dir', str(tiny / 'out'), '--steps=2', '--dtype',
+              'float32', '--audio', str(tone)]
+    sample.main(common + ['--out', str(tmp_path / 'mixed'), '--mix', str(other), '--mix_gain',
+                          '0.3'])
+    sample.main(common + ['--out', str(tmp_path / 'separate'), '--mix', str(other),
+                          '--sequence', '--reverb', 'hall'])
+    picture = np.asarray(Image.open(tmp_path / 'mixed.a2i.raw.png'))
+    assert picture.shape == (32, 32, 3) and (tmp_path / 'separate.a2i.png').exists()
+
+
+def test_eval_judges_real_toyav_audio_and_each_probe_apart(tiny, pixart, tmp_path):
+    run = tiny / 'out' / 'toyav_sonify_eval'
+    train.train(sonify_config(tiny, pixart, run.name, max_iters=1, eval_interval=1))
+    base = dict(evaluation.default_config(), data_dir=str(tiny / 'data'),
+                ckpt_dir=str(tiny / 'out'), ckpt=str(run), tasks='a2i', n_eval=8,
+                n_diverse=0, batch_size=8, options=dict(steps=2), dtype='float32')
+    real = evaluation.evaluate(dict(base, out_dir=str(tmp_path / 'real')))
+    for key in ('source_acc', 'env_acc', 'size_rho', 'mix_recall', 'fd', 'fd_floor', 'iis', 'cs'):
+        assert f"a2i.{key}" in real, key
+    probes = evaluation.evaluate(dict(base, dataset='sonify', n_eval=14,
+                                      out_dir=str(tmp_path / 'probes')))
+    for kind in ('mix', 'interp_0.1', 'interp_0.3', 'sequence'):
+        assert f"a2i.{kind}.mix_recall" in probes, kind
+    assert 'a2i.room.env_acc' in probes
+
+
+def test_a11_pretrains_the_projector_alone_and_the_fine_tune_starts_from_it(tiny, pixart):
+    text = dict(text='clip_text_tokens', text_dim=32)
+    stage = dict(SONIFY_ARGS, stage='projector', generator=str(pixart), **text)
+    cfg = sonify_config(tiny, pixart, 'toyav_sonify_projector', init_from='scratch', init_new=[],
+                        model_args=stage, max_iters=2, eval_interval=2, batch_size=16)
+    train.train(cfg)
+    after = torch.load(tiny / 'out' / 'toyav_sonify_projector' / 'ckpt.pt',
+                       weights_only=True)['model']
+    generator = torch.load(pixart / 'ckpt.pt', weights_only=True)
+    generator = generator['ema'] or generator['model']
+    for k, v in after.items():
+        if k.startswith('net.ctx_embedder.'):                     # the only part that trains
+            assert not torch.equal(v, generator[k]), k
+        elif k.startswith('text_projector.'):                     # the caption projection, frozen
+            assert torch.equal(v, generator['net.ctx_embedder.' + k[len('text_projector.'):]]), k
+        elif k.startswith('net.'):                                # the DiT, loaded and unused
+            assert torch.equal(v, generator[k]), k
+    model = Sonify(**stage)
+    batch = {'ast_audio_tokens': torch.randn(4, 5, 32), 'clip_text_tokens': torch.randn(4, 3, 32),
+             'caption_ids': torch.tensor([[1, 2], [1, 2], [3, 4], [5, 6]])}
+    loss = model(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.text_projector[0].weight.grad is None
+    assert model.net.ctx_embedder[0].weight.grad.abs().sum() > 0
+    assert model.net.blocks[0].fc1.weight.grad is None
+    train.train(sonify_config(tiny, pixart, 'toyav_sonify_a11', max_iters=1, eval_interval=1,
+                              init_from=str(tiny / 'out' / 'toyav_sonify_projector'),
+                              init_new=[], model_args=dict(SONIFY_ARGS, **text)))
+    a11 = torch.load(tiny / 'out' / 'toyav_sonify_a11' / 'ckpt.pt', weights_only=True)
+    assert a11['iter_num'] == 1 and 'text_projector.0.weight' in a11['model']   # keys as saved
+    with pytest.raises(ValueError, match='draws nothing'):
+        Pipeline(Sonify(**stage), None)
+
+
+def test_one_step_of_a_tiny_published_pixart_with_its_caption_projection_replaced(tmp_path):
+    import diffusers
+    folder = tmp_path / 'transformer'
+    randomize(diffusers.PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=8, num_layers=2,
+        sample_size=8, patch_size=2, caption_channels=10, cross_attention_dim=24)).save_pretrained(
+        folder)
+    published = load_generator('pixart', str(folder))
+    config = json.loads((folder / 'config.json').read_text())
+    net_args = dict(pixart_config(config), ctx_dim=6, learn_null=True)      # AST width 6
+    model = Sonify(net_args=net_args, shape=(4, 8, 8), target='latent', text='t5_tokens',
+                   text_dim=10, generator=str(folder))
+    fresh = model.net.ctx_embedder[0].weight.clone()
+    model.setup({})
+    own = model.net.state_dict()
+    for k, v in published.state_dict().items():
+        if k.startswith('ctx_embedder.'):
+            assert torch.equal(model.text_projector.state_dict()[k[len('ctx_embedder.'):]], v)
+        else:
+            assert torch.equal(own[k], v), k
+    assert torch.equal(model.net.ctx_embedder[0].weight, fresh)            # re-created: 6 -> 24
+    assert model.net.ctx_embedder[0].weight.shape == (24, 6)
+    g = torch.Generator().manual_seed(0)
+    batch = {'latent': torch.randn(2, 4, 8, 8, generator=g),
+             'ast_audio_tokens': torch.randn(2, 7, 6, generator=g)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3.16e-5,
+                            weight_decay=3e-2)
+    torch.manual_seed(0)
+    loss = model(batch)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert 'net.ctx_embedder.0.weight' in changed and 'net.blocks.1.fc2.weight' in changed
+    assert not any(k.startswith('text_projector.') for k in changed)
