@@ -33,7 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from model import VQVAE, AudioTagger, ContrastiveModel, Judge, LatentDiffusion, MediaAutoencoder
+from model import (VQVAE, AudioTagger, ContrastiveModel, Judge, LatentDiffusion, MediaAutoencoder,
+                   float_to_image, image_to_float)
 
 
 @dataclass
@@ -528,6 +529,7 @@ HF_DEFAULT_SR = 16000    # the project's audio rate: encode_audio's default samp
 CLAP_TEXT_TOKENS = 77    # LAION-CLAP pads captions to 77 RoBERTa tokens
 T5_TEXT_TOKENS = 120     # PixArt-alpha's T5 caption length
 FLUX_T5_TOKENS = 512     # FLUX.1-dev's T5 caption length (its pipeline's max_sequence_length)
+PIXART_VAE = 'PixArt-alpha/PixArt-XL-2-512x512'   # its vae/: sd-vae-ft-ema, latents scaled 0.18215
 AUDIOLDM_N_FFT = 1024    # AudioLDM's mel, besides the rate, hop and n_mels its vocoder config has
 AUDIOLDM_FMIN = 0.0
 AUDIOLDM_FMAX = 8000.0
@@ -858,9 +860,50 @@ class HFClapText(HFFrozen):
         return Features(emb, out.last_hidden_state, mask)
 
 
+class HFPictureLatents(Frozen):
+    """A published KL autoencoder of pictures (diffusers AutoencoderKL; PixArt-alpha's is
+    sd-vae-ft-ema): uint8 pictures <-> latents scaled as its diffusion model reads them."""
+
+    modality = 'image'
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+        self.freeze()
+
+    @classmethod
+    def from_pretrained(cls, name=PIXART_VAE):
+        """An AutoencoderKL folder, a pipeline folder with vae/, or a hub id of such a pipeline."""
+        from generators import load_generator
+        folder = name
+        if not os.path.isdir(name):
+            from huggingface_hub import snapshot_download
+            folder = snapshot_download(name, allow_patterns=['vae/*'])
+        if not os.path.exists(os.path.join(folder, 'config.json')):
+            folder = os.path.join(folder, 'vae')
+        latents = cls(load_generator('audioldm_vae', folder))
+        latents.folder = folder                     # where its weights and config came from
+        return latents
+
+    @torch.no_grad()
+    def encode(self, images):
+        """uint8 pictures (B, H, W, 3) -> scaled latent means (B, C, H / f, W / f)."""
+        p = next(self.vae.parameters())
+        x = image_to_float(to_tensor(images)).to(p.device, p.dtype)          # (B, 3, H, W)
+        mean, _ = self.vae.encode(x)
+        return ((mean - self.vae.shift_factor) * self.vae.scaling_factor).float().cpu()
+
+    @torch.no_grad()
+    def decode(self, z):
+        """Scaled latents (B, C, h, w) -> uint8 pictures (B, H, W, 3)."""
+        p = next(self.vae.parameters())
+        unscaled = z.to(p.device, p.dtype) / self.vae.scaling_factor + self.vae.shift_factor
+        return float_to_image(self.vae.decode(unscaled).float())
+
+
 HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan,
             'encodec': HFEncodec, 'clap_text': HFClapText, 'imagebind': HFImageBind,
-            'flux_t5': HFFluxT5, 'flux_clip': HFFluxClip}
+            'flux_t5': HFFluxT5, 'flux_clip': HFFluxClip, 'sd_vae': HFPictureLatents}
 
 
 def load_hf(role_name, name=None, **kw):

@@ -9,6 +9,7 @@
     python prepare.py toyav --features toy     # cache the toy encoders' features (once trained)
     python prepare.py vggsound --features hf   # cache the published CLIP and CLAP embeddings
     python prepare.py vggsound --features hf --encoders ast,flux_t5,flux_clip   # AST + Flux text
+    python prepare.py sonify --features hf --encoders ast,sd_vae   # AST + PixArt's VAE latents
 
 Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json (+ files.json: the
 source file of every sample of a real dataset); features add {split}_{encoder}_{field}.npy +
@@ -36,8 +37,8 @@ from tqdm import tqdm
 
 from configurator import HelpFormatter
 from data import SPLITS, check_mel, json_hash, read_json, write_json
-from encoders import (MelConfig, StaleCache, WordTokenizer, load_toy, log_mel, parts_of,
-                      toy_checkpoint, TOY_ENCODERS)
+from encoders import (PIXART_VAE, MelConfig, StaleCache, WordTokenizer, load_toy, log_mel,
+                      parts_of, toy_checkpoint, TOY_ENCODERS)
 
 # ---------------------------------------------------------------------------------------------
 # datasets
@@ -223,7 +224,7 @@ def prepare(args):
 
 # hf suite: the published encoders prepare.py runs -> the media fields each needs (text: captions)
 HF_MEDIA = {'clip': ('image',), 'clap': ('wave',), 'ast': ('wave',), 'flux_t5': (),
-            'flux_clip': ()}
+            'flux_clip': (), 'sd_vae': ('image',)}
 HF_TOKENS = ('ast', 'flux_t5')   # hf encoders whose token sequences are cached too (float16)
 
 
@@ -400,7 +401,7 @@ def main(argv=None):
     parser.add_argument('--encoders', default='clip,clap',
                         help='hf suite: the published encoders to run, comma-separated, of '
                              f"{', '.join(HF_MEDIA)} (SeeingSounds with FLUX.1: "
-                             "ast,flux_t5,flux_clip)")
+                             "ast,flux_t5,flux_clip; Seeing Sound with PixArt: ast,sd_vae)")
     parser.add_argument('--clip', default='openai/clip-vit-base-patch32',
                         help='hf suite: CLIP model id or folder')
     parser.add_argument('--clap', default='laion/clap-htsat-unfused',
@@ -414,6 +415,10 @@ def main(argv=None):
     parser.add_argument('--flux_clip', default='openai/clip-vit-large-patch14',
                         help='hf suite: the CLIP text tower FLUX.1 reads, id or folder (its '
                              'pooled output, 768)')
+    parser.add_argument('--sd_vae', default=PIXART_VAE,
+                        help="hf suite: the picture autoencoder whose scaled latents a DiT reads "
+                             "(PixArt-alpha's sd-vae-ft-ema): a diffusers AutoencoderKL folder, a "
+                             "pipeline folder with vae/, or a hub id of one")
     parser.add_argument('--device', default='cpu',
                         help="hf suite: where the encoders run ('cpu' or 'cuda')")
     parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')
