@@ -90,6 +90,7 @@ LEVEL_JITTER = 1.5               # +- dB around a loudness class's level, as toy
 STEREO_LEVEL = 0.8               # a recording's second channel: the first at this level, own noise
 QUERY_BLOCK = 1 << 26            # scores held at once by the retrieval (concepts x clips)
 ENCODE_BATCH = 256
+CACHED_FILES = 64                # recordings of a folder pool kept decoded while mixing
 HF_CLAP = 'laion/clap-htsat-unfused'
 LLAVA = 'llava-hf/llava-1.5-7b-hf'
 MAX_NEW_TOKENS = 96
@@ -145,26 +146,55 @@ def toy_pool(recordings, seconds, rate, sample_rate, duration, seed):
     return np.concatenate(chunks), labels
 
 
-def folder_pool(folder, sample_rate, duration):
-    """Every audio file under a folder, standardised -> chunks (N, T), {file, recording}."""
-    files = sorted(os.path.join(root, f) for root, _, names in os.walk(folder) for f in names
-                   if f[0] != '.')
-    chunks = []
-    labels = {'file': [], 'recording': []}
-    skipped = []
-    for path in tqdm(files, desc='sonify pool'):
-        try:
-            wave = load_audio(path, sample_rate)               # mono at the project's rate
-        except MediaError as e:
-            skipped.append(str(e))
-            continue
-        cut = standardise(wave, sample_rate, sample_rate, duration)
-        chunks.append(cut)
-        labels['file'] += [os.path.relpath(path, folder)] * len(cut)
-        labels['recording'] += [len(chunks) - 1] * len(cut)
-    if not chunks:
-        raise ValueError(f"{folder}: no readable audio file among its {len(files)} files")
-    return np.concatenate(chunks), labels, skipped
+class FolderPool:
+    """A folder of recordings (any files load_audio reads) as a pool of standardised chunks, never
+    held whole: scanned once for their embeddings, then read back a file at a time."""
+
+    def __init__(self, folder, sample_rate, duration):
+        self.folder = folder
+        self.files = sorted(os.path.relpath(os.path.join(root, f), folder)
+                            for root, _, names in os.walk(folder) for f in names if f[0] != '.')
+        self.sample_rate = sample_rate
+        self.duration = duration
+        self.counts = {}                      # file -> its chunks, once read
+        self.read_file = lru_cache(maxsize=CACHED_FILES)(self.chunks_of)
+
+    def chunks_of(self, name):
+        """A file's standardised chunks (n, T); MediaError if it cannot be read."""
+        wave = load_audio(os.path.join(self.folder, name), self.sample_rate)   # mono, resampled
+        return standardise(wave, self.sample_rate, self.sample_rate, self.duration)
+
+    def scan(self, embed):
+        """Read every file once -> embed(chunks (B, T)) of every chunk (N, D), and the files that
+        could not be read."""
+        skipped = []
+        buffer = []
+        parts = []
+        for name in tqdm(self.files, desc='sonify pool'):
+            try:
+                chunks = self.chunks_of(name)
+            except MediaError as e:
+                skipped.append(str(e))
+                continue
+            self.counts[name] = len(chunks)
+            buffer.append(chunks)
+            if sum(map(len, buffer)) >= ENCODE_BATCH:
+                parts.append(embed(np.concatenate(buffer)))
+                buffer = []
+        if buffer:
+            parts.append(embed(np.concatenate(buffer)))
+        if not parts:
+            raise ValueError(f"{self.folder}: no readable audio file among its "
+                             f"{len(self.files)} files")
+        self.index = [(name, c) for name, n in self.counts.items() for c in range(n)]
+        return torch.cat(parts), skipped
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, clips):
+        """Chunks (n, T) of pool indices (n,)."""
+        return np.stack([self.read_file(name)[c] for name, c in (self.index[i] for i in clips)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,14 +532,19 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
         images, files, skipped = folder_images(src, image_size)
         labels = {}
         captions = [dict(caption=f, text='', visual='') for f in files]
-        pool, pool_labels, missed = folder_pool(audio_src, sample_rate, duration)
-        skipped += missed
         encoders = lambda name: load_hf(name, retrieval_clap).to(device)
     clap = encoders('clap')
     if toy and clap.sample_rate != sample_rate:
         raise ValueError(f"the toy CLAP hears {clap.sample_rate} Hz, not --sample_rate "
                          f"{sample_rate}")
-    audio_emb = audio_embeddings(clap, pool, sample_rate)                    # (N, D)
+    embed = lambda chunks: audio_embeddings(clap, chunks, sample_rate)
+    if toy:
+        audio_emb = embed(pool)                                              # (N, D)
+    else:
+        pool = FolderPool(audio_src, sample_rate, duration)
+        audio_emb, missed = pool.scan(embed)
+        skipped += missed
+        pool_labels = dict(files=list(pool.counts), chunks=list(pool.counts.values()))
     n_toyav = len(images) - backgrounds if toy else len(images)
     rng = np.random.default_rng(seed + 400)
     val = set(rng.permutation(len(images))[:val_images].tolist())

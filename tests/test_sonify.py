@@ -111,9 +111,14 @@ def test_the_esc50_clips_are_standardised(real_data):
         assert three.shape == (2, 48000) and not three[1, 32000:].any()
         expected = resample_waves(raw.mean(1)[None], rate, 16000)[0]
         assert np.allclose(three.reshape(-1)[:len(expected)], expected, atol=1e-6)
-    chunks, labels, skipped = sonify.folder_pool(str(real_data / 'esc50' / 'audio'), 16000, 5.0)
-    assert chunks.shape[1] == 80000 and not skipped
-    assert len(labels['file']) == len(chunks) == len(set(labels['recording']))   # 5 s each: one
+    pool = sonify.FolderPool(str(real_data / 'esc50' / 'audio'), 16000, 5.0)
+    emb, skipped = pool.scan(lambda chunks: torch.from_numpy(chunks[:, :4]))    # (N, 4)
+    assert not skipped and len(pool) == len(emb) == len(pool.files)          # 5 s each: one
+    assert set(pool.counts.values()) == {1}
+    second = pool[[1]]                                                       # read back: (1, T)
+    assert second.shape == (1, 80000) and np.array_equal(second[0, :4], emb[1].numpy())
+    expected = resample_waves(sf.read(files[1], dtype='float32')[0][None], 44100, 16000)[0]
+    assert np.allclose(second[0, :len(expected)], expected, atol=1e-6)
 
 
 def test_the_oracle_reads_the_captions_and_a_vlm_answer_is_parsed():
