@@ -268,6 +268,21 @@ def test_one_fine_tuning_run_trains_the_whole_dit_and_draws_from_a_sound(tiny, p
     assert picture.shape == (32, 32, 3) and (tmp_path / 'separate.a2i.png').exists()
 
 
+def test_frozen_parts_stay_as_loaded_through_a_training_step(tiny, pixart):
+    frozen = ['net.blocks', 'net.t_block']
+    run = tiny / 'out' / 'toyav_sonify_frozen'
+    train.train(sonify_config(tiny, pixart, run.name, max_iters=1, eval_interval=1,
+                              freeze=frozen))
+    after = torch.load(run / 'ckpt.pt', weights_only=True)['model']
+    generator = torch.load(pixart / 'ckpt.pt', weights_only=True)
+    generator = generator['ema'] or generator['model']
+    for k, v in after.items():
+        if k.startswith(tuple(f + '.' for f in frozen)):
+            assert torch.equal(v, generator[k]), k
+    for k in ('net.ctx_embedder.0.weight', 'net.final_linear.weight'):     # the rest trains
+        assert not torch.equal(after[k], generator[k]), k
+
+
 def test_eval_judges_real_toyav_audio_and_each_probe_apart(tiny, pixart, tmp_path):
     run = tiny / 'out' / 'toyav_sonify_eval'
     train.train(sonify_config(tiny, pixart, run.name, max_iters=1, eval_interval=1))
