@@ -33,7 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from model import VQVAE, AudioTagger, ContrastiveModel, Judge, LatentDiffusion, MediaAutoencoder
+from model import (VQVAE, AudioTagger, ContrastiveModel, Judge, LatentDiffusion, MediaAutoencoder,
+                   float_to_image, image_to_float)
 
 
 @dataclass
@@ -507,13 +508,13 @@ def load_toy(name, dataset='toyav', out_dir='out', device='cpu', user=None):
 
 
 def load_latent_decoder(generator, ckpt, out_dir='out', device='cpu'):
-    """The frozen toy autoencoder whose latents a generator targets; None if it works on media."""
-    # ae_audio_latent -> ae_audio, checked (load_toy with the generator's checkpoint ckpt) to be the
-    # one the generator was trained on
+    """The frozen autoencoder whose latents a generator targets; None if it works on media."""
+    # ae_audio_latent -> ae_audio: a toy one checked (load_toy with the generator's checkpoint
+    # ckpt) to be the one the generator was trained on, or the published one its hf cache names
     if generator.modality:
         return None
     name = generator.target.rsplit('_', 1)[0]
-    return load_toy(name, parts_of(ckpt['data']), out_dir, device, ckpt)
+    return load_encoder(name, ckpt, out_dir, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,6 +529,7 @@ HF_DEFAULT_SR = 16000    # the project's audio rate: encode_audio's default samp
 CLAP_TEXT_TOKENS = 77    # LAION-CLAP pads captions to 77 RoBERTa tokens
 T5_TEXT_TOKENS = 120     # PixArt-alpha's T5 caption length
 FLUX_T5_TOKENS = 512     # FLUX.1-dev's T5 caption length (its pipeline's max_sequence_length)
+PIXART_VAE = 'PixArt-alpha/PixArt-XL-2-512x512'   # its vae/: sd-vae-ft-ema, latents scaled 0.18215
 AUDIOLDM_N_FFT = 1024    # AudioLDM's mel, besides the rate, hop and n_mels its vocoder config has
 AUDIOLDM_FMIN = 0.0
 AUDIOLDM_FMAX = 8000.0
@@ -936,9 +938,51 @@ class HFMaaText(HFFrozen):
         return Features(tokens[:, 0], tokens, batch['attention_mask'].bool())
 
 
+class HFPictureLatents(Frozen):
+    """A published KL autoencoder of pictures (diffusers AutoencoderKL; PixArt-alpha's is
+    sd-vae-ft-ema): uint8 pictures <-> latents scaled as its diffusion model reads them."""
+
+    modality = 'image'
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+        self.freeze()
+
+    @classmethod
+    def from_pretrained(cls, name=PIXART_VAE):
+        """An AutoencoderKL folder, a pipeline folder with vae/, or a hub id of such a pipeline."""
+        from generators import load_generator
+        folder = name
+        if not os.path.isdir(name):
+            from huggingface_hub import snapshot_download
+            folder = snapshot_download(name, allow_patterns=['vae/*'])
+        if not os.path.exists(os.path.join(folder, 'config.json')):
+            folder = os.path.join(folder, 'vae')
+        latents = cls(load_generator('audioldm_vae', folder))
+        latents.folder = folder                     # where its weights and config came from
+        return latents
+
+    @torch.no_grad()
+    def encode(self, images):
+        """uint8 pictures (B, H, W, 3) -> scaled latent means (B, C, H / f, W / f)."""
+        p = next(self.vae.parameters())
+        x = image_to_float(to_tensor(images)).to(p.device, p.dtype)          # (B, 3, H, W)
+        mean, _ = self.vae.encode(x)
+        return ((mean - self.vae.shift_factor) * self.vae.scaling_factor).float().cpu()
+
+    @torch.no_grad()
+    def decode(self, z):
+        """Scaled latents (B, C, h, w) -> uint8 pictures (B, H, W, 3)."""
+        p = next(self.vae.parameters())
+        unscaled = z.to(p.device, p.dtype) / self.vae.scaling_factor + self.vae.shift_factor
+        return float_to_image(self.vae.decode(unscaled).float())
+
+
 HF_SUITE = {'clip': HFClip, 'clap': HFClap, 'ast': HFAst, 't5': HFT5, 'vocoder': HFHifiGan,
             'encodec': HFEncodec, 'clap_text': HFClapText, 'imagebind': HFImageBind,
-            'flux_t5': HFFluxT5, 'flux_clip': HFFluxClip, 'maa_text': HFMaaText}
+            'flux_t5': HFFluxT5, 'flux_clip': HFFluxClip, 'maa_text': HFMaaText,
+            'sd_vae': HFPictureLatents}
 
 
 def load_hf(role_name, name=None, **kw):
@@ -957,3 +1001,31 @@ def load_encoder(name, ckpt, out_dir='out', device='cpu'):
     if features.get('suite') == 'hf':
         return load_hf(name, features['encoders'][name]).to(device)
     return load_toy(name, parts_of(ckpt['data']), out_dir, device, ckpt)
+
+
+
+class AudioTokens:
+    """The audio-token role (AST) behind a run's cached features: the toy AST on log-mels, or the
+    published AST on the raw waves beside them (an hf-suite cache)."""
+
+    def __init__(self, ckpt, out_dir='out', device='cpu'):
+        self.ast = load_encoder('ast', ckpt, out_dir, device)
+        self.device = device
+        features = ckpt['data'].get('features') or {}
+        self.hears_waves = features.get('suite') == 'hf'
+        if self.hears_waves:
+            self.mel_config = MelConfig(**ckpt['data']['mel'])
+        else:
+            self.mel_config = self.ast.mel_config
+
+    def __call__(self, cond):
+        """A condition's sounds {audio: log-mels (B, n_mels, frames), wave: (B, T)} -> tokens
+        (B, m, d)."""
+        if not self.hears_waves:
+            mel = torch.as_tensor(cond['audio']).float().to(self.device)  # (B, n_mels, frames)
+            return self.ast.encode_mel(mel).tokens
+        if 'wave' not in cond:
+            raise ValueError("the published AST reads raw sound: the condition needs 'wave' "
+                             "(B, T) beside its log-mels")
+        waves = torch.as_tensor(cond['wave']).float()                      # (B, T)
+        return self.ast.encode_audio(waves, self.mel_config.sample_rate).tokens

@@ -261,6 +261,18 @@ class MelNorm(nn.Module):
         return x
 
 
+def same_caption(ids):
+    """Caption ids (B, L) -> (B, B) float, 1 where two rows have the same caption."""
+    return (ids[:, None, :] == ids[None, :, :]).all(-1).float()
+
+
+def info_nce(a, b, same, scale):
+    """Symmetric InfoNCE of unit embeddings a, b (B, D); same (B, B) marks each row's positives."""
+    target = same / same.sum(1, keepdim=True)  # (B, B), rows sum to 1
+    logits = scale * a @ b.T  # (B, B)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
 class ContrastiveModel(nn.Module):
     """CLIP / CLAP / ImageBind-like encoders: a tower per modality, InfoNCE on the listed pairs."""
 
@@ -293,16 +305,11 @@ class ContrastiveModel(nn.Module):
         for m in self.modalities:
             pooled = self.encode(m, batch[FIELDS[m]])[0]  # (B, embed_dim)
             emb[m] = F.normalize(pooled, dim=-1)
-        ids = batch['caption_ids']
-        same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()  # (B, B)
-        target = same / same.sum(1, keepdim=True)
+        same = same_caption(batch['caption_ids'])  # (B, B)
         scale = self.logit_scale.clamp(max=math.log(100)).exp()
         loss = 0
         for a, b in self.pairs:
-            logits = scale * emb[a] @ emb[b].T  # (B, B)
-            a_to_b = F.cross_entropy(logits, target)
-            b_to_a = F.cross_entropy(logits.T, target)
-            loss = loss + (a_to_b + b_to_a) / 2
+            loss = loss + info_nce(emb[a], emb[b], same, scale)
         return loss / len(self.pairs)
 
 

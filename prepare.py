@@ -9,6 +9,7 @@
     python prepare.py toyav --features toy     # cache the toy encoders' features (once trained)
     python prepare.py vggsound --features hf   # cache the published CLIP and CLAP embeddings
     python prepare.py vggsound --features hf --encoders ast,flux_t5,flux_clip   # AST + Flux text
+    python prepare.py sonify --features hf --encoders ast,sd_vae   # AST + PixArt's VAE latents
 
 Layout: data/<ds>/{split}_{field}.npy memmaps + captions.json + meta.json (+ files.json: the
 source file of every sample of a real dataset); features add {split}_{encoder}_{field}.npy +
@@ -36,17 +37,18 @@ from tqdm import tqdm
 
 from configurator import HelpFormatter
 from data import SPLITS, check_mel, json_hash, read_json, write_json
-from encoders import (IMAGEBIND_CLIP, MelConfig, StaleCache, WordTokenizer, load_toy, log_mel,
-                      parts_of, toy_checkpoint, TOY_ENCODERS)
+from encoders import (IMAGEBIND_CLIP, PIXART_VAE, MelConfig, StaleCache, WordTokenizer,
+                      load_toy, log_mel, parts_of, toy_checkpoint, TOY_ENCODERS)
 
 # ---------------------------------------------------------------------------------------------
 # datasets
 # ---------------------------------------------------------------------------------------------
 
 READERS = {name: importlib.import_module(f"data.{name}")
-           for name in ('toyav', 'toyav_ctrl', 'toyav_maa', 'avmnist', 'vggsound', 'esc50',
-                        'imagehear', 'audiocaps_maa')}
-SHARED = ('data_dir', 'seed', 'image_size', 'sample_rate', 'duration')   # settings a reader names
+           for name in ('toyav', 'toyav_ctrl', 'toyav_maa', 'sonify', 'avmnist', 'vggsound',
+                        'esc50', 'imagehear', 'audiocaps_maa')}
+SHARED = ('data_dir', 'out_dir', 'device', 'seed', 'image_size', 'sample_rate',
+          'duration')                                    # settings a reader names
 SILENT = 1e-4          # peak amplitude under which a clip is silent (-80 dBFS)
 SHOWN = 5              # ids a summary line shows
 
@@ -222,7 +224,7 @@ def prepare(args):
 
 # hf suite: the published encoders prepare.py runs -> the media fields each needs (text: captions)
 HF_MEDIA = {'clip': ('image',), 'clap': ('wave',), 'ast': ('wave',), 'flux_t5': (),
-            'flux_clip': (), 'imagebind': ('image',), 'maa_text': ()}
+            'flux_clip': (), 'imagebind': ('image',), 'maa_text': (), 'sd_vae': ('image',)}
 HF_TOKENS = ('ast', 'flux_t5', 'maa_text')   # hf encoders whose tokens are cached too (float16)
 
 
@@ -414,7 +416,7 @@ def main(argv=None):
                         help='hf suite: the published encoders to run, comma-separated, of '
                              f"{', '.join(HF_MEDIA)} (SeeingSounds with FLUX.1: "
                              "ast,flux_t5,flux_clip; Make-An-Audio + ImageBind: "
-                             "imagebind,maa_text)")
+                             "imagebind,maa_text; Seeing Sound with PixArt: ast,sd_vae)")
     parser.add_argument('--clip', default='openai/clip-vit-base-patch32',
                         help='hf suite: CLIP model id or folder')
     parser.add_argument('--clap', default='laion/clap-htsat-unfused',
@@ -435,6 +437,10 @@ def main(argv=None):
                         help="hf suite: Make-An-Audio's text encoder, the tokens its U-Net reads: "
                              "its checkpoint maa1_full.ckpt or the folder holding it (bert/ beside "
                              "it, else bert-base-uncased from the hub)")
+    parser.add_argument('--sd_vae', default=PIXART_VAE,
+                        help="hf suite: the picture autoencoder whose scaled latents a DiT reads "
+                             "(PixArt-alpha's sd-vae-ft-ema): a diffusers AutoencoderKL folder, a "
+                             "pipeline folder with vae/, or a hub id of one")
     parser.add_argument('--device', default='cpu',
                         help="hf suite: where the encoders run ('cpu' or 'cuda')")
     parser.add_argument('--data_dir', default='data', help='where datasets live (data/<dataset>/)')

@@ -11,8 +11,8 @@ Inputs become a condition ({image, audio, text}); the run's pipeline (methods/<m
 it into media, written next to --out as <name>.<task>.wav + .spec.png for sound and
 <name>.<task>.png for pictures (256 px, nearest neighbour; .raw.png at the model's size), each
 atomically. Without --ckpt the default run for the given inputs is named in one line. --gain,
---reverb and --mix change an input sound before it is encoded. A frozen part behind a run whose
-checkpoint is not the one its features were made by is refused.
+--reverb, --mix (with --mix_gain, --sequence) change an input sound before it is encoded. A frozen
+part behind a run whose checkpoint is not the one its features were made by is refused.
 """
 import argparse
 import os
@@ -55,10 +55,16 @@ def write_media(stem, out, mel_config):
 
 
 def edit_sound(wave, args, mel_config):
-    """The input sound as --gain, --reverb and --mix ask: scaled, in a room, summed with another."""
+    """The input sound as --gain, --reverb and --mix ask: with another over it (at --mix_gain) or
+    after it (--sequence), in a room, scaled."""
     if args.mix:
         other = fit_length(load_audio(args.mix, mel_config.sample_rate), len(wave))
-        wave = wave + other
+        other = other * args.mix_gain
+        if args.sequence:                     # each sound's first half, one after the other
+            half = len(wave) // 2
+            wave = np.concatenate([wave[:half], other[:len(wave) - half]])
+        else:
+            wave = wave + other
     if args.reverb:
         rng = np.random.default_rng(args.seed)
         env = [name for name, _ in toyav.ENVS].index(args.reverb)
@@ -212,6 +218,9 @@ def arguments():
     add('--gain', type=float, default=1.0, help='input sound: scale it by this factor')
     add('--reverb', choices=['hall', 'tunnel'], help="input sound: play it in toyav's room")
     add('--mix', help='input sound: add this other sound file to it')
+    add('--mix_gain', type=float, default=1.0, help='the --mix sound: scale it by this factor')
+    add('--sequence', action='store_true',
+        help='the --mix sound after the input sound (each for half the clip), not over it')
     add('--ckpt_dir', default='out', help='where the frozen parts live (out/<dataset>_<name>)')
     add('--data_dir', default='data', help='where datasets live (for --index)')
     add('--out', help='output stem (default %(default)s: out/samples/<input>.<run>)')

@@ -28,10 +28,11 @@ import os
 
 from encoders import FROZEN_NETWORKS, MediaError, ToyTokenizer
 from encoders import load_checkpoint as load_network
-from methods import echoes, ldm, maa, seeingsounds, v2a
+from methods import echoes, ldm, maa, seeingsounds, sonify, v2a
 
 # key -> the module with its Model and Pipeline
-METHODS = {'v2a': v2a, 'echoes': echoes, 'ldm': ldm, 'seeingsounds': seeingsounds, 'maa': maa}
+METHODS = {'v2a': v2a, 'echoes': echoes, 'ldm': ldm, 'seeingsounds': seeingsounds,
+           'maa': maa, 'sonify': sonify}
 
 
 class Reconstruction:

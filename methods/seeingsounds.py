@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from scipy.signal import fftconvolve
 
 from data import class_captions, toyav, toyav_ctrl
-from encoders import MelConfig, load_checkpoint, load_encoder, load_latent_decoder, parts_of
+from encoders import AudioTokens, load_checkpoint, load_encoder, load_latent_decoder, parts_of
 from generators import FLUX_SIZE, Flux, is_pipeline
 from model import Attention, mlp
 
@@ -258,13 +258,8 @@ class Pipeline:
             return
         self.model = model
         self.nulls = model.nulls()
-        self.ast = load_encoder('ast', ckpt, ckpt_dir, device)
-        features = ckpt['data'].get('features') or {}
-        self.hears_waves = features.get('suite') == 'hf'     # the published AST reads raw waves
-        if self.hears_waves:
-            self.mel_config = MelConfig(**ckpt['data']['mel'])
-        else:
-            self.mel_config = self.ast.mel_config
+        self.audio_tokens = AudioTokens(ckpt, ckpt_dir, device)
+        self.mel_config = self.audio_tokens.mel_config
 
     def check_flux(self, model, path):
         """Refuse a run whose outputs are not FLUX.1's T5-token and pooled CLIP widths."""
@@ -283,17 +278,6 @@ class Pipeline:
         keys = F.normalize(self.clap.encode_text(captions).emb, dim=-1)          # (K, D)
         values = load_encoder('clip', gen_ckpt, ckpt_dir, self.device).encode_text(captions)
         self.captions = (keys, values)
-
-    def audio_tokens(self, cond):
-        """The AST's tokens (B, m, d): the published AST on cond['wave'], the toy one on mels."""
-        if not self.hears_waves:
-            mel = torch.as_tensor(cond['audio']).float().to(self.device)   # (B, n_mels, frames)
-            return self.ast.encode_mel(mel).tokens
-        if 'wave' not in cond:
-            raise ValueError("the published AST reads raw sound: the condition needs 'wave' "
-                             "(B, T) beside its log-mels")
-        waves = torch.as_tensor(cond['wave']).float()                      # (B, T)
-        return self.ast.encode_audio(waves, self.mel_config.sample_rate).tokens
 
     def condition(self, cond):
         """The sounds of a condition -> the generator's condition {ctx, vec}."""

@@ -3,6 +3,7 @@
 Nothing downloads.
 """
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,19 @@ def maa_text_state(enc):
     return sd
 
 
+def tiny_sd_vae(folder):
+    """encoders.HFPictureLatents of a random 2-level AutoencoderKL (x2, 4 latent channels) saved
+    in folder, scaled as PixArt-alpha's VAE."""
+    import diffusers
+    from encoders import HFPictureLatents
+    vae = randomize(diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=('DownEncoderBlock2D',) * 2,
+        up_block_types=('UpDecoderBlock2D',) * 2, block_out_channels=(8, 16), layers_per_block=1,
+        latent_channels=4, norm_num_groups=4, scaling_factor=0.18215), seed=2, std=0.1)
+    vae.save_pretrained(folder)
+    return HFPictureLatents.from_pretrained(str(folder))
+
+
 def randomize(module, seed=0, std=0.2):
     """Re-draw every parameter so no zero-initialised layer can hide a wiring mistake; eval mode."""
     g = torch.Generator().manual_seed(seed)
@@ -242,6 +256,9 @@ def save_hf(enc, path):
     Returns the folder.
     """
     from encoders import MAA_CKPT, HFClapText, HFHifiGan, HFMaaText
+    if hasattr(enc, 'folder'):            # a diffusers model read by an importer: copied
+        shutil.copytree(enc.folder, path, dirs_exist_ok=True)
+        return str(path)
     if isinstance(enc, HFMaaText):    # Make-An-Audio's layout: its checkpoint, bert/ beside it
         path.mkdir(parents=True, exist_ok=True)
         torch.save({'state_dict': maa_text_state(enc)}, path / MAA_CKPT)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import (CAPTIONS, PAD, TEXT_LEN, save_hf, tiny_clap_text_config, tiny_hf_ast,
                       tiny_hf_clap, tiny_hf_clip, tiny_hf_flux_clip, tiny_hf_flux_t5,
-                      tiny_hf_maa_text, tiny_t5_config, word_tokenizer)
+                      tiny_hf_maa_text, tiny_sd_vae, tiny_t5_config, word_tokenizer)
 from encoders import (CLAP_TEXT_TOKENS, HF_SUITE, Features, HFClapText, HFEncodec, HFHifiGan,
                       HFT5, MelConfig, hifigan_mel_config, load_hf, log_mel, resample_waves)
 
@@ -85,9 +85,14 @@ def maa_text():
     return tiny_hf_maa_text()
 
 
+@pytest.fixture(scope='module')
+def sd_vae(tmp_path_factory):
+    return tiny_sd_vae(tmp_path_factory.mktemp('sd_vae'))
+
+
 # the roles with a tiny instance above (imagebind's is conftest.py's)
 ROLES = ('clip', 'clap', 'ast', 't5', 'vocoder', 'encodec', 'clap_text', 'imagebind', 'flux_t5',
-         'flux_clip', 'maa_text')
+         'flux_clip', 'maa_text', 'sd_vae')
 ALL_ROLES = sorted(set(HF_SUITE) | set(ROLES))   # a role load_hf lost fails, one untested fails
 
 
@@ -251,6 +256,23 @@ def test_encodec(encodec):
     assert out.shape == (2, 24000)
     assert out.dtype == torch.float32
     assert encodec.encode(out, sample_rate=24000).shape == ids.shape
+
+
+def test_picture_latents_are_the_published_vaes_scaled_means(sd_vae):
+    import diffusers
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    z = sd_vae.encode(images)
+    assert z.shape == (2, 4, 8, 8)
+    ref = diffusers.AutoencoderKL.from_pretrained(sd_vae.folder).eval()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        want = ref.encode(x).latent_dist.mean * 0.18215
+        pictures = ref.decode(want / 0.18215).sample                          # (2, 3, 16, 16)
+    torch.testing.assert_close(z, want, atol=1e-4, rtol=1e-4)
+    out = sd_vae.decode(z)
+    assert out.shape == (2, 16, 16, 3) and out.dtype == torch.uint8
+    expected = ((pictures.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1)
+    assert (out.float() - expected).abs().max() <= 1
 
 
 def test_resample_waves():

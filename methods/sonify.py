@@ -1,0 +1,157 @@
+"""Seeing Sound: a text-to-image DiT fine-tuned to draw a picture from a sound, trained without a
+single real image-audio pair.
+
+The pairs are made (data/sonify.py): each picture of an image-only dataset is sonified, its
+sounding concepts named by a VLM, matching clips retrieved from a separate audio pool with CLAP
+(Algorithm 1) and mixed at normalised loudness. The model is a PixArt-alpha text-to-image DiT
+(tokens only, adaLN-single) whose caption projection is replaced: the audio encoder's tokens (AST)
+pass through an MLP audio projector, trained from scratch, into the cross-attention of every
+block. Every other weight starts from the text-to-image checkpoint and the whole DiT is fine-tuned
+on cached image latents with its own diffusion loss (paper: AdamW at 3.16e-5, weight decay 3e-2).
+Appendix A.11's variant first trains the projector alone, contrastively against the text of the
+same rows (their concepts) through the DiT's own caption projection, kept frozen. At inference a
+sound's tokens condition the DiT (DDIM, guidance against its learned null) and the autoencoder
+decodes the latents. The paper's section 4.5 probes are sound edits: sample.py --mix (semantic
+mixing), --mix_gain (loudness inside a mix), --sequence (separated versus mixed), --reverb
+(acoustics), and the test split of data/sonify.py holds them for eval.py.
+
+    python train.py config/ldm_pixart.py         # the toy PixArt: text -> image, tokens only
+    python prepare.py sonify && python prepare.py sonify --features toy
+    python train.py config/sonify.py             # init_from the toy PixArt, projector re-created
+    python sample.py --ckpt out/toyav_sonify --audio dog.wav --mix bell.wav --mix_gain 0.3
+    python eval.py config/sonify_eval.py         # real toyav test audio -> pictures
+
+At full scale (config/vggsound_sonify.py) the AST is the published one on raw waves, the latents
+are PixArt-alpha's VAE's (prepare.py --features hf --encoders ast,sd_vae) and the DiT is read from
+a diffusers PixArt-alpha transformer folder (setup: its weights, its 4096-wide caption projection
+left out for the audio projector).
+
+References:
+1) Kalayeh & Petermann, Seeing Sound: sonification, the audio projector, Appendix A.11
+2) PixArt-alpha: Chen et al. 2023 (adaLN-single, caption projection); DiT: Peebles & Xie 2023
+3) AST: Gong, Chung & Glass 2021; InfoNCE: van den Oord et al. 2018, CLIP (Radford et al. 2021)
+"""
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from encoders import AudioTokens, load_latent_decoder, read_checkpoint
+from generators import load_generator
+from model import LatentDiffusion, info_nce, mlp, same_caption
+
+STAGES = ('finetune', 'projector')
+
+
+#################################################################################
+#        The DiT with an audio projector; Appendix A.11's pre-training          #
+#################################################################################
+
+class Sonify(LatentDiffusion):
+    """PixArt reading sounds: audio tokens (B, m, d_a) -> MLP projector -> every block's
+    cross-attention; the diffusion loss on image latents, or A.11's contrastive loss."""
+
+    def __init__(self, net_args=None, shape=(4, 16, 16), target='ae_image_latent',
+                 audio='ast_audio_tokens', p_uncond=0.1, schedule='cosine', prediction='v',
+                 stage='finetune', text='', text_dim=128, temperature=0.07, generator=''):
+        super().__init__('dit', net_args, shape, target, ctx=audio, p_uncond=p_uncond,
+                         schedule=schedule, prediction=prediction)
+        assert stage in STAGES, stage
+        assert text or stage == 'finetune', 'the projector stage needs the text field'
+        self.stage = stage
+        self.audio = audio
+        self.text = text
+        self.log_scale = math.log(1 / temperature)
+        self.generator = generator          # read by setup alone: a run, or PixArt's folder
+        self.text_projector = None          # A.11: the generator's caption projection, frozen
+        if text:
+            d = self.net.x_embedder.out_channels
+            self.text_projector = mlp(text_dim, d, d, torch.nn.GELU(approximate='tanh'))
+            self.text_projector.requires_grad_(False)
+        if stage == 'projector':
+            self.fields = [audio, text, 'caption_ids']
+
+    def setup(self, run):
+        """From scratch with a generator named: every DiT weight of it but its caption projection
+        (the audio projector stays fresh); that projection becomes the frozen text projector."""
+        if not self.generator:
+            return
+        weights = generator_weights(self.generator)                 # the DiT's own keys
+        prefix = 'ctx_embedder.'
+        caption = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        rest = {k: v for k, v in weights.items() if not k.startswith(prefix)}
+        missing, unexpected = self.net.load_state_dict(rest, strict=False)
+        others = [k for k in missing if not k.startswith((prefix, 'null_'))]  # nulls: for CFG
+        if others or unexpected:
+            raise ValueError(f"{self.generator}: not this DiT: missing {others}, unexpected "
+                             f"{unexpected}")
+        if self.text_projector is not None:
+            self.text_projector.load_state_dict(caption)
+
+    def forward(self, batch):
+        """The diffusion loss of the image latents given the sound (fine-tuning), or A.11."""
+        if self.stage == 'projector':
+            return self.contrastive(batch)
+        return super().forward(batch)
+
+    def contrastive(self, batch):
+        """A.11: InfoNCE between each row's projected sound and its projected text, both averaged
+        over tokens; rows with the same text are positives of each other."""
+        sound = self.net.ctx_embedder(batch[self.audio].float()).mean(1)            # (B, d)
+        with torch.no_grad():
+            text = self.text_projector(batch[self.text].float()).mean(1)            # (B, d)
+        same = same_caption(batch['caption_ids'])                                   # (B, B)
+        scale = math.exp(self.log_scale)
+        return info_nce(F.normalize(sound, dim=-1), F.normalize(text, dim=-1), same, scale)
+
+    def param_groups(self):
+        """The fresh projector apart from the pre-trained DiT (lr_groups may set its rate)."""
+        return {'projector': list(self.net.ctx_embedder.parameters())}
+
+
+Model = Sonify
+
+
+def generator_weights(path):
+    """The DiT weights to start from: a text-to-image run of this repository (its EMA if any) or a
+    diffusers PixArt-alpha transformer folder (imported)."""
+    if os.path.isfile(os.path.join(path, 'config.json')):
+        return load_generator('pixart', path).state_dict()
+    ckpt = read_checkpoint(os.path.join(path, 'ckpt.pt'))
+    weights = ckpt.get('ema') or ckpt['model']
+    return {k[len('net.'):]: v for k, v in weights.items() if k.startswith('net.')}
+
+
+#################################################################################
+#                  Inference: a sound -> its tokens -> the DiT -> a picture      #
+#################################################################################
+
+class Pipeline:
+    """A sound -> the AST's tokens -> the fine-tuned DiT -> the autoencoder's decoder."""
+
+    TASKS = {'a2i': (('audio',), ('image',))}
+    OPTIONS = dict(steps=(25, 'DDIM steps'),
+                   cfg_scale=(3.0, 'classifier-free guidance scale against the learned null '
+                                   '(1 = off)'))
+
+    def __init__(self, model, ckpt, ckpt_dir='out', device='cpu', **options):
+        if model.stage != 'finetune':
+            raise ValueError('a projector pre-training run draws nothing: fine-tune from it '
+                             '(config/sonify_a11.py)')
+        self.model = model
+        self.options = options
+        self.tasks = self.TASKS
+        self.audio_tokens = AudioTokens(ckpt, ckpt_dir, device)
+        self.mel_config = self.audio_tokens.mel_config
+        self.decoder = load_latent_decoder(model, ckpt, ckpt_dir, device)
+
+    @torch.no_grad()
+    def generate(self, task, cond, rng=None, n=1):
+        """{audio: log-mels (B, n_mels, frames), wave: (B, T)} -> {image: uint8 (B, H, W, 3)}."""
+        tokens = self.audio_tokens(cond).float()                                    # (B, m, d)
+        opts = self.options
+        latents = self.model.generate({'ctx': tokens}, opts['steps'], opts['cfg_scale'],
+                                      generator=rng)
+        images = self.decoder.decode(latents) if self.decoder else latents
+        return {'image': images.cpu()}
