@@ -1,16 +1,9 @@
-# A PixArt-alpha-like text-to-image DiT at toy scale, the one Seeing Sound fine-tunes: tokens only (the toy CLIP's
-# text tokens through cross-attention, no pooled vector), adaLN-single (one shared t_block and a table per block),
-# a learned null for guidance, on toy-VAE image latents (4x16x16, patch 2). Needs config/toyav_ae_image.py trained
+# A PixArt-alpha-like text-to-image DiT at toy scale, the one Seeing Sound fine-tunes, layered on the toy DiT's
+# training settings: python train.py config/ldm_t2i.py config/ldm_pixart.py. Tokens only (the toy CLIP's text
+# tokens through cross-attention, no pooled vector), adaLN-single (one shared t_block and a table per block), a
+# learned null for guidance, on toy-VAE image latents (4x16x16, patch 2). Needs config/toyav_ae_image.py trained
 # and prepare.py toyav --features toy.
 out_dir = 'out/toyav_pixart'
-method = 'ldm'
 model_args = dict(net='dit', shape=(4, 16, 16), target='ae_image_latent', ctx='clip_text_tokens',
                   net_args=dict(input_size=16, patch_size=2, in_channels=4, hidden_size=128, depth=6, num_heads=4,
                                 ctx_dim=128, learn_sigma=False, adaln='single'))
-batch_size = 32
-max_iters = 3500
-learning_rate = 1e-3
-min_lr = 1e-4
-warmup_iters = 100
-ema_decay = 0.999
-eval_interval = 500

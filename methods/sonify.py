@@ -15,7 +15,7 @@ decodes the latents. The paper's section 4.5 probes are sound edits: sample.py -
 mixing), --mix_gain (loudness inside a mix), --sequence (separated versus mixed), --reverb
 (acoustics), and the test split of data/sonify.py holds them for eval.py.
 
-    python train.py config/ldm_pixart.py         # the toy PixArt: text -> image, tokens only
+    python train.py config/ldm_t2i.py config/ldm_pixart.py   # the toy PixArt: tokens only
     python prepare.py sonify && python prepare.py sonify --features toy
     python train.py config/sonify.py             # init_from the toy PixArt, projector re-created
     python sample.py --ckpt out/toyav_sonify --audio dog.wav --mix bell.wav --mix_gain 0.3
