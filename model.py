@@ -80,14 +80,28 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(ctx_dim or dim, dim, bias=bias)
         self.to_out = nn.Linear(dim, dim)
 
+    def project_qkv(self, x):
+        """Self-attention's q, k, v (B, N, C) each, from one matmul of the three weights stacked: as
+        a fused qkv layer, a float32 training step up to 1.2x faster (bench.py); names kept."""
+        layers = (self.to_q, self.to_k, self.to_v)
+        weight = torch.cat([layer.weight for layer in layers])  # (3C, C)
+        bias = None
+        if self.to_q.bias is not None:
+            bias = torch.cat([layer.bias for layer in layers])  # (3C,)
+        return F.linear(x, weight, bias).chunk(3, dim=-1)
+
     def forward(self, x, ctx=None, mask=None):
         """x (B, N, C); ctx (B, L, C_ctx), None: self-attention; mask (B, L) true where real."""
         B, N, C = x.shape
         if ctx is None:
-            ctx = x
-        q = split_heads(self.to_q(x), self.heads)  # (B, heads, N, C/heads)
-        k = split_heads(self.to_k(ctx), self.heads)  # (B, heads, L, C/heads)
-        v = split_heads(self.to_v(ctx), self.heads)  # (B, heads, L, C/heads)
+            q, k, v = self.project_qkv(x)
+        else:
+            q = self.to_q(x)  # (B, N, C)
+            k = self.to_k(ctx)  # (B, L, C)
+            v = self.to_v(ctx)  # (B, L, C)
+        q = split_heads(q, self.heads)  # (B, heads, N, C/heads)
+        k = split_heads(k, self.heads)  # (B, heads, L, C/heads)
+        v = split_heads(v, self.heads)  # (B, heads, L, C/heads)
         bias = None
         if mask is not None:  # -1e4 on padding, as diffusers
             bias = (~mask.bool())[:, None, None, :].to(q.dtype) * -1e4  # (B, 1, 1, L)
