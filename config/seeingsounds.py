@@ -8,7 +8,7 @@ dataset = 'toyav_ctrl'
 model_args = dict(in_dim=128, token_dim=128, n_tokens=16, vec_dim=128, pooling='attention',
                   branches=('t', 'v'), terms=('plain', 'transform', 'mix'))
 batch_size = 128
-max_iters = 3000
+max_iters = 6000
 learning_rate = 1e-3
 min_lr = 1e-4
 lr_groups = dict(t=1e-3, v=1e-3)

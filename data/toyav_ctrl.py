@@ -141,7 +141,7 @@ def test_rows(n_clips, captioner, sr, length, size, rng):
     return rows
 
 
-def read(src, *, seed, image_size, sample_rate, duration, rows=4000, val_rows=400, clips=60,
+def read(src, *, seed, image_size, sample_rate, duration, rows=12000, val_rows=400, clips=60,
          holdout='', captioner='', compose=True):
     """The rows of every split, split i from seed + 100 + i -> dict(splits, schema, meta)."""
     if src is not None:
