@@ -71,11 +71,11 @@ def unique_rows(path, rows, key, split):
             repeats.append(row[0])
         else:
             leaks.setdefault(k, [first[k]]).append(row)
-    if leaks:                                   # the same clip in train and test: refuse, naming it
+    if leaks:                                   # the same clip in two splits: refuse, naming it
         shown = [f"{k} (" + ', '.join(f"row {r[0]} {split(r)}" for r in rs) + ')'
                  for k, rs in leaks.items()]
         more = f" and {len(shown) - 5} more" if len(shown) > 5 else ''
-        raise ValueError(f"{path}: listed in two splits, a train/test leak ({len(shown)}): "
+        raise ValueError(f"{path}: listed in two splits, a leak between them ({len(shown)}): "
                          f"{'; '.join(shown[:5])}{more}; list each in one split only")
     if not repeats:
         return kept, []

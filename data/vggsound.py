@@ -167,6 +167,8 @@ def read(src, *, data_dir, seed, image_size, sample_rate, duration, val_fraction
         warnings.append(f"vggsound: the val split is empty (--val_fraction {val_fraction} chose "
                         f"none of the {len(splits['train'])} train clips); pass a larger "
                         f"--val_fraction")
+    if splits['train'] and not splits['test']:
+        warnings.append("vggsound: the test split is empty (no usable clip of the csv's test rows)")
     s = image_size
     schema = dict(frames=((n_frames, s, s, 3), 'uint8'), image=((s, s, 3), 'uint8'),
                   wave=((n,), 'float32'), label=((), 'int64'), sources=((len(classes),), 'uint8'))

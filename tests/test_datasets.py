@@ -442,7 +442,7 @@ def test_vggsound_refuses_a_clip_in_two_splits_reads_a_repeat_once(real_data, tm
     leak = real_csv(real_data) + 'vas_dog_02677,0,dog barking,test\n'
     src = vggsound_src(real_data, tmp_path / 'leak', leak, clips='vas_dog')
     message = refused(tmp_path, 'vggsound', '--src', src)
-    assert 'a train/test leak (1): vas_dog_02677_000000 (row 1 train, row 7 test)' in message
+    assert 'a leak between them (1): vas_dog_02677_000000 (row 1 train, row 7 test)' in message
     repeat = real_csv(real_data) + 'vas_dog_02677,0,dog barking,train\n' * 2
     run('vggsound', '--src', vggsound_src(real_data, tmp_path / 'repeat', repeat, clips='vas_dog'),
         '--data_dir', tmp_path / 'data')
@@ -456,9 +456,13 @@ def test_vggsound_refuses_a_clip_in_two_splits_reads_a_repeat_once(real_data, tm
 def test_vggsound_empty_val_split_is_warned_about(real_data, tmp_path, capsys):
     src = vggsound_src(real_data, tmp_path / 'src', real_csv(real_data), clips=('vas_', '0nib'))
     run('vggsound', '--src', src, '--data_dir', tmp_path / 'data')
-    lines = reported(capsys.readouterr().err, 'val split')
+    err = capsys.readouterr().err
+    lines = reported(err, 'val split')
     assert lines == ['warning: vggsound: the val split is empty (--val_fraction 0.05 chose none of '
                      'the 4 train clips); pass a larger --val_fraction']
+    counts = json.loads((tmp_path / 'data' / 'vggsound' / 'meta.json').read_text())['counts']
+    empty_test = ["warning: vggsound: the test split is empty (no usable clip of the csv's test rows)"]
+    assert reported(err, 'test split') == (empty_test if counts['test'] == 0 else [])
     run('vggsound', '--src', src, '--data_dir', tmp_path / 'data', '--val_fraction', '0.5')
     assert not reported(capsys.readouterr().err, 'val split')
     meta = json.loads((tmp_path / 'data' / 'vggsound' / 'meta.json').read_text())
