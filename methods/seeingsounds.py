@@ -243,7 +243,8 @@ class Pipeline:
         self.flux = None
         self.decoder = None
         if is_generator:
-            self.generator, gen_ckpt = model, ckpt
+            self.generator = model
+            gen_ckpt = ckpt
         elif is_pipeline(path):                       # a published FLUX.1, diffusers' layout
             self.flux = Flux.from_pretrained(path).to(device)
             self.check_flux(model, path)

@@ -461,7 +461,8 @@ def test_vggsound_empty_val_split_is_warned_about(real_data, tmp_path, capsys):
     assert lines == ['warning: vggsound: the val split is empty (--val_fraction 0.05 chose none of '
                      'the 4 train clips); pass a larger --val_fraction']
     counts = json.loads((tmp_path / 'data' / 'vggsound' / 'meta.json').read_text())['counts']
-    empty_test = ["warning: vggsound: the test split is empty (no usable clip of the csv's test rows)"]
+    empty_test = ["warning: vggsound: the test split is empty (no usable clip of the csv's test "
+                  "rows)"]
     assert reported(err, 'test split') == (empty_test if counts['test'] == 0 else [])
     run('vggsound', '--src', src, '--data_dir', tmp_path / 'data', '--val_fraction', '0.5')
     assert not reported(capsys.readouterr().err, 'val split')
