@@ -1,6 +1,6 @@
-# AudioLDM's recipe at toy scale: a UNet on toy-VAE mel latents conditioned on the toy CLAP *audio* embedding
-# (joined to the time embedding); text -> audio at inference through the CLAP *text* embedding.
-# Needs config/toyav_ae_audio.py trained and prepare.py toyav --features toy.
+# AudioLDM's recipe at toy scale: a UNet on toy-VAE mel latents conditioned on the toy CLAP *audio*
+# embedding (joined to the time embedding); text -> audio at inference through the CLAP *text*
+# embedding. Needs config/toyav_ae_audio.py trained and prepare.py toyav --features toy.
 out_dir = 'out/toyav_t2a'
 method = 'ldm'
 model_args = dict(net='unet', shape=(4, 16, 16), target='ae_audio_latent', vec='clap_audio_emb',

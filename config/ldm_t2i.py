@@ -1,6 +1,7 @@
-# A PixArt/Flux-like text-to-image DiT at toy scale, on toy-VAE image latents (4x16x16, patch 2): cross-attention on
-# the toy CLIP text tokens, the pooled CLIP text vector joined to the timestep, learned nulls for guidance.
-# Needs config/toyav_ae_image.py trained and prepare.py toyav --features toy.
+# A PixArt/Flux-like text-to-image DiT at toy scale, on toy-VAE image latents (4x16x16, patch 2):
+# cross-attention on the toy CLIP text tokens, the pooled CLIP text vector joined to the timestep,
+# learned nulls for guidance. Needs config/toyav_ae_image.py trained and prepare.py toyav --features
+# toy.
 out_dir = 'out/toyav_t2i'
 method = 'ldm'
 model_args = dict(net='dit', shape=(4, 16, 16), target='ae_image_latent', ctx='clip_text_tokens', vec='clip_text_emb',

@@ -1,5 +1,6 @@
-# Make-An-Audio's route at toy scale: the same UNet on toy-VAE mel latents, conditioned by cross-attention on the
-# toy CLAP text tokens. Needs config/toyav_ae_audio.py trained and prepare.py toyav --features toy.
+# Make-An-Audio's route at toy scale: the same UNet on toy-VAE mel latents, conditioned by cross-
+# attention on the toy CLAP text tokens. Needs config/toyav_ae_audio.py trained and prepare.py toyav
+# --features toy.
 out_dir = 'out/toyav_t2a_tokens'
 method = 'ldm'
 model_args = dict(net='unet', shape=(4, 16, 16), target='ae_audio_latent', ctx='clap_text_tokens',

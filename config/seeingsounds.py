@@ -1,7 +1,7 @@
-# SeeingSounds on toyav (paper Eq. 7): toy AST tokens -> adapters + attention pooling -> the toy CLIP text
-# tokens and pooled vector the toy text-to-image DiT (config/ldm_t2i.py) reads. Trains on toyav_ctrl's rows
-# (python prepare.py toyav_ctrl && python prepare.py toyav_ctrl --features toy, after toyav's toy parts
-# and config/toyav_ast.py); the generator stays frozen and is only sampled.
+# SeeingSounds on toyav (paper Eq. 7): toy AST tokens -> adapters + attention pooling -> the toy
+# CLIP text tokens and pooled vector the toy text-to-image DiT (config/ldm_t2i.py) reads. Trains on
+# toyav_ctrl's rows (python prepare.py toyav_ctrl && python prepare.py toyav_ctrl --features toy,
+# after toyav's toy parts and config/toyav_ast.py); the generator stays frozen and is only sampled.
 out_dir = 'out/toyav_seeingsounds'
 method = 'seeingsounds'
 dataset = 'toyav_ctrl'

@@ -1,8 +1,9 @@
-# Seeing Sound on toyav: the toy PixArt (config/ldm_pixart.py) fine-tuned on sonified toyav pictures. Its caption
-# projection is re-created as the audio projector (an MLP from the toy AST's 64 tokens, 128 wide) and every other
-# weight is the toy PixArt's; the whole DiT trains. Needs python prepare.py sonify && python prepare.py sonify
-# --features toy (after toyav's toy parts and config/toyav_ast.py). Rates are toy values: the paper's (AdamW
-# 3.16e-5, weight decay 3e-2) are config/vggsound_sonify.py's; the fresh projector learns faster than the DiT.
+# Seeing Sound on toyav: the toy PixArt (config/ldm_pixart.py) fine-tuned on sonified toyav
+# pictures. Its caption projection is re-created as the audio projector (an MLP from the toy AST's
+# 64 tokens, 128 wide) and every other weight is the toy PixArt's; the whole DiT trains. Needs
+# python prepare.py sonify && python prepare.py sonify --features toy (after toyav's toy parts and
+# config/toyav_ast.py). Rates are toy values: the paper's (AdamW 3.16e-5, weight decay 3e-2) are
+# config/vggsound_sonify.py's; the fresh projector learns faster than the DiT.
 out_dir = 'out/toyav_sonify'
 method = 'sonify'
 dataset = 'sonify'

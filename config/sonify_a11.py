@@ -1,7 +1,7 @@
 # Seeing Sound's Appendix A.11 on toyav, second stage, layered on config/sonify.py's fine-tune:
 # python train.py config/sonify.py config/sonify_a11.py. It starts from the pre-trained projector of
-# config/sonify_projector.py (every other weight is the toy PixArt's there; the frozen text projector rides along
-# unused) instead of a fresh one.
+# config/sonify_projector.py (every other weight is the toy PixArt's there; the frozen text
+# projector rides along unused) instead of a fresh one.
 out_dir = 'out/toyav_sonify_a11'
 init_from = 'out/toyav_sonify_projector'
 init_new = []

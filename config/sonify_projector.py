@@ -1,6 +1,7 @@
-# Seeing Sound's Appendix A.11 on toyav, first stage: the audio projector alone, trained contrastively (InfoNCE)
-# against the text of the same rows (their concepts, the toy CLIP's tokens) as the toy PixArt's own caption
-# projection reads it, frozen; the DiT is loaded (setup) but unused. config/sonify_a11.py fine-tunes from it.
+# Seeing Sound's Appendix A.11 on toyav, first stage: the audio projector alone, trained
+# contrastively (InfoNCE) against the text of the same rows (their concepts, the toy CLIP's tokens)
+# as the toy PixArt's own caption projection reads it, frozen; the DiT is loaded (setup) but unused.
+# config/sonify_a11.py fine-tunes from it.
 out_dir = 'out/toyav_sonify_projector'
 method = 'sonify'
 dataset = 'sonify'

@@ -1,5 +1,6 @@
-# A toy Audio Spectrogram Transformer for toyav (the toy suite's "ast"): 8x8 log-mel patches -> 64 tokens,
-# trained to tag sources (multi-label) and environment, not loudness (AudioSet has no loudness class)
+# A toy Audio Spectrogram Transformer for toyav (the toy suite's "ast"): 8x8 log-mel patches -> 64
+# tokens, trained to tag sources (multi-label) and environment, not loudness (AudioSet has no
+# loudness class)
 out_dir = 'out/toyav_ast'
 method = 'tagger'
 model_args = dict(heads=(('sources', 10), ('env', 3)), multilabel=('sources',), patch=8, width=128,

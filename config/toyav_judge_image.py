@@ -1,4 +1,5 @@
-# Image judge for eval.py: sources (multi-label), background (env) and object size (loud) from a picture
+# Image judge for eval.py: sources (multi-label), background (env) and object size (loud) from a
+# picture
 out_dir = 'out/toyav_judge_image'
 method = 'judge'
 model_args = dict(modality='image', heads=(('sources', 10), ('env', 3), ('loud', 3)), multilabel=('sources',),

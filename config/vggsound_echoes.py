@@ -1,5 +1,6 @@
-# Visual Echoes at VGGSound scale, for one GPU: a ViT-L-sized masked transformer (width 1024, 24 + 8 layers, 16 heads)
-# over 10 s of audio tokens and 128x128 image tokens. Not run here (no GPU); the data and tokenizers come first:
+# Visual Echoes at VGGSound scale, for one GPU: a ViT-L-sized masked transformer (width 1024, 24 + 8
+# layers, 16 heads) over 10 s of audio tokens and 128x128 image tokens. Not run here (no GPU); the
+# data and tokenizers come first:
 #   python prepare.py vggsound --src /path/to/vggsound --duration 10 --frames 640 --image_size 128
 #   python train.py config/toyav_vq_audio.py --dataset=vggsound --out_dir=out/vggsound_vq_audio --max_iters=20000
 #   python train.py config/toyav_vq_image.py --dataset=vggsound --out_dir=out/vggsound_vq_image --max_iters=20000 \

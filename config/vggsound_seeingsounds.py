@@ -1,5 +1,5 @@
-# SeeingSounds (2025) on VGGSound for one GPU: the published AST's 1214 tokens (768 wide) through the
-# adapters and pooling into the two spaces FLUX.1 reads, its 512 T5 tokens (4096) and CLIP-L's
+# SeeingSounds (2025) on VGGSound for one GPU: the published AST's 1214 tokens (768 wide) through
+# the adapters and pooling into the two spaces FLUX.1 reads, its 512 T5 tokens (4096) and CLIP-L's
 # pooled vector (768). Not run here (no GPU, no weights). Eq. 6 on the reader's clips and class
 # captions (kind='': every row plain); methods/seeingsounds.controllable_rows makes Eq. 7's rows of
 # real clips. The caches hold float16 tokens per clip: 1.9 MB of AST and 4.2 MB of T5 a clip.

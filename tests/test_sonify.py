@@ -305,8 +305,8 @@ def test_a11_pretrains_the_projector_alone_and_the_fine_tune_starts_from_it(tiny
     cfg = sonify_config(tiny, pixart, 'toyav_sonify_projector', init_from='scratch', init_new=[],
                         model_args=stage, max_iters=2, eval_interval=2, batch_size=16)
     train.train(cfg)
-    after = torch.load(tiny / 'out' / 'toyav_sonify_projector' / 'ckpt.pt',
-                       weights_only=True)['model']
+    after_path = tiny / 'out' / 'toyav_sonify_projector' / 'ckpt.pt'
+    after = torch.load(after_path, weights_only=True)['model']
     generator = torch.load(pixart / 'ckpt.pt', weights_only=True)
     generator = generator['ema'] or generator['model']
     for k, v in after.items():
