@@ -4,7 +4,8 @@
 out_dir = 'out/avmnist_judge_audio'
 dataset = 'avmnist'
 method = 'judge'
-model_args = dict(modality='audio', heads=(('sources', 10), ('speaker', 5)), multilabel=('sources',), width=128)
+model_args = dict(modality='audio', heads=(('sources', 10), ('speaker', 5)),
+                  multilabel=('sources',), width=128)
 batch_size = 128
 max_iters = 800
 learning_rate = 2e-3

@@ -2,7 +2,8 @@
 out_dir = 'out/avmnist_judge_image'
 dataset = 'avmnist'
 method = 'judge'
-model_args = dict(modality='image', heads=(('sources', 10),), multilabel=('sources',), width=128, n_layer=2, n_down=2)
+model_args = dict(modality='image', heads=(('sources', 10),), multilabel=('sources',), width=128,
+                  n_layer=2, n_down=2)
 batch_size = 128
 max_iters = 800
 learning_rate = 2e-3

@@ -5,5 +5,6 @@
 # (4x16x16, patch 2). Needs config/toyav_ae_image.py trained and prepare.py toyav --features toy.
 out_dir = 'out/toyav_pixart'
 model_args = dict(net='dit', shape=(4, 16, 16), target='ae_image_latent', ctx='clip_text_tokens',
-                  net_args=dict(input_size=16, patch_size=2, in_channels=4, hidden_size=128, depth=6, num_heads=4,
+                  net_args=dict(input_size=16, patch_size=2, in_channels=4, hidden_size=128,
+                                depth=6, num_heads=4,
                                 ctx_dim=128, learn_sigma=False, adaln='single'))

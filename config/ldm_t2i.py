@@ -4,8 +4,10 @@
 # toy.
 out_dir = 'out/toyav_t2i'
 method = 'ldm'
-model_args = dict(net='dit', shape=(4, 16, 16), target='ae_image_latent', ctx='clip_text_tokens', vec='clip_text_emb',
-                  net_args=dict(input_size=16, patch_size=2, in_channels=4, hidden_size=128, depth=6, num_heads=4,
+model_args = dict(net='dit', shape=(4, 16, 16), target='ae_image_latent', ctx='clip_text_tokens',
+                  vec='clip_text_emb',
+                  net_args=dict(input_size=16, patch_size=2, in_channels=4, hidden_size=128,
+                                depth=6, num_heads=4,
                                 ctx_dim=128, vec_dim=128, learn_sigma=False))
 batch_size = 32
 max_iters = 3500

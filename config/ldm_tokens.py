@@ -4,8 +4,8 @@
 out_dir = 'out/toyav_t2a_tokens'
 method = 'ldm'
 model_args = dict(net='unet', shape=(4, 16, 16), target='ae_audio_latent', ctx='clap_text_tokens',
-                  net_args=dict(in_ch=4, out_ch=4, channels=(64, 128), layers=1, attn=(False, True), heads=4, groups=16,
-                                ctx_dim=128))
+                  net_args=dict(in_ch=4, out_ch=4, channels=(64, 128), layers=1,
+                                attn=(False, True), heads=4, groups=16, ctx_dim=128))
 batch_size = 32
 max_iters = 1500
 learning_rate = 1e-3

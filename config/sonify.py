@@ -10,7 +10,8 @@ dataset = 'sonify'
 init_from = 'out/toyav_pixart'
 init_new = ['net.ctx_embedder']
 model_args = dict(shape=(4, 16, 16), target='ae_image_latent', audio='ast_audio_tokens',
-                  net_args=dict(input_size=16, patch_size=2, in_channels=4, hidden_size=128, depth=6, num_heads=4,
+                  net_args=dict(input_size=16, patch_size=2, in_channels=4, hidden_size=128,
+                                depth=6, num_heads=4,
                                 ctx_dim=128, learn_sigma=False, adaln='single'))
 batch_size = 32
 max_iters = 1500

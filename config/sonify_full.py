@@ -16,7 +16,8 @@ method = 'sonify'
 dataset = 'sonify'
 model_args = dict(shape=(4, 64, 64), target='sd_vae_latent', audio='ast_audio_tokens',
                   generator='weights/PixArt-XL-2-512x512/transformer',
-                  net_args=dict(input_size=64, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16,
+                  net_args=dict(input_size=64, patch_size=2, in_channels=4, hidden_size=1152,
+                                depth=28, num_heads=16,
                                 ctx_dim=768, learn_sigma=True, adaln='single', learn_null=True))
 batch_size = 16
 grad_accum = 4

@@ -1,7 +1,8 @@
 # CLAP-like audio<->text encoder for toyav (the toy suite's "clap")
 out_dir = 'out/toyav_clap'
 method = 'contrastive'
-model_args = dict(modalities=('audio', 'text'), pairs=(('audio', 'text'),), embed_dim=128, width=128, n_layer=2)
+model_args = dict(modalities=('audio', 'text'), pairs=(('audio', 'text'),), embed_dim=128,
+                  width=128, n_layer=2)
 batch_size = 128
 max_iters = 400
 learning_rate = 2e-3

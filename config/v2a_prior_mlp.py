@@ -3,7 +3,8 @@
 # cfg).
 out_dir = 'out/toyav_v2a_prior_mlp'
 method = 'v2a'
-model_args = dict(kind='mlp', prior=True, in_dim=128, out_dim=128, width=256, n_layer=4, p_uncond=0.1)
+model_args = dict(kind='mlp', prior=True, in_dim=128, out_dim=128, width=256, n_layer=4,
+                  p_uncond=0.1)
 batch_size = 256
 max_iters = 2000
 warmup_iters = 100

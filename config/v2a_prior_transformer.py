@@ -3,7 +3,8 @@
 # cfg).
 out_dir = 'out/toyav_v2a_prior_transformer'
 method = 'v2a'
-model_args = dict(kind='transformer', prior=True, in_dim=128, out_dim=128, width=128, n_layer=4, n_head=4, p_uncond=0.1)
+model_args = dict(kind='transformer', prior=True, in_dim=128, out_dim=128, width=128, n_layer=4,
+                  n_head=4, p_uncond=0.1)
 batch_size = 128
 max_iters = 2500
 warmup_iters = 100

@@ -9,7 +9,8 @@
 out_dir = 'out/vggsound_v2a'
 method = 'v2a'
 dataset = 'vggsound'
-model_args = dict(source='clip_frames_emb', kind='transformer', prior=True, in_dim=512, out_dim=512, width=512, n_layer=6, n_head=8,
+model_args = dict(source='clip_frames_emb', kind='transformer', prior=True, in_dim=512,
+                  out_dim=512, width=512, n_layer=6, n_head=8,
                   p_uncond=0.1, normalize=True, frames='mean')
 batch_size = 448
 max_iters = 50000
