@@ -25,6 +25,7 @@ References:
 11) MMDiT, logit-normal times, time shift: SD3 (Esser et al. 2024); QK-norm: Dehghani et al. 2023
 12) FLUX.1: Black Forest Labs 2024 (github.com/black-forest-labs/flux)
 """
+import functools
 import math
 
 import torch
@@ -45,8 +46,10 @@ def timestep_embedding(t, dim, shift=0.0, max_period=10000):
     return torch.cat([args.cos(), args.sin()], dim=-1)  # (B, dim)
 
 
+@functools.lru_cache(maxsize=16)
 def pos_embed_2d(dim, h, w, base=None, scale=1.0):
-    """Fixed 2-D sin-cos position embedding (MAE, DiT) -> (h*w, dim); PixArt rescales the grid."""
+    """Fixed 2-D sin-cos position embedding (MAE, DiT) -> (h*w, dim); PixArt rescales the grid.
+    Computed once per grid (a constant, as DiT's frozen pos_embed); callers must not modify it."""
     def axis(n, pos):
         """Positions (h*w,) on an axis of n, rescaled to `base` / `scale` -> (h*w, dim/2)."""
         pos = pos.double() / (n / (base or n)) / scale
