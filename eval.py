@@ -32,8 +32,8 @@ from scipy.spatial.distance import pdist
 from configurator import config_keys, configure, defaults, resolve_dtype
 from data import check_mel, open_split, prompts, read_json, write_json
 from encoders import (GriffinLim, MediaError, MelConfig, StaleCache, load_checkpoint, load_toy,
-                      log_mel, parts_of, save_png, spectrogram_picture, to_tensor, toy_checkpoint,
-                      upscale)
+                      log_mel, parts_of, read_checkpoint, save_png, spectrogram_picture, to_tensor,
+                      toy_checkpoint, upscale)
 from methods import load_pipeline
 from model import FIELDS
 
@@ -47,6 +47,7 @@ ckpt = ''  # the run to evaluate (a training run directory or checkpoint), for a
 method = ''  # run this method's pipeline on the run ('': the run's own; e.g. a baseline)
 options = {}  # the pipeline's options (methods/<method>.py OPTIONS), e.g. {'cfg_scale': 1.0}
 caption = 'caption'  # what a text input reads of a row's caption: 'caption' (all), or a part
+curves = ''  # runs (comma-separated) whose train and val loss curves go to out_dir/curves.png
 n_eval = 500                    # test samples judged per generation task (at most the split's size)
 n_diverse = 16                  # inputs given several outputs each for the diversity metric
 n_outputs = 4                   # outputs per input for the diversity metric
@@ -570,6 +571,33 @@ def write_grids(path, grids):
     save_png(path, np.concatenate(blocks, 0))
 
 
+def write_curves(path, runs, size=(320, 200), pad=28):
+    """curves.png: each run's train (grey) and val (blue) loss by iteration, a panel per run."""
+    from PIL import Image, ImageDraw
+    panels = []
+    for run in runs:
+        history = np.array(read_checkpoint(os.path.join(run, 'ckpt.pt'))['history'])  # (E, 3)
+        if len(history) < 2:
+            raise SystemExit(f"{run}: fewer than two evaluations in its checkpoint, no curve")
+        panel = Image.new('RGB', size, 'white')
+        draw = ImageDraw.Draw(panel)
+        iters = history[:, 0]
+        low = history[:, 1:].min()
+        high = history[:, 1:].max()
+        x = pad + (iters - iters[0]) / (iters[-1] - iters[0]) * (size[0] - 2 * pad)   # (E,)
+        for column, colour in ((1, 'grey'), (2, 'blue')):
+            height = (history[:, column] - low) / (high - low + 1e-12)                     # (E,)
+            y = size[1] - pad - height * (size[1] - 2 * pad)
+            draw.line(list(zip(x, y)), fill=colour, width=2)
+        best = history[:, 2].argmin()
+        draw.text((4, 2), f"{os.path.basename(run.rstrip('/'))}: val min {history[best, 2]:.4g} "
+                  f"at {int(iters[best])}", fill='black')
+        draw.text((4, size[1] - 14), f"iter {int(iters[0])}..{int(iters[-1])}, loss "
+                  f"{low:.3g}..{high:.3g}", fill='black')
+        panels.append(np.asarray(panel))
+    save_png(path, np.concatenate(panels, 1))
+
+
 def write_table(path, metrics):
     """A markdown table of the metrics, a `| key | value |` row each, written atomically -> text."""
     rows = [f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
@@ -590,7 +618,10 @@ def evaluate(cfg):
     pipeline = None
     spaces = None
     dtype = resolve_dtype(cfg['dtype'], cfg['device'])
-    for task in cfg['tasks'].split(','):
+    if cfg['curves']:
+        os.makedirs(cfg['out_dir'], exist_ok=True)
+        write_curves(os.path.join(cfg['out_dir'], 'curves.png'), cfg['curves'].split(','))
+    for task in filter(None, cfg['tasks'].split(',')):
         t0 = time.time()
         if task == 'enc':
             metrics.update(task_enc(cfg, judges))

@@ -316,7 +316,7 @@ def train(cfg):
     scales = [[group['scale'] for group in opt.param_groups] for opt in optimizers]
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg['ema_decay'] > 0 else None
     gen = torch.Generator().manual_seed(cfg['seed'] + rank)
-    ckpt = dict(iter_num=0, best_val_loss=float('inf'), bad_evals=0)      # a fresh run's counters
+    ckpt = dict(iter_num=0, best_val_loss=float('inf'), bad_evals=0, history=[])  # a fresh run
     if cfg['init_from'] == 'resume':
         if not os.path.exists(path):
             raise SystemExit(f"{path}: no checkpoint to resume; train with --init_from=scratch "
@@ -347,6 +347,7 @@ def train(cfg):
     it = ckpt['iter_num']
     best_val = ckpt['best_val_loss']
     bad_evals = ckpt.get('bad_evals', 0)
+    history = ckpt.get('history', [])   # (iteration, train loss, val loss) of every evaluation
     raw = model
     if cfg['compile']:
         model = torch.compile(model)
@@ -389,7 +390,8 @@ def train(cfg):
         ema_state = ema.state_dict() if ema is not None else None
         state = dict(model=raw.state_dict(), optimizer=optimizer_states, model_args=args,
                      method=cfg['method'], iter_num=it, best_val_loss=best_val,
-                     bad_evals=bad_evals, config=cfg, ema=ema_state, rng=rng, data=stamp)
+                     bad_evals=bad_evals, history=history, config=cfg, ema=ema_state, rng=rng,
+                     data=stamp)
         torch.save(state, path + '.tmp')
         os.replace(path + '.tmp', path)
         if improved:
@@ -433,6 +435,7 @@ def train(cfg):
                   f"{dt * 1000:.1f}ms/iter", flush=True)
         if it % cfg['eval_interval'] == 0 or it == cfg['max_iters']:
             losses = estimate_loss()
+            history.append((it, losses['train'], losses['val']))
             improved = losses['val'] < best_val
             best_val = min(best_val, losses['val'])
             bad_evals = 0 if improved else bad_evals + 1

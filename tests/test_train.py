@@ -367,6 +367,28 @@ def test_best_checkpoint_beside_the_last_and_early_stopping(tiny, capsys):
         train.train(dict(cfg, freeze=['embed_c', 'body', 'ln', 'head']))
 
 
+def test_loss_history_is_kept_across_a_resume_and_drawn_as_curves(tiny):
+    import eval as evaluate
+    from PIL import Image
+    cfg = mapper_config(tiny, 'history', max_iters=4, eval_interval=2)
+    first = torch.load(train.train(cfg), weights_only=True)
+    assert [h[0] for h in first['history']] == [2, 4]
+    more = dict(cfg, init_from='resume', max_iters=6)
+    last = torch.load(train.train(more), weights_only=True)
+    assert [h[0] for h in last['history']] == [2, 4, 6]
+    assert last['history'][:2] == first['history']
+    assert all(np.isfinite(h[2]) for h in last['history'])
+    run = cfg['out_dir']
+    out = tiny / 'out' / 'curves'
+    evaluate.evaluate(dict(evaluate.default_config(), data_dir=cfg['data_dir'],
+                           ckpt_dir=str(tiny / 'out'), out_dir=str(out), tasks='',
+                           curves=f'{run},{run}'))
+    picture = np.asarray(Image.open(out / 'curves.png'))
+    assert picture.shape == (200, 640, 3)                    # a 320-pixel panel per run
+    blue = (picture[..., 2] > 200) & (picture[..., 0] < 80)
+    assert blue[:, :320].any() and blue[:, 320:].any()     # each panel draws its val curve
+
+
 def test_muon_matches_torch_in_bfloat16_and_runs_in_float32():
     g = torch.Generator().manual_seed(0)
     params = [torch.randn(48, 24, generator=g), torch.randn(16, 40, generator=g)]
