@@ -348,6 +348,7 @@ def train(cfg):
     best_val = ckpt['best_val_loss']
     bad_evals = ckpt.get('bad_evals', 0)
     history = ckpt.get('history', [])   # (iteration, train loss, val loss) of every evaluation
+    val_metrics = ckpt.get('val_metrics', {})      # the method's own metrics at the last one
     raw = model
     if cfg['compile']:
         model = torch.compile(model)
@@ -368,12 +369,17 @@ def train(cfg):
         for split, d in data.items():
             eval_gen = torch.Generator().manual_seed(cfg['seed'] + 999)
             losses = []
+            measured = []                          # the method's own val metrics, if it has any
             for _ in range(cfg['eval_iters']):
                 torch.manual_seed(cfg['seed'] + 999 + len(losses))
                 batch = get_batch({f: d[f] for f in raw.fields}, cfg['batch_size'], eval_gen, dev)
                 with ctx:
                     losses.append(raw(batch).item())
+                    if split == 'val' and hasattr(raw, 'metrics'):
+                        measured.append(raw.metrics(batch))
             out[split] = float(np.mean(losses))
+            if measured:
+                out['metrics'] = {k: float(np.mean([m[k] for m in measured])) for k in measured[0]}
         set_train()
         return out
 
@@ -390,8 +396,8 @@ def train(cfg):
         ema_state = ema.state_dict() if ema is not None else None
         state = dict(model=raw.state_dict(), optimizer=optimizer_states, model_args=args,
                      method=cfg['method'], iter_num=it, best_val_loss=best_val,
-                     bad_evals=bad_evals, history=history, config=cfg, ema=ema_state, rng=rng,
-                     data=stamp)
+                     bad_evals=bad_evals, history=history, val_metrics=val_metrics, config=cfg,
+                     ema=ema_state, rng=rng, data=stamp)
         torch.save(state, path + '.tmp')
         os.replace(path + '.tmp', path)
         if improved:
@@ -436,12 +442,14 @@ def train(cfg):
         if it % cfg['eval_interval'] == 0 or it == cfg['max_iters']:
             losses = estimate_loss()
             history.append((it, losses['train'], losses['val']))
+            val_metrics = losses.get('metrics', {})
             improved = losses['val'] < best_val
             best_val = min(best_val, losses['val'])
             bad_evals = 0 if improved else bad_evals + 1
             if master:
+                extra = ''.join(f", val {k} {v:.4f}" for k, v in losses.get('metrics', {}).items())
                 print(f"step {it}: train loss {losses['train']:.4f}, "
-                      f"val loss {losses['val']:.4f}", flush=True)
+                      f"val loss {losses['val']:.4f}{extra}", flush=True)
             checkpoint(improved)
             if cfg['patience'] and bad_evals >= cfg['patience']:
                 if master:

@@ -7,6 +7,7 @@ A method lives in one file, methods/<key>.py, read top to bottom like its paper.
                  setup(run)        once before training from scratch (run: the training config)
                  transform(run)    -> fn(batch, rng) -> batch, run on every training batch, or None
                  param_groups()    -> {group name: [parameters]}; the config's lr_groups sets rates
+                 metrics(batch)    -> {name: float}, averaged over val batches at each evaluation
     Pipeline   Pipeline(model, ckpt, ckpt_dir, device, **options): the frozen parts around a model.
                  OPTIONS = {name: (default, help)}: its sampling settings and defaults, stated once
                  tasks = {task: (input modalities, output modalities)},

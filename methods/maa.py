@@ -126,6 +126,9 @@ class MakeAnAudioBind(nn.Module):
             assert set(self.generator.roles) == {'ctx'}, 'a generator reading tokens only'
             target = self.generator.target
         self.fields = [text, image, target]
+        self.tokens = tokens
+        if tokens not in self.fields:      # A: the true tokens, for the val metric alone
+            self.fields.append(tokens)
 
     def fuse(self, text=None, image=None):
         """One joint-space embedding (B, D) of the two, or of the one given (a baseline)."""
@@ -140,12 +143,18 @@ class MakeAnAudioBind(nn.Module):
 
     def forward(self, batch):
         """A: the generator's diffusion loss on the predicted tokens; B: 2 MSE + (1 - cos)."""
-        text, image, target = (batch[f] for f in self.fields)
+        text, image, target = (batch[f] for f in self.fields[:3])
         tokens = self.predict(text, image)                                     # (B, L, C)
         if self.generator is not None:
             ctx = self.generator.roles['ctx']
             return self.generator({self.generator.target: target, ctx: tokens})
         return token_loss(tokens, target.float(), self.mse_weight, self.cos_weight)
+
+    def metrics(self, batch):
+        """Cosine of the predicted to the true CLAP text tokens (per token, averaged)."""
+        tokens = self.predict(batch[self.fields[0]], batch[self.fields[1]])    # (B, L, C)
+        target = batch[self.tokens].float()                                    # (B, L, C)
+        return {'token_cos': F.cosine_similarity(tokens.float(), target, dim=-1).mean().item()}
 
     def setup(self, run):
         """Experiment A from scratch: the generator's weights from its trained run."""

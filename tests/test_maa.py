@@ -14,7 +14,7 @@ import eval as evaluation
 import sample
 import train
 from conftest import TINY_UNET, prepare_derived, tiny_config
-from data import audiocaps_maa, toyav, toyav_maa
+from data import audiocaps_maa, open_split, toyav, toyav_maa
 from encoders import file_hash, save_png
 from methods import load_checkpoint
 from methods.maa import Fusion, MakeAnAudioBind, Pipeline, token_loss
@@ -252,6 +252,15 @@ def test_b_trains_without_touching_the_generator_or_the_encoders(tiny, maa, tmp_
     assert frozen_hashes(tiny) == before
     ckpt = torch.load(run / 'ckpt.pt', weights_only=True)
     assert not any(k.startswith('generator.') for k in ckpt['model'])
+    model, _ = load_checkpoint(str(run))                   # the val metric, measured again
+    data, _ = open_split(str(tiny / 'data'), 'toyav_maa', 'val', model.fields, str(tiny / 'out'))
+    batch = {f: torch.as_tensor(np.asarray(data[f][:8])) for f in model.fields}
+    with torch.no_grad():
+        tokens = model.predict(batch[model.fields[0]], batch[model.fields[1]])
+    cos = F.cosine_similarity(tokens, batch['clap_text_tokens'].float(), dim=-1).mean()
+    assert model.metrics(batch) == pytest.approx({'token_cos': cos.item()}, abs=1e-6)
+    assert set(ckpt['val_metrics']) == {'token_cos'}
+    assert -1 <= ckpt['val_metrics']['token_cos'] <= 1
 
 
 def test_a_trains_through_the_frozen_generator_then_stage_2_moves_it(tiny, maa, tmp_path,
