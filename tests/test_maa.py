@@ -254,7 +254,7 @@ def test_b_trains_without_touching_the_generator_or_the_encoders(tiny, maa, tmp_
     assert not any(k.startswith('generator.') for k in ckpt['model'])
     model, _ = load_checkpoint(str(run))                   # the val metric, measured again
     data, _ = open_split(str(tiny / 'data'), 'toyav_maa', 'val', model.fields, str(tiny / 'out'))
-    batch = {f: torch.as_tensor(np.asarray(data[f][:8])) for f in model.fields}
+    batch = {f: torch.as_tensor(np.array(data[f][:8])) for f in model.fields}
     with torch.no_grad():
         tokens = model.predict(batch[model.fields[0]], batch[model.fields[1]])
     cos = F.cosine_similarity(tokens, batch['clap_text_tokens'].float(), dim=-1).mean()
