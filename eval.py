@@ -632,6 +632,8 @@ def evaluate(cfg):
             metrics.update(task_metrics)
             grids.append(grid)
         metrics[f"{task}.eval_seconds"] = time.time() - t0
+    if not metrics:                                        # curves alone: nothing else to write
+        return metrics
     os.makedirs(cfg['out_dir'], exist_ok=True)
     write_json(os.path.join(cfg['out_dir'], 'metrics.json'), metrics)
     if grids:
