@@ -15,7 +15,7 @@ model_args = dict(experiment='a', fusion='average', emb_dim=128, n_tokens=16, to
                                                ctx_dim=128)))
 freeze = ['generator']
 batch_size = 32
-max_iters = 1500
+max_iters = 800
 learning_rate = 1e-4
 min_lr = 1e-5
 warmup_iters = 100
