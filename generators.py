@@ -1,8 +1,9 @@
-"""Published generator weights -> model.py's modules by key mapping; AudioLDM and FLUX.1 on them.
+"""Published generators: weights -> modules by key mapping; AudioLDM and FLUX.1 pipelines on them.
 
-AudioLDM's UNet and VAE, PixArt-alpha's and FLUX.1's transformers and FLUX.1's VAE (diffusers
-layouts), Make-An-Audio's UNet and VAE (CompVis latent-diffusion layout), facebookresearch/DiT's
-and black-forest-labs/flux's checkpoints, loaded into model.py's UNet, KLAutoencoder, DiT and Flux:
+FLUX.1's transformer and its rectified flow are here (used only with published weights); AudioLDM's
+UNet and VAE, PixArt-alpha's and FLUX.1's transformers and FLUX.1's VAE (diffusers layouts),
+Make-An-Audio's UNet and VAE (CompVis latent-diffusion layout), facebookresearch/DiT's and
+black-forest-labs/flux's checkpoints are loaded into UNet, KLAutoencoder, DiT and FluxTransformer:
 a config converter and a state-dict renamer per layout, both checked by parity tests against tiny
 random diffusers models (tests/test_generators.py, tests/test_flux.py, tests/test_maa_import.py).
 Nothing here trains; `load_generator` returns a module in eval mode. `AudioLDM` and `Flux` read a
@@ -14,6 +15,8 @@ References:
 2) DiT: Peebles & Xie 2023; PixArt-alpha: Chen et al. 2023; FLUX.1: Black Forest Labs 2024
 3) layouts: diffusers (von Platen et al. 2022), CompVis latent diffusion (Rombach et al. 2022),
    or the authors' own (facebookresearch/DiT, black-forest-labs/flux)
+4) rectified flow: Liu, Gong & Liu 2023; flow matching: Lipman et al. 2023; RoPE: Su et al. 2021
+5) MMDiT, logit-normal times, time shift: SD3 (Esser et al. 2024); QK-norm: Dehghani et al. 2023
 """
 import json
 import math
@@ -21,15 +24,277 @@ import os
 import re
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
 from encoders import (MAA_CKPT, Frozen, HFClapText, HFHifiGan, HFMaaText, MelConfig, maa_bert,
                       read_maa_checkpoint)
-from model import DiT, Diffusion, FlowMatching, KLAutoencoder, UNet, guided
-from model import Flux as FluxTransformer
+from model import (DiT, Diffusion, KLAutoencoder, UNet, guided, mlp, modulate, modulation,
+                   per_sample, split_heads, timestep_embedding)
 
+
+#################################################################################
+#          Flux.1: double- and single-stream transformer with 3-axis RoPE        #
+#################################################################################
+
+def rope_angles(ids, axes_dim, theta=10000):
+    """Rotary angles of position ids (S, axes) -> cos, sin, each (S, sum(axes_dim))."""
+    angles = []
+    for i, dim in enumerate(axes_dim):
+        exponents = torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim
+        pos = ids[:, i].double()[:, None]  # (S, 1) positions on this axis
+        angles.append(pos * theta ** -exponents[None])  # (S, dim/2)
+    angle = torch.cat(angles, 1).repeat_interleave(2, 1)  # (S, head_dim): one angle per pair
+    return angle.cos().float(), angle.sin().float()
+
+
+def rotate(x, cos, sin):
+    """RoPE as Flux applies it: each pair (x_2j, x_2j+1) of x (B, heads, S, hd) turned."""
+    x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)  # (B, heads, S, hd/2) each
+    turned = torch.stack([-x_odd, x_even], -1).flatten(-2)  # (B, heads, S, hd): turned by 90°
+    return (x * cos + turned * sin).to(x.dtype)  # angles in fp32, as diffusers and BFL
+
+
+def flux_positions(n_txt, h, w, device=None):
+    """Ids (n_txt + h*w, 3) on (text, row, column): text at 0, patch (i, j) at (0, i, j)."""
+    rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                                indexing='ij')
+    img = torch.stack([torch.zeros_like(rows), rows, cols], -1).flatten(0, 1)  # (h*w, 3)
+    txt = torch.zeros(n_txt, 3, dtype=img.dtype, device=device)  # (L, 3)
+    return torch.cat([txt, img])  # (L + h*w, 3)
+
+
+def joint_attention(q, k, v, cos, sin, mask=None):
+    """Attention over [text; image], q and k rotated: (B, heads, S, hd) each -> (B, S, C)."""
+    q = rotate(q, cos, sin)
+    k = rotate(k, cos, sin)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, S, hd)
+    return y.transpose(1, 2).flatten(2)  # (B, S, C)
+
+
+class QKNormProjection(nn.Module):
+    """Query, key and value projections in heads; queries and keys RMS-normalised per head."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(d, d)
+        self.to_k = nn.Linear(d, d)
+        self.to_v = nn.Linear(d, d)
+        self.norm_q = nn.RMSNorm(d // heads, eps=1e-6)
+        self.norm_k = nn.RMSNorm(d // heads, eps=1e-6)
+
+    def qkv(self, x):
+        """x (B, S, d) -> q, k, v, each (B, heads, S, d / heads)."""
+        q = self.norm_q(split_heads(self.to_q(x), self.heads))
+        k = self.norm_k(split_heads(self.to_k(x), self.heads))
+        return q, k, split_heads(self.to_v(x), self.heads)
+
+
+class FluxStream(QKNormProjection):
+    """One modality's half of a double block: adaLN-Zero, QK-normed projections, output, MLP."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__(d, heads)
+        self.adaLN_modulation = modulation(d, 6)
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.to_out = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.fc1 = nn.Linear(d, int(d * mlp_ratio))
+        self.fc2 = nn.Linear(int(d * mlp_ratio), d)
+
+    def attention_input(self, x, c):
+        """x (B, S, d), c (B, d) -> q, k, v of the modulated x; the six modulations (B, 1, d)."""
+        m = self.adaLN_modulation(c)[:, None].chunk(6, -1)  # shift, scale, gate: attention, MLP
+        h = modulate(self.norm1(x), m[0], m[1])  # (B, S, d)
+        return self.qkv(h), m
+
+    def update(self, x, y, m):
+        """x (B, S, d) plus its gated attention output y (B, S, d), then plus its gated MLP."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = m
+        x = x + gate1 * self.to_out(y)
+        h = modulate(self.norm2(x), shift2, scale2)  # (B, S, d)
+        return x + gate2 * self.fc2(F.gelu(self.fc1(h), approximate='tanh'))
+
+
+class FluxDoubleBlock(nn.Module):
+    """MMDiT block (SD3, Flux): text and image streams with own weights, one joint attention."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__()
+        self.txt = FluxStream(d, heads, mlp_ratio)
+        self.img = FluxStream(d, heads, mlp_ratio)
+
+    def forward(self, txt, img, c, cos, sin, mask=None):
+        """txt (B, L, d), img (B, N, d), c (B, d), cos, sin (L+N, hd), mask (B, 1, 1, L+N)."""
+        L = txt.shape[1]
+        qkv_txt, m_txt = self.txt.attention_input(txt, c)
+        qkv_img, m_img = self.img.attention_input(img, c)
+        q = torch.cat([qkv_txt[0], qkv_img[0]], 2)  # (B, heads, L + N, hd)
+        k = torch.cat([qkv_txt[1], qkv_img[1]], 2)  # (B, heads, L + N, hd)
+        v = torch.cat([qkv_txt[2], qkv_img[2]], 2)  # (B, heads, L + N, hd)
+        y = joint_attention(q, k, v, cos, sin, mask)  # (B, L + N, d)
+        return self.txt.update(txt, y[:, :L], m_txt), self.img.update(img, y[:, L:], m_img)
+
+
+class FluxSingleBlock(QKNormProjection):
+    """Single-stream block on [text; image]: one adaLN-Zero, attention and MLP side by side."""
+
+    def __init__(self, d, heads, mlp_ratio=4.0):
+        super().__init__(d, heads)
+        hidden = int(d * mlp_ratio)
+        self.adaLN_modulation = modulation(d, 3)
+        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.fc1 = nn.Linear(d, hidden)
+        self.proj_out = nn.Linear(d + hidden, d)
+
+    def forward(self, x, c, cos, sin, mask=None):
+        """x (B, S, d) the joint sequence, c (B, d), cos, sin (S, hd), mask (B, 1, 1, S)."""
+        shift, scale, gate = self.adaLN_modulation(c)[:, None].chunk(3, -1)  # (B, 1, d) each
+        h = modulate(self.norm(x), shift, scale)  # (B, S, d)
+        y = joint_attention(*self.qkv(h), cos, sin, mask)  # (B, S, d)
+        hidden = F.gelu(self.fc1(h), approximate='tanh')  # (B, S, hidden)
+        return x + gate * self.proj_out(torch.cat([y, hidden], -1))
+
+
+class FluxTransformer(nn.Module):
+    """FLUX.1 transformer: double-stream, then single-stream blocks on text and latent patches."""
+
+    def __init__(self, in_channels=16, patch_size=2, hidden_size=3072, num_heads=24, depth=19,
+                 depth_single=38, ctx_dim=4096, vec_dim=768, guidance_embed=True,
+                 axes_dim=(16, 56, 56), theta=10000, mlp_ratio=4.0):
+        super().__init__()
+        d = hidden_size
+        assert sum(axes_dim) == d // num_heads, f'RoPE axes {axes_dim} must fill one head'
+        self.p = patch_size
+        self.axes_dim = tuple(axes_dim)
+        self.theta = theta
+        self.x_embedder = nn.Linear(in_channels * patch_size ** 2, d)
+        self.ctx_embedder = nn.Linear(ctx_dim, d)
+        self.t_embedder = mlp(256, d, d)
+        self.vec_embedder = mlp(vec_dim, d, d)
+        self.guidance_embedder = mlp(256, d, d) if guidance_embed else None  # dev: yes, schnell: no
+        double = [FluxDoubleBlock(d, num_heads, mlp_ratio) for _ in range(depth)]
+        single = [FluxSingleBlock(d, num_heads, mlp_ratio) for _ in range(depth_single)]
+        self.double_blocks = nn.ModuleList(double)
+        self.single_blocks = nn.ModuleList(single)
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_mod = modulation(d, 2)  # (shift, scale), as BFL's
+        self.final_linear = nn.Linear(d, patch_size ** 2 * in_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """adaLN-Zero: zero modulations and output layer; blocks start as identities, output 0."""
+        zero = [self.final_mod[1], self.final_linear]
+        for block in self.double_blocks:
+            zero += [block.txt.adaLN_modulation[1], block.img.adaLN_modulation[1]]
+        zero += [block.adaLN_modulation[1] for block in self.single_blocks]
+        for lin in zero:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x, t, ctx=None, ctx_mask=None, vec=None, guidance=None):
+        """Rectified-flow velocity noise - x0 (B, C, H, W) of latents x (B, C, H, W).
+
+        t (B,) flow time in [0, 1] (0: data, 1: noise); ctx (B, L, ctx_dim) text tokens (T5),
+        ctx_mask (B, L) true where real (the published pipeline masks none); vec (B, vec_dim)
+        pooled text vector (CLIP); guidance (B,) the distilled guidance scale (iff guidance_embed).
+        H and W are multiples of the patch.
+        """
+        assert ctx is not None and vec is not None, 'Flux needs text tokens and a pooled vector'
+        assert (guidance is None) == (self.guidance_embedder is None), 'guidance iff guidance_embed'
+        B, C, H, W = x.shape
+        p = self.p
+        h = H // p
+        w = W // p
+        patches = x.view(B, C, h, p, w, p).permute(0, 2, 4, 1, 3, 5)  # (B, h, w, C, p, p)
+        img = self.x_embedder(patches.reshape(B, h * w, C * p * p))  # (B, N, d), Flux's packing
+        txt = self.ctx_embedder(ctx)  # (B, L, d)
+        L = txt.shape[1]
+        c = self.t_embedder(timestep_embedding(1000 * t, 256).to(img.dtype))  # (B, d)
+        if self.guidance_embedder is not None:
+            g = timestep_embedding(1000 * guidance, 256).to(img.dtype)  # (B, 256)
+            c = c + self.guidance_embedder(g)
+        c = c + self.vec_embedder(vec)
+        ids = flux_positions(L, h, w, x.device)  # (L + N, 3)
+        cos, sin = rope_angles(ids, self.axes_dim, self.theta)  # (L + N, hd) each
+        mask = None
+        if ctx_mask is not None:  # no query attends to a padding token
+            image_keys = torch.ones(B, h * w, dtype=torch.bool, device=x.device)  # (B, N)
+            keep = torch.cat([ctx_mask.bool(), image_keys], 1)  # (B, L + N)
+            mask = keep[:, None, None, :]  # (B, 1, 1, L + N)
+        for block in self.double_blocks:
+            txt, img = block(txt, img, c, cos, sin, mask)
+        seq = torch.cat([txt, img], 1)  # (B, L + N, d)
+        for block in self.single_blocks:
+            seq = block(seq, c, cos, sin, mask)
+        shift, scale = self.final_mod(c)[:, None].chunk(2, -1)  # (B, 1, d) each
+        img = modulate(self.final_norm(seq[:, L:]), shift, scale)  # (B, N, d)
+        out = self.final_linear(img)  # (B, N, C*p*p)
+        out = out.view(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, h, p, w, p)
+        return out.reshape(B, C, H, W)  # (B, C, H, W)
+
+
+#################################################################################
+#                Rectified flow: flow matching as SD3 and Flux.1 use it          #
+#################################################################################
+
+def resolution_shift(n_tokens, base_seq=256, max_seq=4096, base_shift=0.5, max_shift=1.15):
+    """Flux's resolution-dependent time shift exp(mu), mu linear in the number of image tokens."""
+    slope = (max_shift - base_shift) / (max_seq - base_seq)
+    mu = base_shift + slope * (n_tokens - base_seq)
+    return math.exp(mu)
+
+
+class FlowMatching:
+    """Rectified flow x_t = (1 - t) x0 + t noise; net(x_t, t, **cond) predicts noise - x0."""
+
+    def __init__(self, shift=1.0, dynamic_shift=False, patch=2, base_seq=256, max_seq=4096,
+                 base_shift=0.5, max_shift=1.15, logit_normal=True):
+        self.shift = shift  # a fixed time shift (SD3: 3, FLUX.1-schnell: 1) ...
+        self.dynamic_shift = dynamic_shift  # ... or Flux's, from the image's tokens (FLUX.1-dev)
+        self.patch = patch  # latent pixels per token side, to count the tokens
+        self.seq_shift = (base_seq, max_seq, base_shift, max_shift)
+        self.logit_normal = logit_normal  # training times sigmoid(N(0, 1)) as SD3's, else uniform
+
+    def times(self, steps, x):
+        """The steps + 1 times of a chain for latents x (B, C, H, W): 1 .. 1/steps shifted, 0."""
+        # as diffusers' FlowMatchEulerDiscreteScheduler in the Flux pipeline
+        shift = self.shift
+        if self.dynamic_shift:
+            n_tokens = x.shape[-2] * x.shape[-1] // self.patch ** 2
+            shift = resolution_shift(n_tokens, *self.seq_shift)
+        t = torch.linspace(1, 1 / steps, steps, dtype=torch.float64)  # (steps,), as Flux's pipeline
+        t = shift * t / (1 + (shift - 1) * t)  # SD3's shift = Flux's exp(mu) / (exp(mu) + 1/t - 1)
+        return torch.cat([t, t.new_zeros(1)]).float()  # (steps + 1,)
+
+    def loss(self, net, x0, cond=None, generator=None):
+        """MSE between the network's velocity and noise - x0 at random times."""
+        B = x0.shape[0]
+        if self.logit_normal:
+            t = torch.randn(B, generator=generator, device=x0.device).sigmoid()  # (B,)
+        else:
+            t = torch.rand(B, generator=generator, device=x0.device)  # (B,)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        tb = per_sample(t.to(x0.dtype), x0)  # (B, 1, ...)
+        x_t = (1 - tb) * x0 + tb * noise
+        return F.mse_loss(net(x_t, t, **(cond or {})), noise - x0)
+
+    @torch.no_grad()
+    def sample(self, net, x, cond=None, steps=28, generator=None):
+        """Euler steps of dx/dt = net(x, t) from noise x at t = 1 to t = 0 (no generator used)."""
+        times = self.times(steps, x).to(x.device)
+        for t, t_next in zip(times[:-1], times[1:]):
+            v = net(x, t.expand(x.shape[0]), **(cond or {}))  # (B, C, H, W)
+            x = x + (t_next - t) * v
+        return x
+
+
+#################################################################################
+#           Importers: published state dicts and configs -> model.py's          #
+#################################################################################
 
 def _rename(sd, rules, drop=()):
     """Apply ordered (regex, replacement) rules to every key not in `drop`; no two may meet."""
@@ -580,7 +845,7 @@ FLUX_SIZE = 1024
 
 class Flux(Frozen):
     """FLUX.1 (Black Forest Labs 2024) as a frozen (T5 tokens, pooled CLIP) -> picture generator."""
-    # From a diffusers pipeline folder (black-forest-labs/FLUX.1-dev or -schnell): model.py's Flux
+    # From a diffusers pipeline folder (black-forest-labs/FLUX.1-dev or -schnell): FluxTransformer
     # and KLAutoencoder with its weights, FlowMatching from its scheduler; sampled as FluxPipeline
     # samples (Euler steps on its shifted times, the distilled guidance embedded, no true CFG).
     # The text encoders are not read: the condition comes as their outputs.

@@ -1,6 +1,7 @@
-"""FLUX.1 in model.py: Flux and the 16-channel KLAutoencoder against tiny random diffusers models
-through generators' importers and load_generator (offline, fp32); FlowMatching against diffusers'
-FlowMatchEulerDiscreteScheduler and an exact velocity field; generators.Flux against FluxPipeline."""
+"""FLUX.1: generators.FluxTransformer and model.py's 16-channel KLAutoencoder against tiny random
+diffusers models through the importers and load_generator (offline, fp32); FlowMatching against
+diffusers' FlowMatchEulerDiscreteScheduler and an exact velocity field; generators.Flux against
+FluxPipeline."""
 import inspect
 
 import numpy as np
@@ -9,7 +10,6 @@ import torch
 from safetensors.torch import save_file
 
 import generators as E
-import model as M
 from conftest import (check_vae, close, overfit_one_batch, randomize, tiny_flux,
                       tiny_flux_pipeline)
 
@@ -52,7 +52,8 @@ def _check_flux(ours, ref):
 @pytest.mark.parametrize('guidance', [True, False])  # FLUX.1-dev embeds the guidance; schnell not
 def test_flux_parity(guidance):
     ref = tiny_flux(guidance)
-    ours = E.load_state(M.Flux(**E.flux_config(ref.config)), E.import_flux(ref.state_dict()))
+    net = E.FluxTransformer(**E.flux_config(ref.config))
+    ours = E.load_state(net, E.import_flux(ref.state_dict()))
     _check_flux(ours.eval(), ref)
 
 
@@ -62,14 +63,14 @@ def test_rope_matches_diffusers():
     from diffusers.models.transformers.transformer_flux import FluxPosEmbed
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 64, (7, 3), generator=g)
-    cos, sin = M.rope_angles(ids, (4, 6, 6))
+    cos, sin = E.rope_angles(ids, (4, 6, 6))
     want_cos, want_sin = FluxPosEmbed(10000, (4, 6, 6))(ids)
     close(cos, want_cos)
     close(sin, want_sin)
     q = torch.randn(2, 3, 7, 16, generator=g)  # (B, heads, S, head_dim)
-    close(M.rotate(q, cos, sin), apply_rotary_emb(q, (want_cos, want_sin), sequence_dim=2))
+    close(E.rotate(q, cos, sin), apply_rotary_emb(q, (want_cos, want_sin), sequence_dim=2))
     patches = [[0, i, j] for i in range(2) for j in range(3)]  # (text, row, column)
-    assert M.flux_positions(2, 2, 3).tolist() == [[0, 0, 0]] * 2 + patches
+    assert E.flux_positions(2, 2, 3).tolist() == [[0, 0, 0]] * 2 + patches
 
 
 def _bfl_state(ref):
@@ -141,14 +142,14 @@ def test_load_generator_reads_a_saved_flux(tmp_path):
     ref.save_pretrained(tmp_path)
     ours = E.load_generator('flux', str(tmp_path))
     assert not ours.training
-    assert type(ours) is M.Flux
+    assert type(ours) is E.FluxTransformer
     assert ours.guidance_embedder is None
     _check_flux(ours, ref)
 
 
 def _tiny_ours(**kw):
-    return M.Flux(in_channels=4, hidden_size=32, num_heads=2, depth=1, depth_single=1, ctx_dim=12,
-                  vec_dim=10, axes_dim=(4, 6, 6), **kw)
+    return E.FluxTransformer(in_channels=4, hidden_size=32, num_heads=2, depth=1, depth_single=1,
+                             ctx_dim=12, vec_dim=10, axes_dim=(4, 6, 6), **kw)
 
 
 def test_flux_zero_init_output_is_zero():
@@ -181,7 +182,7 @@ def test_flux_runs_in_bfloat16():
 def test_flux_learns_one_batch():
     torch.manual_seed(0)
     net = _tiny_ours(guidance_embed=False)
-    flow = M.FlowMatching()
+    flow = E.FlowMatching()
     x0 = torch.randn(4, 4, 8, 8)
     cond = dict(ctx=torch.randn(4, 3, 12), vec=torch.randn(4, 10))
     before, after = overfit_one_batch(net, lambda g: flow.loss(net, x0, cond, g), steps=300)
@@ -250,7 +251,7 @@ def test_flow_matching_matches_diffusers(config):
     x = x_T
     for t in sched.timesteps:
         x = sched.step(_velocity(x, (t / 1000).expand(2)), t, x).prev_sample
-    flow = M.FlowMatching(**E.flow_config(sched.config))
+    flow = E.FlowMatching(**E.flow_config(sched.config))
     close(flow.times(steps, x_T), sched.sigmas)
     close(flow.sample(_velocity, x_T, steps=steps), x)
 
@@ -261,7 +262,7 @@ def test_flow_matching_oracle():
     x0 = torch.randn(2, 4, 8, 8, generator=g)
     noise = torch.randn(2, 4, 8, 8, generator=g)
     exact = lambda x, t: (x - x0) / t.view(-1, 1, 1, 1)
-    for flow in (M.FlowMatching(dynamic_shift=True), M.FlowMatching(shift=3.0, logit_normal=False)):
+    for flow in (E.FlowMatching(dynamic_shift=True), E.FlowMatching(shift=3.0, logit_normal=False)):
         for steps in (1, 4, 28):
             close(flow.sample(exact, noise, steps=steps), x0)
         assert flow.loss(exact, x0, generator=torch.Generator().manual_seed(1)).item() < 1e-10
