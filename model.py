@@ -107,9 +107,10 @@ class Attention(nn.Module):
         if mask is not None:
             keep = mask.bool()[:, None, None, :]  # (B, 1, 1, L) true where a key is real
             keep = keep | ~keep.any(-1, keepdim=True)  # no real key: all of them, as -1e4 on all
-        # bf16 on a CPU: the plain product, a step 1.1-1.9x faster than SDPA's kernel (bench.py);
-        # float32 and other devices: SDPA (on a CPU up to 1.25x faster in float32)
-        if q.device.type == 'cpu' and q.dtype == torch.bfloat16:
+        # training in bf16 on a CPU: the plain product, whose backward is 1.5-10x faster than
+        # SDPA's; sampling, float32 and other devices: SDPA (on a CPU up to 2x faster)
+        plain = q.device.type == 'cpu' and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
+        if plain:
             att = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, heads, N, L)
             if keep is not None:  # -1e4 on padding, as diffusers
                 att = att.masked_fill(~keep, -1e4)
