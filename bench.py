@@ -181,7 +181,8 @@ def dit_loss(net, b):
 def ldm_sample(model, b):
     """One conditional denoiser call of LatentDiffusion."""
     keep = torch.zeros(len(b['target']), dtype=torch.bool)
-    cond = model.conditions({k: b[f] for k, f in model.roles.items()}, {k: keep for k in model.roles})
+    inputs = {k: b[f] for k, f in model.roles.items()}
+    cond = model.conditions(inputs, {k: keep for k in model.roles})
     return model.net(b['target'], torch.randint(0, 1000, (len(keep),)), **cond)
 
 

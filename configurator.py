@@ -114,7 +114,7 @@ def resolve_dtype(dtype, device, verbose=True):
     return resolved
 
 
-CONFIG_TYPES = (int, float, bool, str, dict, list)   # the module globals a script's config is made of
+CONFIG_TYPES = (int, float, bool, str, dict, list)  # the globals a script's config is made of
 
 
 def config_keys(namespace):

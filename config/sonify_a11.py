@@ -7,6 +7,7 @@ init_from = 'out/toyav_sonify_projector'
 init_new = []
 model_args = dict(shape=(4, 16, 16), target='ae_image_latent', audio='ast_audio_tokens',
                   text='clip_text_tokens',
-                  text_dim=128, net_args=dict(input_size=16, patch_size=2, in_channels=4,
-                                              hidden_size=128, depth=6,
-                                              num_heads=4, ctx_dim=128, learn_sigma=False, adaln='single'))
+                  text_dim=128,
+                  net_args=dict(input_size=16, patch_size=2, in_channels=4, hidden_size=128,
+                                depth=6, num_heads=4, ctx_dim=128, learn_sigma=False,
+                                adaln='single'))

@@ -2,15 +2,16 @@
 # then PixArt-alpha (XL-2, 512 px) fine-tuned on them. Not run here (no GPU, no weights). The data
 # step, with a real VLM (LLaVA-1.5 through transformers) and the published CLAP for retrieval, 5-s
 # chunks:
-#   python prepare.py sonify --src /path/to/pictures --audio_src /path/to/recordings --vlms data.sonify:llava \
-#       --image_size 512 --duration 5 --device cuda
-#   python prepare.py sonify --features hf --encoders ast,sd_vae --device cuda     # AST tokens, PixArt's VAE
+#   python prepare.py sonify --src /path/to/pictures --audio_src /path/to/recordings \
+#       --vlms data.sonify:llava --image_size 512 --duration 5 --device cuda
+#   python prepare.py sonify --features hf --encoders ast,sd_vae --device cuda  # AST, PixArt's VAE
 # The published AST's 1214 tokens (768 wide) pass through the audio projector (768 -> 1152) into the
 # 28 blocks of the transformer/ folder of a PixArt-alpha/PixArt-XL-2-512x512 download, read by the
 # model's setup (so init_from stays 'scratch'); its 4096-wide caption projection is left out, the
 # learned null for guidance is new. The whole DiT trains with the paper's AdamW at 3.16e-5, weight
 # decay 3e-2. The AST cache holds 1.9 MB of float16 a clip.
-#   python sample.py --ckpt out/sonify_full --audio dog.wav --mix bell.wav --mix_gain 0.3 --device cuda
+#   python sample.py --ckpt out/sonify_full --audio dog.wav --mix bell.wav --mix_gain 0.3 \
+#       --device cuda
 out_dir = 'out/sonify_full'
 method = 'sonify'
 dataset = 'sonify'

@@ -2,9 +2,10 @@
 # layers, 16 heads) over 10 s of audio tokens and 128x128 image tokens. Not run here (no GPU); the
 # data and tokenizers come first:
 #   python prepare.py vggsound --src /path/to/vggsound --duration 10 --frames 640 --image_size 128
-#   python train.py config/toyav_vq_audio.py --dataset=vggsound --out_dir=out/vggsound_vq_audio --max_iters=20000
-#   python train.py config/toyav_vq_image.py --dataset=vggsound --out_dir=out/vggsound_vq_image --max_iters=20000 \
-#       --model_args.n_down=3 --model_args.codebook_size=1024
+#   python train.py config/toyav_vq_audio.py --dataset=vggsound --out_dir=out/vggsound_vq_audio \
+#       --max_iters=20000
+#   python train.py config/toyav_vq_image.py --dataset=vggsound --out_dir=out/vggsound_vq_image \
+#       --max_iters=20000 --model_args.n_down=3 --model_args.codebook_size=1024
 #   python prepare.py vggsound --features toy
 # giving 8 x 80 = 640 audio tokens and 16 x 16 = 256 image tokens per clip.
 out_dir = 'out/vggsound_echoes'

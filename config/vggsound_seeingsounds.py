@@ -5,7 +5,8 @@
 # real clips. The caches hold float16 tokens per clip: 1.9 MB of AST and 4.2 MB of T5 a clip.
 #   python prepare.py vggsound --src /path/to/vggsound --sample_rate 16000 --duration 10
 #   python prepare.py vggsound --features hf --encoders ast,flux_t5,flux_clip --device cuda
-#   python sample.py --ckpt out/vggsound_seeingsounds --audio dog.wav --generator <FLUX.1-dev folder>
+#   python sample.py --ckpt out/vggsound_seeingsounds --audio dog.wav \
+#       --generator <FLUX.1-dev folder>
 # Learning rates per branch are the paper's (1e-5 for T, 1e-7 for V).
 out_dir = 'out/vggsound_seeingsounds'
 method = 'seeingsounds'

@@ -2,10 +2,10 @@
 # from the CLIP (openai/clip-vit-base-patch32) image embedding to the CLAP (laion/clap-htsat-
 # unfused) audio embedding, 512 -> 512. Needs the cached embedding pairs: python prepare.py vggsound
 # --src DIR --image_size 224, then
-# python prepare.py vggsound --features hf --device cuda. The ten frame embeddings (N, 10, 512) of a clip
-# (clip_frames_emb) are reduced by aggregate_frames(`frames`); embeddings are L2-normalised and
-# scaled by √512. Sample: python sample.py --ckpt out/vggsound_v2a --video clip.mp4 --generator <a
-# download of cvssp/audioldm-s-full-v2>
+# python prepare.py vggsound --features hf --device cuda. The ten frame embeddings (N, 10, 512) of
+# a clip (clip_frames_emb) are reduced by aggregate_frames(`frames`); embeddings are L2-normalised
+# and scaled by √512. Sample: python sample.py --ckpt out/vggsound_v2a --video clip.mp4
+# --generator <a download of cvssp/audioldm-s-full-v2>
 out_dir = 'out/vggsound_v2a'
 method = 'v2a'
 dataset = 'vggsound'

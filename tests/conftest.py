@@ -135,7 +135,7 @@ def tiny_t5_config():
 
 
 def tiny_hf_ast():
-    """encoders.HFAst around a random 1-layer ASTModel (width 32) on 16 mels x 64 frames: 9 tokens."""
+    """encoders.HFAst around a random 1-layer ASTModel (width 32), 16 mels x 64 frames: 9 tokens."""
     from encoders import HFAst
     torch.manual_seed(0)
     cfg = tf.ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

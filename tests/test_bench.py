@@ -1,4 +1,5 @@
-"""bench.py on tiny configs: FLOP counts against their formulas, peak memory, the table's rows, the notes."""
+"""bench.py on tiny configs: FLOP counts against their formulas, peak memory, the table's rows, the
+notes."""
 import importlib.util
 import sys
 
@@ -23,14 +24,18 @@ def one_thread():
 
 def linear_case(ref=None):
     """A Linear(IN, OUT) at batch B as a bench case, with an optional reference builder."""
-    return bench.Case('lin', 'tiny', False, B, lambda: nn.Linear(IN, OUT), bench.randn_inputs(dict(x=(IN,))),
-                      lambda m, b: m(b['x']), lambda m, b: m(b['x']).square().mean(), ref=ref, ref_name='ref')
+    inputs = bench.randn_inputs(dict(x=(IN,)))
+    sample = lambda m, b: m(b['x'])
+    loss = lambda m, b: m(b['x']).square().mean()
+    return bench.Case('lin', 'tiny', False, B, lambda: nn.Linear(IN, OUT), inputs, sample, loss,
+                      ref=ref, ref_name='ref')
 
 
 def test_flops_of_a_linear_follow_the_formula():
     case = linear_case()
     lin = case.build()
-    # forward: one (B, IN) x (IN, OUT) matmul of 2 B IN OUT FLOPs; backward: the weight's gradient only
+    # forward: one (B, IN) x (IN, OUT) matmul of 2 B IN OUT FLOPs;
+    # backward: the weight's gradient only
     assert bench.count_flops(bench.make_step(lin, case, 'sample')) == 2 * B * IN * OUT
     assert bench.count_flops(bench.make_step(lin, case, 'train')) == 2 * 2 * B * IN * OUT
 
@@ -39,7 +44,7 @@ def test_cpu_attention_kernel_is_counted_like_the_plain_product():
     q = torch.randn(2, 3, 5, 4)
     plain = bench.count_flops(lambda i: (q @ q.transpose(-2, -1)).softmax(-1) @ q)
     fused = bench.count_flops(lambda i: F.scaled_dot_product_attention(q, q, q))
-    assert fused == plain == 2 * (2 * 2 * 3 * 5 * 5 * 4)        # QK^T and (softmax) V, 2 B H N N D each
+    assert fused == plain == 2 * (2 * 2 * 3 * 5 * 5 * 4)  # QK^T and (softmax) V, 2 B H N N D each
     q.requires_grad_(True)
     backward = bench.count_flops(lambda i: F.scaled_dot_product_attention(q, q, q).sum().backward())
     assert backward > fused
@@ -47,7 +52,7 @@ def test_cpu_attention_kernel_is_counted_like_the_plain_product():
 
 def test_peak_memory_sees_an_allocation_freed_before_the_end():
     mib = 2 ** 20
-    peak = bench.peak_memory(lambda i: torch.ones(mib // 4).sum())   # 1 MiB of float32, freed at return
+    peak = bench.peak_memory(lambda i: torch.ones(mib // 4).sum())  # 1 MiB of float32, then freed
     assert mib <= peak < 2 * mib
 
 
@@ -62,14 +67,15 @@ def test_table_has_a_row_per_impl_dtype_compile_and_mode(capsys):
 
 
 def test_a_reference_of_another_size_is_reported(capsys):
-    bench.bench_case(linear_case(ref=lambda: nn.Linear(IN, OUT + 1)), ['float32'], [False], ['sample'],
-                     {'float32': 1.0}, warmup=0, iters=1)
+    case = linear_case(ref=lambda: nn.Linear(IN, OUT + 1))
+    bench.bench_case(case, ['float32'], [False], ['sample'], {'float32': 1.0}, warmup=0, iters=1)
     assert 'parameter counts differ' in capsys.readouterr().out
 
 
 def test_without_references_one_line_says_so_and_ours_is_timed(capsys):
-    rows = bench.main(['--nets', 'dit,echoes', '--sizes', 'toy', '--dtypes', 'float32', '--compile', 'off',
-                       '--modes', 'sample', '--batch', '1', '--warmup', '0', '--iters', '1',
+    rows = bench.main(['--nets', 'dit,echoes', '--sizes', 'toy', '--dtypes', 'float32',
+                       '--compile', 'off', '--modes', 'sample', '--batch', '1', '--warmup', '0',
+                       '--iters', '1',
                        '--peak_seconds', '0.01', '--no_timm'])
     out = capsys.readouterr().out
     assert out.count(bench.NO_DIT_REF) == 1 and out.count(bench.NO_TIMM) == 1
@@ -81,8 +87,8 @@ def test_without_references_one_line_says_so_and_ours_is_timed(capsys):
 def test_timm_reference_has_our_parameter_count_and_leaves_no_torchvision():
     vit = bench.import_timm()
     assert importlib.util.find_spec('torchvision') or 'torchvision' not in sys.modules
-    args = dict(n_audio=6, n_image=4, audio_codes=10, image_codes=12, width=16, n_layer=2, n_dec_layer=1,
-                n_head=2)
+    args = dict(n_audio=6, n_image=4, audio_codes=10, image_codes=12, width=16, n_layer=2,
+                n_dec_layer=1, n_head=2)
     ours, ref = bench.MaskedAVTransformer(**args), bench.echoes_ref(args, vit.Block)
     count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(ours) == count(ref)

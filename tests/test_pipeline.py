@@ -107,7 +107,8 @@ def test_eval_enc_writes_the_contract(tiny, tmp_path):
     assert saved == pytest.approx(metrics)
     expected_keys = ('enc.clip.source_acc', 'enc.clap.source_acc', 'enc.judge_audio.source_acc',
                      'enc.judge_image.env_acc', 'enc.vq_audio.source_acc',
-                     'enc.clap.audio_fd_floor', 'enc.imagebind.audio_text_r_at_5', 'enc.ast.loud_probe_acc', 'enc.ast.env_probe_acc')
+                     'enc.clap.audio_fd_floor', 'enc.imagebind.audio_text_r_at_5',
+                     'enc.ast.loud_probe_acc', 'enc.ast.env_probe_acc')
     for key in expected_keys:
         assert key in saved
     assert all(0 <= v <= 1 for k, v in saved.items() if k.endswith('_acc'))

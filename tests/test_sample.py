@@ -227,7 +227,8 @@ def test_without_ckpt_the_default_run_for_the_inputs_is_named_or_its_command(tin
     untrained = (str(tmp_path / 'nothing'), 'python train.py config/x.py')
     monkeypatch.setitem(methods.DEFAULT_RUNS, ('image',), untrained)
     message = refusal(argv)
-    assert message == (f"error: the default run for image, {tmp_path / 'nothing'}, is not trained yet: "
+    nothing = tmp_path / 'nothing'
+    assert message == (f"error: the default run for image, {nothing}, is not trained yet: "
                        "python train.py config/x.py")
     trained = (str(echoes), 'python train.py config/echoes.py')
     monkeypatch.setitem(methods.DEFAULT_RUNS, ('image',), trained)
