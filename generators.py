@@ -356,13 +356,12 @@ def import_pixart(sd):
 
 def import_dit(sd):
     """facebookresearch/DiT checkpoint (or a training checkpoint's 'ema') -> DiT's, no pos_embed."""
-    sd = _rename(sd.get('ema', sd), [
+    return _rename(sd.get('ema', sd), [
         (r'^x_embedder\.proj\.', 'x_embedder.'), (r'^t_embedder\.mlp\.', 't_embedder.'),
         (r'^y_embedder\.embedding_table\.', 'y_embedder.'), (r'\.attn\.proj\.', '.attn.to_out.'),
         (r'\.mlp\.fc', '.fc'), (r'^final_layer\.linear\.', 'final_linear.'),
         (r'^final_layer\.adaLN_modulation\.', 'final_mod.')],
-        drop=('pos_embed',))                                  # DiT recomputes it
-    return _unfuse(sd, '.qkv.', ['to_q', 'to_k', 'to_v'])  # timm's fused qkv rows are [q; k; v]
+        drop=('pos_embed',))               # DiT recomputes it; timm's qkv is Attention's
 
 
 _FLUX_DOUBLE = {  # diffusers FluxTransformerBlock -> FluxDoubleBlock ("context", "added": txt)
@@ -418,9 +417,21 @@ def import_flux(sd):
     return _unfuse(sd, '.qkv_mlp.', ['to_q', 'to_k', 'to_v', 'fc1'], width)  # [q; k; v; MLP in]
 
 
+def _fuse_qkv(sd, own):
+    """Published to_q, to_k, to_v of a self-attention -> model.Attention's fused qkv ([q; k; v])."""
+    out = dict(sd)
+    for key in own:
+        prefix, fused, kind = key.rpartition('.qkv.')
+        names = [f'{prefix}.to_{x}.{kind}' for x in 'qkv']
+        if fused and key not in out and all(n in out for n in names):
+            out[key] = torch.cat([out.pop(n) for n in names])  # (3C, ...)
+    return out
+
+
 def load_state(model, sd):
     """Load an imported state dict after nanoGPT-style checks of keys, count and shapes."""
     own = model.state_dict()
+    sd = _fuse_qkv(sd, own)
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     assert not missing and not unexpected, \

@@ -312,7 +312,9 @@ def test_attention_cpu_product_matches_sdpa():
     x = torch.randn(2, 7, 32, generator=g)
     ctx = torch.randn(2, 5, 24, generator=g)
     pad = torch.tensor([[True, True, True, False, False], [True] * 5])
+    ctx_self = torch.randn(2, 5, 32, generator=g)                  # a self-attention's own width
     cases = [(M.Attention(32, 4), None, None),
+             (M.Attention(32, 4), ctx_self, pad),
              (M.Attention(32, 4, ctx_dim=24), ctx, None),
              (M.Attention(32, 4, ctx_dim=24), ctx, pad)]
     heads = lambda y: y.view(2, -1, 4, 8).transpose(1, 2)    # (2, L, 32) -> (2, 4, L, 8)
@@ -320,9 +322,13 @@ def test_attention_cpu_product_matches_sdpa():
     for att, c, mask in cases:
         att = randomize(att)
         src = x if c is None else c
-        q = heads(att.to_q(x))
-        k = heads(att.to_k(src))
-        v = heads(att.to_v(src))
+        if hasattr(att, 'qkv'):                                 # rows [q; k; v]
+            w_q, w_k, w_v = att.qkv.weight.chunk(3)
+        else:
+            w_q, w_k, w_v = att.to_q.weight, att.to_k.weight, att.to_v.weight
+        q = heads(x @ w_q.T)
+        k = heads(src @ w_k.T)
+        v = heads(src @ w_v.T)
         bias = None if mask is None else (~mask)[:, None, None, :].float() * -1e4
         y = sdpa(q, k, v, attn_mask=bias)                                   # (2, 4, 7, 8)
         expected = att.to_out(y.transpose(1, 2).reshape(2, 7, 32))
