@@ -417,31 +417,12 @@ def import_flux(sd):
     return _unfuse(sd, '.qkv_mlp.', ['to_q', 'to_k', 'to_v', 'fc1'], width)  # [q; k; v; MLP in]
 
 
-def _fuse_qkv(sd, own):
-    """Published to_q, to_k, to_v of a self-attention -> model.Attention's fused qkv ([q; k; v])."""
-    out = dict(sd)
-    for key in own:
-        prefix, fused, kind = key.rpartition('.qkv.')
-        names = [f'{prefix}.to_{x}.{kind}' for x in 'qkv']
-        if fused and key not in out and all(n in out for n in names):
-            out[key] = torch.cat([out.pop(n) for n in names])  # (3C, ...)
-    return out
-
-
 def load_state(model, sd):
-    """Load an imported state dict after nanoGPT-style checks of keys, count and shapes."""
-    own = model.state_dict()
-    sd = _fuse_qkv(sd, own)
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
+    """Load an imported state dict: a missing, unexpected or misshapen key is named."""
+    missing, unexpected = model.load_state_dict(sd, strict=False)  # a shape mismatch raises
     assert not missing and not unexpected, \
         f'{len(missing)} missing keys (first {missing[:1]}), ' \
         f'{len(unexpected)} unexpected (first {unexpected[:1]})'
-    assert len(sd) == len(own), (len(sd), len(own))
-    for k, v in own.items():
-        assert sd[k].shape == v.shape, \
-            f'shape mismatch at {k}: imported {tuple(sd[k].shape)}, model {tuple(v.shape)}'
-    model.load_state_dict(sd)
     return model
 
 

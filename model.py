@@ -84,6 +84,14 @@ class Attention(nn.Module):
             self.to_v = nn.Linear(ctx_dim, dim, bias=bias)
         self.to_out = nn.Linear(dim, dim)
 
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        """Separate to_q, to_k, to_v (published weights, older checkpoints) load into qkv."""
+        for kind in ('weight', 'bias') if hasattr(self, 'qkv') else ():
+            names = [f'{prefix}to_{x}.{kind}' for x in 'qkv']
+            if all(n in state for n in names):
+                state[f'{prefix}qkv.{kind}'] = torch.cat([state.pop(n) for n in names])  # (3C, ..)
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
     def project(self, x, ctx):
         """q (B, N, C) from x; k, v (B, L, C) from ctx, or from x when ctx is None."""
         if ctx is None:

@@ -204,7 +204,7 @@ def test_load_state_names_first_offender():
     without_y = {k: v for k, v in sd.items() if k != 'y_embedder.weight'}
     with pytest.raises(AssertionError, match='y_embedder.weight'):
         E.load_state(net, without_y)
-    with pytest.raises(AssertionError, match='shape mismatch at y_embedder.weight'):
+    with pytest.raises(RuntimeError, match='size mismatch for y_embedder.weight'):
         E.load_state(net, {**sd, 'y_embedder.weight': torch.zeros(5, 24)})
     with pytest.raises(AssertionError, match='unexpected'):
         E.load_state(net, {**sd, 'extra.weight': torch.zeros(1)})
