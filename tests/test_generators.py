@@ -303,6 +303,21 @@ def test_dit_zero_init_output_is_zero():
         assert torch.equal(out, torch.zeros_like(out))
 
 
+def test_attention_loads_separate_q_k_v():
+    """Separate to_q, to_k, to_v (published layouts, older checkpoints) load into the fused qkv."""
+    src = randomize(M.Block(32, 4))
+    fused = src.state_dict()
+    separate = {k: v for k, v in fused.items() if '.qkv.' not in k}
+    for name, part in zip('qkv', fused['attn.qkv.weight'].chunk(3)):
+        separate[f'attn.to_{name}.weight'] = part
+    dst = M.Block(32, 4)
+    dst.load_state_dict(separate)
+    x = torch.randn(2, 7, 32)
+    close(dst(x), src(x))
+    with pytest.raises(RuntimeError, match='qkv.weight'):   # an incomplete set: refused, named
+        M.Block(32, 4).load_state_dict({k: v for k, v in separate.items() if 'to_v' not in k})
+
+
 def test_attention_cpu_product_matches_sdpa():
     """On a CPU Attention takes the plain product to train in bf16, SDPA otherwise; all give SDPA's.
 
