@@ -76,7 +76,8 @@ class Attention(nn.Module):
     def __init__(self, dim, heads, ctx_dim=None, bias=False):
         super().__init__()
         self.heads = heads
-        if ctx_dim is None:  # self-attention: one fused layer, rows [q; k; v] (timm's qkv)
+        self.fused = ctx_dim is None
+        if self.fused:  # self-attention: one fused layer, rows [q; k; v] (timm's qkv)
             self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         else:
             self.to_q = nn.Linear(dim, dim, bias=bias)
@@ -86,7 +87,8 @@ class Attention(nn.Module):
 
     def _load_from_state_dict(self, state, prefix, *args, **kwargs):
         """Separate to_q, to_k, to_v (published weights, older checkpoints) load into qkv."""
-        for kind in ('weight', 'bias') if hasattr(self, 'qkv') else ():
+        kinds = ('weight', 'bias') if self.fused else ()
+        for kind in kinds:
             names = [f'{prefix}to_{x}.{kind}' for x in 'qkv']
             if all(n in state for n in names):
                 state[f'{prefix}qkv.{kind}'] = torch.cat([state.pop(n) for n in names])  # (3C, ..)
@@ -96,11 +98,12 @@ class Attention(nn.Module):
         """q (B, N, C) from x; k, v (B, L, C) from ctx, or from x when ctx is None."""
         if ctx is None:
             return self.qkv(x).chunk(3, dim=-1)
-        if hasattr(self, 'qkv'):  # the fused layer over another sequence of its width
-            C = x.shape[-1]
-            bias = self.qkv.bias
-            q = F.linear(x, self.qkv.weight[:C], None if bias is None else bias[:C])  # (B, N, C)
-            kv = F.linear(ctx, self.qkv.weight[C:], None if bias is None else bias[C:])
+        if self.fused:  # the fused layer over another sequence of its width: its rows split
+            rows = [x.shape[-1], 2 * x.shape[-1]]
+            q_weight, kv_weight = self.qkv.weight.split(rows)  # (C, C), (2C, C)
+            q_bias, kv_bias = (None, None) if self.qkv.bias is None else self.qkv.bias.split(rows)
+            q = F.linear(x, q_weight, q_bias)  # (B, N, C)
+            kv = F.linear(ctx, kv_weight, kv_bias)  # (B, L, 2C)
             return (q, *kv.chunk(2, dim=-1))
         return self.to_q(x), self.to_k(ctx), self.to_v(ctx)
 
