@@ -54,7 +54,8 @@ class Sonify(LatentDiffusion):
 
     def __init__(self, net_args=None, shape=(4, 16, 16), target='ae_image_latent',
                  audio='ast_audio_tokens', p_uncond=0.1, schedule='cosine', prediction='v',
-                 stage='finetune', text='', text_dim=128, temperature=0.07, generator=''):
+                 stage='finetune', text='', text_dim=128, temperature=0.07, generator='',
+                 summary_token=False):
         super().__init__('dit', net_args, shape, target, ctx=audio, p_uncond=p_uncond,
                          schedule=schedule, prediction=prediction)
         assert stage in STAGES, stage
@@ -64,6 +65,7 @@ class Sonify(LatentDiffusion):
         self.text = text
         self.log_scale = math.log(1 / temperature)
         self.generator = generator          # read by setup alone: a run, or PixArt's folder
+        self.summary_token = summary_token  # the tokens' mean leads them (see conditions)
         self.text_projector = None          # A.11: the generator's caption projection, frozen
         if text:
             d = self.net.x_embedder.out_channels
@@ -88,6 +90,15 @@ class Sonify(LatentDiffusion):
                              f"{unexpected}")
         if self.text_projector is not None:
             self.text_projector.load_state_dict(caption)
+
+    def conditions(self, cond, drop):
+        """The DiT's conditions; with summary_token the tokens' mean (the toy AST's pooled output)
+        leads them, as the published AST's CLS and distillation tokens lead its tokens."""
+        if self.summary_token:
+            tokens = cond['ctx'].float()                                        # (B, m, d_a)
+            summary = tokens.mean(1, keepdim=True)                              # (B, 1, d_a)
+            cond = dict(cond, ctx=torch.cat([summary, tokens], 1))              # (B, 1 + m, d_a)
+        return super().conditions(cond, drop)
 
     def forward(self, batch):
         """The diffusion loss of the image latents given the sound (fine-tuning), or A.11."""

@@ -246,6 +246,18 @@ def test_fine_tuning_starts_from_the_pixart_but_its_caption_projection(tiny, pix
     assert meta['parts'] == 'toyav'
 
 
+def test_the_summary_token_leads_the_audio_tokens():
+    torch.manual_seed(0)
+    tokens = torch.randn(3, 5, 32)                                              # (B, m, d_a)
+    drop = {'ctx': torch.tensor([False, True, False])}
+    plain = Sonify(**SONIFY_ARGS).conditions({'ctx': tokens}, drop)
+    led = Sonify(**SONIFY_ARGS, summary_token=True).conditions({'ctx': tokens}, drop)
+    assert torch.equal(plain['ctx'], tokens) and led['ctx'].shape == (3, 6, 32)
+    assert torch.allclose(led['ctx'][:, 0], tokens.mean(1))
+    assert torch.equal(led['ctx'][:, 1:], tokens)
+    assert torch.equal(led['drop_ctx'], drop['ctx'])
+
+
 def test_one_fine_tuning_run_trains_the_whole_dit_and_draws_from_a_sound(tiny, pixart, tmp_path):
     run = tiny / 'out' / 'toyav_sonify'
     train.train(sonify_config(tiny, pixart, 'toyav_sonify', max_iters=3, eval_interval=3))
