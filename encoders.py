@@ -303,8 +303,8 @@ class GriffinLim(Frozen):
         mag = (self.inverse.to(mel.device) @ mel).clamp(min=0)                # (B, F, frames)
         window = torch.hann_window(cfg.n_fft, device=mel.device)
         length = cfg.hop * (mag.shape[-1] - 1)
-        gen = torch.Generator(device='cpu').manual_seed(0)
-        angles = torch.exp(2j * np.pi * torch.rand(mag.shape, generator=gen)).to(mel.device)
+        rng = torch.Generator(device='cpu').manual_seed(0)
+        angles = torch.exp(2j * np.pi * torch.rand(mag.shape, generator=rng)).to(mel.device)
         prev = torch.zeros_like(angles)
         for _ in range(self.n_iter):
             wave = torch.istft(mag * angles, cfg.n_fft, cfg.hop, window=window, length=length)

@@ -270,21 +270,21 @@ class FlowMatching:
         t = shift * t / (1 + (shift - 1) * t)  # SD3's shift = Flux's exp(mu) / (exp(mu) + 1/t - 1)
         return torch.cat([t, t.new_zeros(1)]).float()  # (steps + 1,)
 
-    def loss(self, net, x0, cond=None, generator=None):
+    def loss(self, net, x0, cond=None, rng=None):
         """MSE between the network's velocity and noise - x0 at random times."""
         B = x0.shape[0]
         if self.logit_normal:
-            t = torch.randn(B, generator=generator, device=x0.device).sigmoid()  # (B,)
+            t = torch.randn(B, generator=rng, device=x0.device).sigmoid()  # (B,)
         else:
-            t = torch.rand(B, generator=generator, device=x0.device)  # (B,)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            t = torch.rand(B, generator=rng, device=x0.device)  # (B,)
+        noise = torch.randn(x0.shape, generator=rng, device=x0.device, dtype=x0.dtype)
         tb = per_sample(t.to(x0.dtype), x0)  # (B, 1, ...)
         x_t = (1 - tb) * x0 + tb * noise
         return F.mse_loss(net(x_t, t, **(cond or {})), noise - x0)
 
     @torch.no_grad()
-    def sample(self, net, x, cond=None, steps=28, generator=None):
-        """Euler steps of dx/dt = net(x, t) from noise x at t = 1 to t = 0 (no generator used)."""
+    def sample(self, net, x, cond=None, steps=28, rng=None):
+        """Euler steps of dx/dt = net(x, t) from noise x at t = 1 to t = 0; rng unused."""
         times = self.times(steps, x).to(x.device)
         for t, t_next in zip(times[:-1], times[1:]):
             v = net(x, t.expand(x.shape[0]), **(cond or {}))  # (B, C, H, W)
@@ -750,15 +750,15 @@ class AudioLDM(Frozen):
                    seconds)
 
     @torch.no_grad()
-    def sample_mel(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
+    def sample_mel(self, cond, steps=25, cfg=3.0, sampler='ddim', rng=None):
         """{'vec': CLAP vectors (B, D)} -> AudioLDM log-mels (B, n_mels, frames)."""
         vec = F.normalize(cond['vec'].float(), dim=-1)                               # (B, D)
         net = self.unet
         if cfg != 1:
             null = self.null.expand(len(vec), -1)                                    # (B, D)
             net = guided(self.unet, cfg, {'vec': null})
-        z = torch.randn((len(vec), *self.shape), generator=generator).to(vec.device)  # (B, C, h, w)
-        z = self.diffusion.sample(net, z, {'vec': vec}, steps, sampler, generator=generator)
+        z = torch.randn((len(vec), *self.shape), generator=rng).to(vec.device)  # (B, C, h, w)
+        z = self.diffusion.sample(net, z, {'vec': vec}, steps, sampler, rng=rng)
         mel = self.vae.decode(z / self.vae.scaling_factor)[:, 0]         # (B, frames, n_mels)
         return mel.transpose(1, 2)                                        # (B, n_mels, frames)
 
@@ -766,9 +766,9 @@ class AudioLDM(Frozen):
         """Log-mels (B, n_mels, frames) -> waves (B, T) at sample_rate, cut to the asked length."""
         return self.vocoder(mel)[:, :self.length].float()
 
-    def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
+    def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', rng=None):
         """{'vec': CLAP vectors (B, D)} -> waves (B, T) at sample_rate."""
-        return self.vocode(self.sample_mel(cond, steps, cfg, sampler, generator))
+        return self.vocode(self.sample_mel(cond, steps, cfg, sampler, rng))
 
 
 MAA_YAML = 'txt2audio_args.yaml'     # Make-An-Audio's configs/text_to_audio/ yaml, in its folder
@@ -819,15 +819,15 @@ class MakeAnAudio(Frozen):
         return cls(unet, vae, text, config, float(sd['scale_factor']), seconds)
 
     @torch.no_grad()
-    def sample_mel(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None):
+    def sample_mel(self, cond, steps=25, cfg=3.0, sampler='ddim', rng=None):
         """{'ctx': text tokens (B, L, d)} -> Make-An-Audio log-mels (B, n_mels, frames)."""
         ctx = cond['ctx'].float()
         net = self.unet
         if cfg != 1:
             null = self.null.expand(len(ctx), -1, -1)                           # (B, L, d)
             net = guided(self.unet, cfg, {'ctx': null})
-        z = torch.randn((len(ctx), *self.shape), generator=generator).to(ctx.device)  # (B, C, h, w)
-        z = self.diffusion.sample(net, z, {'ctx': ctx}, steps, sampler, generator=generator)
+        z = torch.randn((len(ctx), *self.shape), generator=rng).to(ctx.device)  # (B, C, h, w)
+        z = self.diffusion.sample(net, z, {'ctx': ctx}, steps, sampler, rng=rng)
         return self.vae.decode(z / self.scale_factor)[:, 0]                  # (B, n_mels, frames)
 
 
@@ -866,13 +866,13 @@ class Flux(Frozen):
         return channels, 2 * (height // side), 2 * (width // side)
 
     @torch.no_grad()
-    def sample(self, cond, steps=28, guidance=3.5, generator=None, height=FLUX_SIZE,
+    def sample(self, cond, steps=28, guidance=3.5, rng=None, height=FLUX_SIZE,
                width=FLUX_SIZE):
         """{'ctx': T5 tokens (B, L, 4096), 'vec': pooled CLIP (B, 768)} -> latents (B, C, h, w)."""
         ctx = cond['ctx']
         B = len(ctx)
         shape = self.latent_shape(height, width)
-        noise = torch.randn((B, *shape), generator=generator).to(ctx.device)    # (B, C, h, w)
+        noise = torch.randn((B, *shape), generator=rng).to(ctx.device)          # (B, C, h, w)
         net_cond = dict(ctx=ctx, vec=cond['vec'], guidance=None)
         if self.transformer.guidance_embedder is not None:                  # FLUX.1-dev's
             net_cond['guidance'] = torch.full((B,), float(guidance), device=ctx.device)
@@ -885,8 +885,8 @@ class Flux(Frozen):
         return (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
 
     @torch.no_grad()
-    def generate(self, cond, steps=28, guidance=3.5, generator=None, height=FLUX_SIZE,
+    def generate(self, cond, steps=28, guidance=3.5, rng=None, height=FLUX_SIZE,
                  width=FLUX_SIZE):
         """{'ctx': T5 tokens (B, L, 4096), 'vec': pooled CLIP (B, 768)} -> uint8 (B, H, W, 3)."""
-        z = self.sample(cond, steps, guidance, generator, height, width)
+        z = self.sample(cond, steps, guidance, rng, height, width)
         return (self.decode(z) * 255).round().to(torch.uint8)

@@ -560,14 +560,14 @@ def mask_schedule(progress):
 CHOICE_TEMPERATURE = 4.5  # MaskGIT's Gumbel temperature on the unmasking confidence, annealed to 0
 
 
-def gumbel_noise(shape, generator=None):
+def gumbel_noise(shape, rng=None):
     """Standard Gumbel noise -log(-log u), u ~ U(0, 1) drawn on the CPU."""
-    u = torch.rand(shape, generator=generator).clamp(1e-20, 1)
+    u = torch.rand(shape, generator=rng).clamp(1e-20, 1)
     return -torch.log(-torch.log(u))
 
 
 def decode(ids, known, logits_fn, steps, temperature=CHOICE_TEMPERATURE, sample_temperature=1.0,
-           generator=None):
+           rng=None):
     """MaskGIT unmasking: ids (B, N), known (B, N) true where given; logits_fn(ids, mask) (B, N, V).
 
     Each step samples every unknown position from softmax(logits / sample_temperature) (0: the
@@ -581,7 +581,7 @@ def decode(ids, known, logits_fn, steps, temperature=CHOICE_TEMPERATURE, sample_
     for step in range(steps):
         mask = ~known
         logits = logits_fn(ids, mask).float()  # (B, N, V)
-        gumbel = gumbel_noise(logits.shape, generator).to(logits.device)  # drawn even for argmax
+        gumbel = gumbel_noise(logits.shape, rng).to(logits.device)  # drawn even for argmax
         if sample_temperature > 0:  # a categorical sample by the Gumbel-max trick
             sampled = (logits / sample_temperature + gumbel).argmax(-1)  # (B, N)
         else:
@@ -589,7 +589,7 @@ def decode(ids, known, logits_fn, steps, temperature=CHOICE_TEMPERATURE, sample_
         logp_all = torch.log_softmax(logits, -1)  # (B, N, V)
         logp = logp_all.gather(-1, sampled[..., None])[..., 0]  # (B, N) of the sampled tokens
         anneal = temperature * (1 - (step + 1) / steps)
-        noise = gumbel_noise(logp.shape, generator).to(logp.device)  # (B, N)
+        noise = gumbel_noise(logp.shape, rng).to(logp.device)  # (B, N)
         infinite = torch.full_like(logp, float('inf'))
         confidence = torch.where(mask, logp + anneal * noise, infinite)  # (B, N)
         ids = torch.where(mask, sampled, ids)
@@ -665,10 +665,10 @@ class Diffusion:
         a = self._ab(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def loss(self, net, x0, cond=None, generator=None):
+    def loss(self, net, x0, cond=None, rng=None):
         """MSE between the network's output and its target (ε, x0 or v) at uniform timesteps."""
-        t = torch.randint(0, self.T, (x0.shape[0],), generator=generator, device=x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t = torch.randint(0, self.T, (x0.shape[0],), generator=rng, device=x0.device)
+        noise = torch.randn(x0.shape, generator=rng, device=x0.device, dtype=x0.dtype)
         a = self._ab(t, x0)
         v = a.sqrt() * noise - (1 - a).sqrt() * x0
         target = {'eps': noise, 'x0': x0, 'v': v}[self.prediction]
@@ -688,7 +688,7 @@ class Diffusion:
         return x0, eps
 
     @torch.no_grad()
-    def sample(self, net, x, cond=None, steps=50, sampler='ddim', eta=0.0, generator=None):
+    def sample(self, net, x, cond=None, steps=50, sampler='ddim', eta=0.0, rng=None):
         """Denoise x = x_T over trailing-spaced steps: DDIM with η (0: deterministic) or DDPM."""
         assert 1 <= steps <= self.T and sampler in ('ddim', 'ddpm'), (steps, sampler)
         if sampler == 'ddpm':
@@ -703,7 +703,7 @@ class Diffusion:
             sigma = eta * ((1 - ap) / (1 - a) * (1 - a / ap)).sqrt()  # η = 1: DDPM posterior std
             x = ap.sqrt() * x0 + (1 - ap - sigma ** 2).clamp(min=0).sqrt() * eps
             if eta > 0 and t_prev >= 0:
-                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                noise = torch.randn(x.shape, generator=rng, device=x.device, dtype=x.dtype)
                 x = x + sigma * noise
         return x
 
@@ -959,9 +959,9 @@ class KLAutoencoder(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
     @staticmethod
-    def sample(mean, logvar, generator=None):
+    def sample(mean, logvar, rng=None):
         """z = mean + σ·ε."""
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        noise = torch.randn(mean.shape, generator=rng, device=mean.device, dtype=mean.dtype)
         return mean + (0.5 * logvar).exp() * noise
 
     def decode(self, z):
@@ -1226,7 +1226,7 @@ class LatentDiffusion(nn.Module):
         return self.diffusion.loss(self.net, x0, cond)
 
     @torch.no_grad()
-    def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', generator=None, nulls=()):
+    def generate(self, cond, steps=25, cfg=3.0, sampler='ddim', rng=None, nulls=()):
         """{vec (B, D), ctx (B, L, D)} -> B media (or latents) by DDIM/DDPM at guidance scale cfg.
 
         The roles in `nulls` are replaced by their null in both branches (single-branch ablations).
@@ -1239,8 +1239,8 @@ class LatentDiffusion(nn.Module):
         net = self.net
         if cfg != 1:
             net = guided(self.net, cfg, self.conditions(cond, hidden))
-        x = torch.randn((B, *self.shape), generator=generator, device=v.device)  # (B, C, H, W)
-        x = self.diffusion.sample(net, x, c, steps, sampler, generator=generator)
+        x = torch.randn((B, *self.shape), generator=rng, device=v.device)  # (B, C, H, W)
+        x = self.diffusion.sample(net, x, c, steps, sampler, rng=rng)
         return self.from_output(x)
 
 

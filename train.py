@@ -117,19 +117,19 @@ def data_stamp(meta):
                 classes=meta.get('classes'), features=features)
 
 
-def get_batch(data, n, gen, device):
+def get_batch(data, n, rng, device):
     """A random batch of n samples from memmapped fields -> dict of tensors."""
     size = len(next(iter(data.values())))
-    idx = np.sort(torch.randint(size, (n,), generator=gen).numpy())
+    idx = np.sort(torch.randint(size, (n,), generator=rng).numpy())
     return {k: torch.from_numpy(np.ascontiguousarray(v[idx])).to(device) for k, v in data.items()}
 
 
-def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, band_mask=8):
+def augment_mel(mel, rng, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, band_mask=8):
     """Log-mels (B, n_mels, frames), each clip's bands and time scaled by up to 1 +- warp and
     1 +- stretch, moved by up to +-shift of its length, then < time_mask frames and < band_mask
     bands set to the clip's floor (as are the places the shift empties)."""
     B, H, W = mel.shape
-    sym = lambda: 2 * torch.rand(B, 1, 1, generator=gen) - 1  # (B, 1, 1) in [-1, 1]
+    sym = lambda: 2 * torch.rand(B, 1, 1, generator=rng) - 1  # (B, 1, 1) in [-1, 1]
     ys = torch.linspace(-1, 1, H)[None, :, None] / (1 + warp * sym())               # (B, H, 1)
     xs = torch.linspace(-1, 1, W)[None, None, :] / (1 + stretch * sym())            # (B, 1, W)
     xs = xs - 2 * shift * sym()
@@ -140,8 +140,8 @@ def augment_mel(mel, gen, warp=0.15, stretch=0.25, shift=0.25, time_mask=10, ban
     frame = torch.arange(W).view(1, 1, W)
     band = torch.arange(H).view(1, H, 1)
     for size, pos in ((time_mask, frame), (band_mask, band)):
-        start = torch.randint(pos.numel(), (B, 1, 1), generator=gen)
-        width = torch.randint(max(1, size), (B, 1, 1), generator=gen)
+        start = torch.randint(pos.numel(), (B, 1, 1), generator=rng)
+        width = torch.randint(max(1, size), (B, 1, 1), generator=rng)
         inside = ((pos >= start) & (pos < start + width)).to(mel.device)   # (B, 1, W) or (B, H, 1)
         out = torch.where(inside, floor, out)
     return out
@@ -315,7 +315,7 @@ def train(cfg):
     optimizers = build_optimizers(model, cfg, ns_dtype)
     scales = [[group['scale'] for group in opt.param_groups] for opt in optimizers]
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg['ema_decay'] > 0 else None
-    gen = torch.Generator().manual_seed(cfg['seed'] + rank)
+    rng = torch.Generator().manual_seed(cfg['seed'] + rank)
     ckpt = dict(iter_num=0, best_val_loss=float('inf'), bad_evals=0, history=[])  # a fresh run
     if cfg['init_from'] == 'resume':
         if not os.path.exists(path):
@@ -343,7 +343,7 @@ def train(cfg):
         if ema is not None:
             ema.load_state_dict(ckpt['ema'])
         rng_states = ckpt['rng']
-        gen.set_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
+        rng.set_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
     it = ckpt['iter_num']
     best_val = ckpt['best_val_loss']
     bad_evals = ckpt.get('bad_evals', 0)
@@ -385,10 +385,10 @@ def train(cfg):
 
     def checkpoint(improved):
         """Save the run and each rank's RNG state (master only, atomically); best.pt if improved."""
-        rng = [gen.get_state()]
+        states = [rng.get_state()]
         if ddp:
-            rng = [None] * dist.get_world_size()
-            dist.all_gather_object(rng, gen.get_state())
+            states = [None] * dist.get_world_size()
+            dist.all_gather_object(states, rng.get_state())
         if not master:
             return
         os.makedirs(cfg['out_dir'], exist_ok=True)
@@ -397,7 +397,7 @@ def train(cfg):
         state = dict(model=raw.state_dict(), optimizer=optimizer_states, model_args=args,
                      method=cfg['method'], iter_num=it, best_val_loss=best_val,
                      bad_evals=bad_evals, history=history, val_metrics=val_metrics, config=cfg,
-                     ema=ema_state, rng=rng, data=stamp)
+                     ema=ema_state, rng=states, data=stamp)
         torch.save(state, path + '.tmp')
         os.replace(path + '.tmp', path)
         if improved:
@@ -414,11 +414,11 @@ def train(cfg):
         for micro in range(cfg['grad_accum']):
             if ddp:
                 model.require_backward_grad_sync = micro == cfg['grad_accum'] - 1
-            batch = get_batch(data['train'], cfg['batch_size'], gen, dev)
+            batch = get_batch(data['train'], cfg['batch_size'], rng, dev)
             if cfg['augment'] and 'mel' in batch:
-                batch['mel'] = augment_mel(batch['mel'], gen)
+                batch['mel'] = augment_mel(batch['mel'], rng)
             if transform is not None:
-                batch = transform(batch, gen)
+                batch = transform(batch, rng)
             with ctx:
                 loss = model(batch) / cfg['grad_accum']
             if not torch.isfinite(loss):

@@ -36,18 +36,18 @@ JOINT_STEPS = 30           # unmasking steps of joint generation, which fills bo
 #                         Training masks (Sec. 3.2)                             #
 #################################################################################
 
-def truncated_normal(shape, mean, std, low, high, generator=None):
+def truncated_normal(shape, mean, std, low, high, rng=None):
     """Samples of N(mean, std) truncated to [low, high] by inverse-CDF sampling."""
     normal = torch.distributions.Normal(mean, std)
     lo = normal.cdf(torch.tensor(low))
     hi = normal.cdf(torch.tensor(high))
-    u = lo + (hi - lo) * torch.rand(shape, generator=generator)
+    u = lo + (hi - lo) * torch.rand(shape, generator=rng)
     return normal.icdf(u).clamp(low, high)
 
 
-def random_mask(n_tokens, ratios, generator=None):
+def random_mask(n_tokens, ratios, rng=None):
     """Per-row random masks (B, n_tokens) with round(ratio * n_tokens) True entries per row."""
-    scores = torch.rand(len(ratios), n_tokens, generator=generator)             # (B, N)
+    scores = torch.rand(len(ratios), n_tokens, generator=rng)                   # (B, N)
     counts = (ratios * n_tokens).round().long().clamp(0, n_tokens)              # (B,)
     order = scores.argsort(1)  # (B, N) positions by score
     ranks = order.argsort(1)  # (B, N) rank of each position
@@ -100,14 +100,14 @@ class MaskedAVTransformer(nn.Module):
             parts.append(wte(shown) + mod)                           # (B, n, C)
         return torch.cat(parts, 1) + self.pos                        # (B, N, C)
 
-    def drop_tokens(self, mask, generator=None):
+    def drop_tokens(self, mask, rng=None):
         """MAGE's token drop: the positions the encoder reads, a share of each row's masks dropped.
 
         Returns keep (B, L), the positions the encoder reads, kept ones first and in order, and
         real (B, L), True where a slot holds a kept token (rows that drop fewer are padded)."""
         B, N = mask.shape
         n_drop = (mask.sum(1) * self.drop_ratio).long()                          # (B,)
-        score = torch.rand(B, N, generator=generator).to(mask.device)            # (B, N) in [0, 1)
+        score = torch.rand(B, N, generator=rng).to(mask.device)                  # (B, N) in [0, 1)
         score = score + (~mask).float()                                          # masked ones first
         order = score.argsort(1)                                                 # (B, N) by score
         drop_rank = order.argsort(1)                                   # (B, N) 0: dropped first
@@ -118,13 +118,13 @@ class MaskedAVTransformer(nn.Module):
         real = torch.arange(L, device=mask.device) < (N - n_drop)[:, None]       # (B, L)
         return keep, real
 
-    def logits(self, ids, mask, generator=None):
+    def logits(self, ids, mask, rng=None):
         """Logits (B, N, V) for every position, V the larger codebook (-inf past a modality's own).
         """
         B, N = ids.shape
         x = self.embed(ids, mask)                                                # (B, N, C)
         C = x.shape[-1]
-        keep, real = self.drop_tokens(mask, generator)                           # (B, L) each
+        keep, real = self.drop_tokens(mask, rng)                                 # (B, L) each
         kept = torch.gather(x, 1, keep[..., None].expand(-1, -1, C))             # (B, L, C)
         h = self.encoder(kept, mask=real)                                        # (B, L, C)
         h = torch.where(real[..., None], h, self.pad.to(h.dtype))  # padding slots -> pad
@@ -139,17 +139,17 @@ class MaskedAVTransformer(nn.Module):
             out.append(F.pad(logit, (0, V - k), value=float('-inf')))            # (B, n, V)
         return torch.cat(out, 1)                                                 # (B, N, V)
 
-    def sample_masks(self, B, generator=None):
+    def sample_masks(self, B, rng=None):
         """Training masks (B, N): per-modality truncated-Gaussian ratios (co-training rows); with
         p_cond one modality is whole and the other masked at a ratio of the decoding schedule, as
         image->audio and audio->image start at inference; with p_uncond one modality is hidden
         whole (the unconditional branch of guidance)."""
         spread = (self.mask_mean, self.mask_std, self.mask_min, 1.0)     # N(mean, std) in [min, 1]
-        ratios = [truncated_normal((B,), *spread, generator) for _ in self.sizes]   # (B,) each
+        ratios = [truncated_normal((B,), *spread, rng) for _ in self.sizes]         # (B,) each
         ratios = torch.stack(ratios, 1)                                          # (B, 2)
-        task = torch.rand(B, generator=generator)  # (B,) which kind of row
-        side = (torch.rand(B, generator=generator) < 0.5).long()  # (B,) which modality
-        progress = torch.rand(B, generator=generator)  # (B,) a decoding step
+        task = torch.rand(B, generator=rng)  # (B,) which kind of row
+        side = (torch.rand(B, generator=rng) < 0.5).long()  # (B,) which modality
+        progress = torch.rand(B, generator=rng)  # (B,) a decoding step
         scheduled = torch.cos(math.pi / 2 * progress).clamp(min=self.mask_min)
         cond = task < self.p_cond
         uncond = (task >= self.p_cond) & (task < self.p_cond + self.p_uncond)
@@ -157,25 +157,25 @@ class MaskedAVTransformer(nn.Module):
         ratios[rows[cond], side[cond]] = 0.0
         ratios[rows[cond], 1 - side[cond]] = scheduled[cond]
         ratios[rows[uncond], side[uncond]] = 1.0
-        masks = [random_mask(n, ratios[:, m], generator) for m, n in enumerate(self.sizes)]
+        masks = [random_mask(n, ratios[:, m], rng) for m, n in enumerate(self.sizes)]
         return torch.cat(masks, 1)                                               # (B, N)
 
-    def forward(self, batch, generator=None):
+    def forward(self, batch, rng=None):
         """Training loss: cross-entropy on the masked positions of [audio ids, image ids]."""
         ids = torch.cat([batch['vq_audio_ids'], batch['vq_image_ids']], 1).long()  # (B, N)
-        mask = self.sample_masks(len(ids), generator).to(ids.device)
-        logits = self.logits(ids, mask, generator)                               # (B, N, V)
+        mask = self.sample_masks(len(ids), rng).to(ids.device)
+        logits = self.logits(ids, mask, rng)                                     # (B, N, V)
         return F.cross_entropy(logits[mask].float(), ids[mask])
 
     # hooks of train.py's loop
 
     @torch.no_grad()
-    def init_tokens(self, codebooks, generator=None):
+    def init_tokens(self, codebooks, rng=None):
         """Start each token table as a random projection of its tokenizer's centred codes (K, D), at
         the table's std, so that codes which decode alike start alike."""
         for table, book in zip(self.wte, codebooks):
             book = book.float()
-            proj = torch.randn(book.shape[1], table.weight.shape[1], generator=generator)  # (D, C)
+            proj = torch.randn(book.shape[1], table.weight.shape[1], generator=rng)  # (D, C)
             emb = (book - book.mean(0)) @ proj                                      # (K, C)
             table.weight[:len(book)] = emb * (table.weight.std() / emb.std())
 
@@ -195,7 +195,7 @@ class MaskedAVTransformer(nn.Module):
             return None
         tokenizer = load_toy('vq_audio', run['parts'], run['ckpt_dir'], run['device'])
 
-        def retokenize(batch, generator):
+        def retokenize(batch, rng):
             batch['vq_audio_ids'] = tokenizer.encode(batch['mel'])                  # (B, n_audio)
             return batch
         return retokenize

@@ -55,7 +55,7 @@ class Pipeline:
     def sample(self, cond, rng=None):
         """Condition tensors {vec (B, D), ctx (B, L, D)} -> media of the generator's modality."""
         opts = self.options
-        out = self.model.generate(cond, opts['steps'], opts['cfg_scale'], generator=rng)
+        out = self.model.generate(cond, opts['steps'], opts['cfg_scale'], rng=rng)
         if self.decoder:
             return self.decoder.decode(out)                   # latents -> media
         return out

@@ -251,5 +251,5 @@ class Pipeline:
         if self.maa is None:
             return {'audio': self.generator.sample({'ctx': tokens}, rng).cpu()}
         opts = self.options
-        mel = self.maa.sample_mel({'ctx': tokens}, opts['steps'], opts['cfg_scale'], generator=rng)
+        mel = self.maa.sample_mel({'ctx': tokens}, opts['steps'], opts['cfg_scale'], rng=rng)
         return {'audio': mel.float().cpu()}

@@ -298,8 +298,8 @@ class Pipeline:
         if self.flux is not None:
             size = opts['size']
             images = self.flux.generate(condition, opts['steps'], opts['cfg_scale'],
-                                        generator=rng, height=size, width=size)
+                                        rng=rng, height=size, width=size)
             return {'image': images.cpu()}
         out = self.generator.generate(condition, opts['steps'], opts['cfg_scale'],
-                                      generator=rng, nulls=self.nulls)
+                                      rng=rng, nulls=self.nulls)
         return {'image': (self.decoder.decode(out) if self.decoder else out).cpu()}

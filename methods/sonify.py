@@ -163,6 +163,6 @@ class Pipeline:
         tokens = self.audio_tokens(cond).float()                                    # (B, m, d)
         opts = self.options
         latents = self.model.generate({'ctx': tokens}, opts['steps'], opts['cfg_scale'],
-                                      generator=rng)
+                                      rng=rng)
         images = self.decoder.decode(latents) if self.decoder else latents
         return {'image': images.cpu()}

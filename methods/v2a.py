@@ -36,7 +36,7 @@ from model import Diffusion, Transformer, guided, mlp, timestep_embedding
 #                 The mapper: CLIP image emb -> CLAP audio emb (Sec. 3)         #
 #################################################################################
 
-def aggregate_frames(emb, how='middle', generator=None):
+def aggregate_frames(emb, how='middle', rng=None):
     """Frame embeddings (B, F, D) -> one per clip (B, D): a 'random', the 'middle' or the 'mean'."""
     B, n = emb.shape[:2]
     if how == 'middle':
@@ -44,7 +44,7 @@ def aggregate_frames(emb, how='middle', generator=None):
     if how == 'mean':
         return emb.mean(1)
     if how == 'random':
-        pick = torch.randint(n, (B,), generator=generator).to(emb.device)  # (B,) a frame per clip
+        pick = torch.randint(n, (B,), generator=rng).to(emb.device)  # (B,) a frame per clip
         return emb[torch.arange(B, device=emb.device), pick]
     raise ValueError(f'unknown frame aggregation {how!r}')
 
@@ -113,35 +113,35 @@ class V2AMapper(nn.Module):
         h = self.body(tokens + self.pos)
         return self.head(h[:, -1])  # the query's output
 
-    def condition(self, emb, generator=None):
+    def condition(self, emb, rng=None):
         """Source embeddings (B, D), or frame embeddings (B, F, D) aggregated, as the condition."""
         if emb.dim() == 3:
-            emb = aggregate_frames(emb, self.frames, generator)
+            emb = aggregate_frames(emb, self.frames, rng)
         return self.scaled(emb)
 
-    def forward(self, batch, generator=None):
+    def forward(self, batch, rng=None):
         """MSE to the target: directly (regression), or of the x0 prediction at a random step."""
-        cond = self.condition(batch[self.fields[0]], generator)                  # (B, in_dim)
+        cond = self.condition(batch[self.fields[0]], rng)                        # (B, in_dim)
         target = self.scaled(batch[self.fields[1]])                              # (B, out_dim)
         if not self.prior:
             return F.mse_loss(self.predict(None, None, cond), target)
-        drop = torch.rand(len(cond), generator=generator) < self.p_uncond        # (B,) CFG dropout
+        drop = torch.rand(len(cond), generator=rng) < self.p_uncond              # (B,) CFG dropout
         cond = torch.where(drop[:, None].to(cond.device), self.null.to(cond), cond)
-        return self.diffusion.loss(self.predict, target, dict(cond=cond), generator)
+        return self.diffusion.loss(self.predict, target, dict(cond=cond), rng)
 
     @torch.no_grad()
-    def generate(self, emb, steps=25, cfg=1.0, sampler='ddim', generator=None):
+    def generate(self, emb, steps=25, cfg=1.0, sampler='ddim', rng=None):
         """Source (B, in_dim) or frame embeddings (B, F, in_dim) -> target embeddings (B, out_dim)
         (unit-norm with normalize): the regression output, or a prior sample in `steps` steps."""
-        cond = self.condition(emb, generator)
+        cond = self.condition(emb, rng)
         if not self.prior:
             out = self.predict(None, None, cond)
         else:
             null = dict(cond=self.null.to(cond).expand_as(cond))
             net = self.predict if cfg == 1 else guided(self.predict, cfg, null)
-            x = torch.randn(len(cond), self.head.out_features, generator=generator).to(cond)  # x_T
+            x = torch.randn(len(cond), self.head.out_features, generator=rng).to(cond)  # x_T
             context = dict(cond=cond)
-            out = self.diffusion.sample(net, x, context, steps, sampler, generator=generator)
+            out = self.diffusion.sample(net, x, context, steps, sampler, rng=rng)
         return F.normalize(out, dim=-1) if self.normalize else out
 
 
@@ -228,7 +228,7 @@ class Pipeline:
         opts = self.options
         route = opts['route']
         if route == 'mapper':
-            vec = self.mapper.generate(emb, opts['mapper_steps'], opts['mapper_cfg'], generator=rng)
+            vec = self.mapper.generate(emb, opts['mapper_steps'], opts['mapper_cfg'], rng=rng)
         else:
             emb = aggregate_frames(emb) if emb.dim() == 3 else emb               # (B, D)
             vec = emb
@@ -250,5 +250,5 @@ class Pipeline:
             return {'audio': self.generator.sample({'vec': vec}, rng).cpu()}
         opts = self.options
         mel = self.audioldm.sample_mel({'vec': vec}, opts['steps'], opts['cfg_scale'],
-                                       generator=rng)
+                                       rng=rng)
         return {'audio': mel.float().cpu(), 'wave': self.audioldm.vocode(mel).cpu()}

@@ -72,7 +72,7 @@ def test_decode_fills_every_mask_and_never_changes_known_tokens():
         assert torch.equal(x[known], ids[known])
         return torch.randn(x.shape[0], x.shape[1], 7, generator=gen)
 
-    out = decode(ids.masked_fill(~known, 0), known, logits_fn, steps=6, generator=gen)
+    out = decode(ids.masked_fill(~known, 0), known, logits_fn, steps=6, rng=gen)
     assert torch.equal(out[known], ids[known])
     assert out.shape == ids.shape
     assert out.min() >= 0
@@ -98,7 +98,7 @@ def test_sample_temperature_sharpens_the_token_samples_and_zero_is_the_argmax():
     known = torch.zeros(1, 4000, dtype=torch.bool)
     for T in (1.0, 0.5):
         out = decode(start, known, lambda x, m: logits, steps=1, sample_temperature=T,
-                     generator=torch.Generator().manual_seed(0))
+                     rng=torch.Generator().manual_seed(0))
         p_one = torch.sigmoid(torch.tensor(1 / T)).item()
         assert abs(out.float().mean().item() - p_one) < 0.03
     assert decode(start, known, lambda x, m: logits, steps=1, sample_temperature=0).min() == 1

@@ -257,7 +257,7 @@ def test_ddpm_matches_diffusers():
     for t in sched.timesteps:
         x = sched.step(_toy_net(x, t.expand(2)), t, x, generator=theirs).prev_sample
     ours = torch.Generator().manual_seed(1)                 # the same noise draws
-    close(D.sample(_toy_net, x_T, steps=6, sampler='ddpm', generator=ours), x)
+    close(D.sample(_toy_net, x_T, steps=6, sampler='ddpm', rng=ours), x)
 
 
 @pytest.mark.parametrize('prediction', ['eps', 'x0', 'v'])
@@ -274,15 +274,15 @@ def test_samplers_reconstruct_with_an_oracle(prediction):
     x_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     close(D.sample(oracle, x_T, steps=D.T), x0)
     g = torch.Generator().manual_seed(2)
-    close(D.sample(oracle, x_T, steps=13, eta=0.5, generator=g), x0)
+    close(D.sample(oracle, x_T, steps=13, eta=0.5, rng=g), x0)
     close(D.sample(oracle, x_T, steps=9, sampler='ddpm'), x0)
 
 
 def test_ddim_is_deterministic():
     D = M.Diffusion('linear', 100)
     x_T = torch.randn(1, 2, 4, 4)
-    a = D.sample(_toy_net, x_T, steps=100, generator=torch.Generator().manual_seed(0))
-    b = D.sample(_toy_net, x_T, steps=100, generator=torch.Generator().manual_seed(1))
+    a = D.sample(_toy_net, x_T, steps=100, rng=torch.Generator().manual_seed(0))
+    b = D.sample(_toy_net, x_T, steps=100, rng=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
 
 

@@ -77,7 +77,7 @@ def test_audioldm_matches_the_diffusers_pipeline(audioldm, cfg):
         ref = pipe(prompt_embeds=vec, num_inference_steps=5, guidance_scale=cfg, latents=z.clone(),
                    output_type='np').audios
     rng = torch.Generator().manual_seed(0)
-    out = ours.generate({'vec': vec}, steps=5, cfg=cfg, generator=rng)
+    out = ours.generate({'vec': vec}, steps=5, cfg=cfg, rng=rng)
     assert out.shape == ref.shape == (2, 512)
     np.testing.assert_allclose(out.numpy(), ref, atol=1e-4, rtol=1e-3)
     assert out.std() > 1e-3                                   # the random weights do make a sound
@@ -126,9 +126,9 @@ def test_the_same_commands_run_the_full_system(tiny, audioldm, tmp_path):
     picture = load_image(str(tmp_path / 'cat.png'), 32)[None]
     emb = clip.encode_image(picture).emb.expand(2, -1)                     # (2, DIM)
     rng = torch.Generator().manual_seed(1337)     # one seed for the mapper, then the generator
-    vec = F.normalize(mapper.generate(emb, 4, 1.0, generator=rng), dim=-1)
+    vec = F.normalize(mapper.generate(emb, 4, 1.0, rng=rng), dim=-1)
     generator = AudioLDM.from_pretrained(str(pipe_dir))
-    expected = generator.generate({'vec': vec}, 4, 3.0, generator=rng)
+    expected = generator.generate({'vec': vec}, 4, 3.0, rng=rng)
     for j in range(2):
         wave, sr = sf.read(f"{stem}.i2a.{j}.wav", dtype='float32')
         assert sr == 16000

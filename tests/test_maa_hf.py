@@ -74,12 +74,12 @@ def test_make_an_audio_samples_log_mels_from_tokens(maa_dir):
     assert gen.mel_config.n_mels == MEL_DIM * 8 and gen.mel_config.frames == 64
     assert gen.scale_factor == pytest.approx(0.9) and gen.null.shape == (1, 77, TEXT_DIM)
     ctx = torch.randn(2, 77, TEXT_DIM, generator=torch.Generator().manual_seed(0))
-    mel = gen.sample_mel({'ctx': ctx}, steps=2, generator=torch.Generator().manual_seed(0))
-    again = gen.sample_mel({'ctx': ctx}, steps=2, generator=torch.Generator().manual_seed(0))
+    mel = gen.sample_mel({'ctx': ctx}, steps=2, rng=torch.Generator().manual_seed(0))
+    again = gen.sample_mel({'ctx': ctx}, steps=2, rng=torch.Generator().manual_seed(0))
     assert mel.shape == (2, MEL_DIM * 8, 64) and torch.isfinite(mel).all()
     torch.testing.assert_close(mel, again)
     plain = gen.sample_mel({'ctx': ctx}, steps=2, cfg=1.0,
-                           generator=torch.Generator().manual_seed(0))
+                           rng=torch.Generator().manual_seed(0))
     assert not torch.allclose(mel, plain)                          # guidance reads the null
 
 

@@ -109,7 +109,7 @@ def test_the_same_commands_sonify_a_folder_and_fine_tune_pixart(folders, tmp_pat
     wave = fit_length(load_audio(str(tone), 16000), 16000)[None]            # (1, 16000)
     tokens = load_hf('ast', folders['ast']).encode_audio(wave).tokens       # (1, 9, 32)
     rng = torch.Generator().manual_seed(1337)
-    expected = vae.decode(model.generate({'ctx': tokens}, 2, 3.0, generator=rng))[0]
+    expected = vae.decode(model.generate({'ctx': tokens}, 2, 3.0, rng=rng))[0]
     picture = np.asarray(Image.open(f"{stem}.a2i.raw.png"))
     np.testing.assert_array_equal(picture, expected.numpy())
 

@@ -54,7 +54,7 @@ def test_generate_is_seeded_and_guidance_changes_the_sample():
     for p in ldm.net.conv_out.parameters():
         torch.nn.init.normal_(p, std=0.1)                # a non-zero network, as after training
     cond = {'vec': torch.randn(2, 4)}
-    run = lambda s: ldm.generate(cond, steps=3, cfg=s, generator=torch.Generator().manual_seed(1))
+    run = lambda s: ldm.generate(cond, steps=3, cfg=s, rng=torch.Generator().manual_seed(1))
     a = run(1.0)
     b = run(1.0)
     assert a.shape == (2, 2, 8, 8)

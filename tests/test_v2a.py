@@ -37,7 +37,7 @@ def test_each_variant_overfits_a_tiny_batch(kind, prior):
     model = tiny_mapper(kind, prior, p_uncond=0.0)
     batch = pairs()
     # the same timesteps and noise
-    fixed = lambda: model(batch, generator=torch.Generator().manual_seed(1)).item()
+    fixed = lambda: model(batch, rng=torch.Generator().manual_seed(1)).item()
     first = fixed()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
@@ -69,7 +69,7 @@ def test_prior_samples_for_any_number_of_steps(kind):
         for sampler in ('ddim', 'ddpm'):
             calls.clear()
             out = model.generate(cond, steps=steps, cfg=2.0, sampler=sampler,
-                                 generator=torch.Generator().manual_seed(0))
+                                 rng=torch.Generator().manual_seed(0))
             ts = [t.unique().tolist() for t, _ in calls]   # (2B,) t: conditional and null halves
             expected = [[1000 // steps * (steps - i) - 1] for i in range(steps)]   # T = 1000
             assert ts == expected, (steps, sampler)
@@ -91,7 +91,7 @@ def test_prior_sampling_with_an_exact_denoiser_recovers_the_target_distribution(
     cond = torch.full((500, 12), 2.0)
     for steps, sampler in ((25, 'ddim'), (50, 'ddpm')):
         g = torch.Generator().manual_seed(0)
-        out = model.generate(cond, steps=steps, sampler=sampler, generator=g)
+        out = model.generate(cond, steps=steps, sampler=sampler, rng=g)
         assert abs(out.mean().item() - 2.0) < 0.01, (sampler, out.std())
         assert abs(out.std().item() - std) < 0.04, (sampler, out.std())
 
@@ -102,12 +102,12 @@ def test_same_seed_same_samples_and_regression_is_deterministic():
 
     def sample(seed, sampler):
         g = torch.Generator().manual_seed(seed)
-        return model.generate(cond, steps=4, generator=g, sampler=sampler)
+        return model.generate(cond, steps=4, rng=g, sampler=sampler)
     for sampler in ('ddim', 'ddpm'):
         torch.testing.assert_close(sample(0, sampler), sample(0, sampler), rtol=0, atol=0)
         assert not torch.allclose(sample(0, sampler), sample(1, sampler))
     reg = tiny_mapper(prior=False).eval()
-    a, b = (reg.generate(cond, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
+    a, b = (reg.generate(cond, rng=torch.Generator().manual_seed(s)) for s in (0, 1))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -129,7 +129,7 @@ def test_cfg_scale_one_is_the_conditional_prediction_and_zero_the_unconditional(
         unguided = guided(model.predict, 1.0, null)
         through_guided = model.diffusion.sample(unguided, x_T, dict(cond=cond), steps=4)
     sample = lambda cfg: model.generate(cond, steps=4, cfg=cfg,
-                                        generator=torch.Generator().manual_seed(0))
+                                        rng=torch.Generator().manual_seed(0))
     torch.testing.assert_close(sample(1.0), through_guided)
     assert not torch.allclose(sample(3.0), through_guided)
 
@@ -138,7 +138,7 @@ def test_condition_dropout_replaces_the_condition_by_the_null():
     model = tiny_mapper(p_uncond=1.0)
     batch = pairs()
     other = dict(batch, clip_image_emb=torch.randn(16, 12))
-    loss = lambda b: model(b, generator=torch.Generator().manual_seed(3))
+    loss = lambda b: model(b, rng=torch.Generator().manual_seed(3))
     # every condition dropped: the source cannot matter
     assert loss(batch).item() == loss(other).item()
     loss(batch).backward()
@@ -148,7 +148,7 @@ def test_condition_dropout_replaces_the_condition_by_the_null():
     kept(batch).backward()
     assert kept.null.grad is None or kept.null.grad.abs().sum() == 0
     dropped = loss(batch).item()
-    kept_loss = tiny_mapper(p_uncond=0.0)(batch, generator=torch.Generator().manual_seed(3))
+    kept_loss = tiny_mapper(p_uncond=0.0)(batch, rng=torch.Generator().manual_seed(3))
     assert dropped != kept_loss.item()
     fixed = tiny_mapper(learn_null=False, p_uncond=0.1)
     assert torch.equal(fixed.null, torch.zeros(12))
@@ -186,7 +186,7 @@ def test_normalize_maps_unit_vectors_to_unit_vectors():
     scaled = model.scaled(batch['clip_image_emb'])
     torch.testing.assert_close(scaled.norm(dim=-1), torch.full((4,), 12 ** 0.5))
     g = torch.Generator().manual_seed(0)
-    out = model.generate(batch['clip_image_emb'], steps=4, generator=g)
+    out = model.generate(batch['clip_image_emb'], steps=4, rng=g)
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(4))
 
 
@@ -226,5 +226,5 @@ def test_train_py_trains_a_mapper_on_cached_features(tiny, kind, prior):
     batch = {k: torch.from_numpy(np.array(v)) for k, v in data.items()}   # (16, 32) each
     with torch.no_grad():
         # the same timesteps and noise
-        loss = lambda net: net(batch, generator=torch.Generator().manual_seed(0)).item()
+        loss = lambda net: net(batch, rng=torch.Generator().manual_seed(0)).item()
         assert loss(model) < 0.5 * loss(start)
