@@ -201,6 +201,14 @@ class Judges:
             parts.append(net.forward_logits(batch))
         return {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
 
+    def source_sets(self, modality, logits):
+        """The judged source set of each sample (N, K) bool: sigmoid > 0.5, or the one choice of a
+        judge trained on one source per sample (cross-entropy, e.g. avmnist's digits)."""
+        scores = logits['sources']                                       # (N, K)
+        if 'sources' in self.nets[modality].multilabel:
+            return scores.sigmoid() > 0.5
+        return F.one_hot(scores.argmax(-1), scores.shape[-1]).bool()
+
 
 def label_fields(meta):
     """Label fields with class names (toyav: sources, env, loud; avmnist: sources, speaker)."""
@@ -214,7 +222,7 @@ def judged(judges, modality, media, labels, prefix=''):
     environment, loudness or size class and its rank correlation), and the recall of the sources
     of two-source samples where there are any."""
     logits = judges.logits(modality, media)
-    pred = (logits['sources'].sigmoid() > 0.5).numpy()                  # (N, K)
+    pred = judges.source_sets(modality, logits).numpy()                 # (N, K)
     true = np.asarray(labels['sources']).astype(bool)
     two = true.sum(1) == 2
     out = {'source_acc': multilabel_set_accuracy(pred, true)}
@@ -459,8 +467,8 @@ def task_generate(cfg, judges, pipeline, spaces, task, dtype):
             given_emb = spaces.joint_space(given, given_media)         # (n, D)
             metrics['cs'] = cosine_score(given_emb, spaces.joint_space(m, media))
     if task == 'joint':   # both judged the same source set
-        heard = judges.logits('audio', out['audio'])['sources'].sigmoid() > 0.5   # (n, K)
-        seen = judges.logits('image', out['image'])['sources'].sigmoid() > 0.5
+        heard = judges.source_sets('audio', judges.logits('audio', out['audio']))   # (n, K)
+        seen = judges.source_sets('image', judges.logits('image', out['image']))
         metrics['source_acc'] = float((heard == seen).all(1).float().mean())
     metrics.update(diversity_and_speed(cfg, pipeline, spaces, task, rows, texts, dtype))
     grid = task_grid(task, inputs, outputs, rows, texts, out, cfg['n_grid'])

@@ -474,7 +474,9 @@ def heads_loss(logits, batch, multilabel):
         if k in multilabel:
             loss = loss + F.binary_cross_entropy_with_logits(head_logits, batch[k].float())
         else:
-            loss = loss + F.cross_entropy(head_logits, batch[k].long())
+            target = batch[k]
+            target = target.float() if target.dim() == 2 else target.long()  # one-hot or ids
+            loss = loss + F.cross_entropy(head_logits, target)
     return loss
 
 

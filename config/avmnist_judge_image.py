@@ -1,8 +1,9 @@
-# Image judge for avmnist: the handwritten digit (sources, one-hot) from a picture
+# Image judge for avmnist: the handwritten digit (sources, one-hot: one choice, cross-entropy) from a
+# picture
 out_dir = 'out/avmnist_judge_image'
 dataset = 'avmnist'
 method = 'judge'
-model_args = dict(modality='image', heads=(('sources', 10),), multilabel=('sources',), width=128,
+model_args = dict(modality='image', heads=(('sources', 10),), multilabel=(), width=128,
                   n_layer=2, n_down=2)
 batch_size = 128
 max_iters = 800

@@ -2,10 +2,12 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.stats import special_ortho_group
 
-from eval import (accuracy, cosine_score, frechet_distance, inception_score, kl_divergence,
+from eval import (Judges, accuracy, cosine_score, frechet_distance, inception_score, kl_divergence,
                   mean_pairwise_distance, multilabel_set_accuracy, recall_at_k, spearman)
+from model import Judge, heads_loss
 
 
 def exact_samples(n, mean, cov, seed):
@@ -73,6 +75,28 @@ def test_accuracy_and_multilabel_set_accuracy():
     assert multilabel_set_accuracy(probs, multi) == 0.75                    # row 1 misses a member
     # only the empty set still matches
     assert multilabel_set_accuracy(probs, multi, threshold=0.95) == 0.25
+
+
+def test_a_one_choice_judge_is_scored_on_its_argmax():
+    """A judge trained with cross-entropy (multilabel=()) names one source, whatever its sigmoids."""
+    logits = {'sources': torch.tensor([[2.0, 1.0, -1.0], [-3.0, -2.0, -4.0]])}    # (2, 3)
+    judges = object.__new__(Judges)                                     # no checkpoint to read
+    judges.nets = {'audio': Judge('audio', heads=(('sources', 3),), multilabel=())}
+    assert judges.source_sets('audio', logits).tolist() == [[True, False, False],
+                                                            [False, True, False]]
+    judges.nets['audio'].multilabel = ('sources',)
+    assert judges.source_sets('audio', logits).tolist() == [[True, True, False],
+                                                            [False, False, False]]
+
+
+def test_a_cross_entropy_head_takes_one_hot_rows_or_class_ids():
+    logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))        # (4, 5)
+    ids = torch.tensor([0, 3, 1, 4])
+    one_hot = F.one_hot(ids, 5).to(torch.uint8)                                    # as stored
+    from_rows = heads_loss({'sources': logits}, {'sources': one_hot}, multilabel=())
+    from_ids = heads_loss({'sources': logits}, {'sources': ids}, multilabel=())
+    torch.testing.assert_close(from_rows, from_ids)
+    torch.testing.assert_close(from_ids, F.cross_entropy(logits, ids))
 
 
 def test_recall_at_k_handmade():
