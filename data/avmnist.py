@@ -12,8 +12,9 @@ With --copies K each training recording is joined by K perturbed copies: a speed
 1 +- --speed (pitch, formants and tempo move together, as with a shorter or longer vocal tract),
 then a tempo factor of the same range, and a start up to 0.2 s later; they give a model more voices
 than the training speakers. MNIST images are split by index into disjoint pools sized like the audio
-splits, and every recording gets an image of its digit from its split's pool (a seeded permutation
-per digit, repeated only when a pool runs out).
+splits, and every recording gets --pairs images of its digit from its split's pool (a seeded
+permutation per digit, repeated only when a pool runs out), each pair a sample: with --pairs 2 the
+250 test recordings of the shared copy make 500 test pairs.
 References: Vielzeuf et al. 2018, CentralNet (the AV-MNIST pairing); Jackson et al., Free Spoken
 Digit Dataset; LeCun et al. 1998, MNIST; Ko et al. 2015, Audio augmentation for speech recognition
 (speed perturbation).
@@ -47,6 +48,8 @@ OPTIONS = dict(
     copies='speed-perturbed copies of every training recording (0 = none)',
     speed='copies play at a speed, and a tempo, each uniform in 1 +- this',
     peak='scale every recording to this peak amplitude (0 = as recorded)',
+    pairs='MNIST images paired with each recording, each pair one sample (distinct images while '
+          "the split's pool lasts)",
 )
 
 
@@ -162,8 +165,10 @@ def pair_images(splits, images, labels, rng, image_size, root):
 
 
 def read(src, *, data_dir, seed, image_size, sample_rate, duration, split='fsdd',
-         test_speaker=None, copies=0, speed=0.15, peak=0.0):
+         test_speaker=None, copies=0, speed=0.15, peak=0.0, pairs=1):
     """Every FSDD recording paired with an MNIST image of its digit -> dict(splits, ...)."""
+    if pairs < 1:
+        raise ValueError(f"avmnist: --pairs {pairs}: every recording needs at least one image")
     if split not in ('fsdd', 'speaker'):
         raise ValueError(f"avmnist: --split {split} is neither fsdd nor speaker")
     if split == 'fsdd' and test_speaker is not None:
@@ -208,7 +213,7 @@ def read(src, *, data_dir, seed, image_size, sample_rate, duration, split='fsdd'
         splits[part] += [dict(wave=w, sources=np.eye(len(DIGITS), dtype=np.uint8)[digit],
                               label=digit, speaker=speakers.index(speaker), caption=caption(digit),
                               perturbed=int(k > 0), file=os.path.join('fsdd', 'recordings', name))
-                         for k, w in enumerate(waves)]
+                         for k, w in enumerate(waves) for _ in range(pairs)]
     pair_images(splits, images, labels, rng, image_size, root)
     warnings = []
     if splits['train'] and not splits['val']:
@@ -223,5 +228,5 @@ def read(src, *, data_dir, seed, image_size, sample_rate, duration, split='fsdd'
     meta = dict(vocab=WordTokenizer.vocabulary(captions),
                 classes=dict(sources=DIGITS, label=DIGITS, speaker=speakers),
                 src=os.path.abspath(root), split=split, test_speaker=test_speaker, copies=copies,
-                speed=speed, peak=peak)
+                speed=speed, peak=peak, pairs=pairs)
     return dict(splits=splits, schema=schema, meta=meta, skipped=skipped, warnings=warnings)

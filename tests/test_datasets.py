@@ -265,6 +265,24 @@ def test_avmnist_speed_perturbed_copies_only_in_train(real_data, tmp_path):
     assert all((read_split(root, s)[0]['perturbed'] == 0).all() for s in ('val', 'test'))
 
 
+def test_avmnist_pairs_give_each_recording_distinct_images_of_its_digit(real_data, tmp_path):
+    src = small_fsdd(real_data, tmp_path / 'src')
+    run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--pairs', '3')
+    root = tmp_path / 'data' / 'avmnist'
+    meta = json.loads((root / 'meta.json').read_text())
+    assert meta['pairs'] == 3 and meta['counts'] == dict(train=0, val=150, test=150)
+    mnist = real_data.resolve() / 'mnist'
+    labels = avmnist.read_idx(mnist / avmnist.MNIST_FILES[1])
+    data, _, files, _ = read_split(root, 'test')
+    assert files[0::3] == files[1::3] == files[2::3]                 # each recording three times
+    np.testing.assert_array_equal(data['wave'][0::3], data['wave'][2::3])
+    index = data['mnist_index']                                                       # (150,)
+    assert len(set(index.tolist())) == 150                           # 150 distinct images
+    np.testing.assert_array_equal(labels[index], data['label'])      # each of the spoken digit
+    with pytest.raises(SystemExit, match='--pairs 0: every recording needs at least one image'):
+        run('avmnist', '--src', src, '--data_dir', tmp_path / 'data', '--pairs', '0')
+
+
 def test_any_speaker_can_be_held_out_and_bad_recordings_are_reported(real_data, tmp_path, capsys):
     real_data = real_data.resolve()
     src = small_fsdd(real_data, tmp_path / 'src')
