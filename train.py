@@ -231,6 +231,9 @@ def build_optimizers(model, cfg, ns_dtype):
     if unknown:
         names = sorted(declared) or 'none'
         raise SystemExit(f"lr_groups {sorted(unknown)}: this model declares {names}")
+    if cfg['lr_groups'] and cfg['learning_rate'] <= 0:
+        raise SystemExit(f"lr_groups {cfg['lr_groups']} follow the schedule of learning_rate, "
+                         f"which is {cfg['learning_rate']}: set it above 0 (or lr_groups={{}})")
     grouped = {id(p) for params in declared.values() for p in params}
     rest = [p for p in model.parameters() if id(p) not in grouped]
     groups = {**declared, 'rest': rest}

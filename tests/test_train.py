@@ -347,6 +347,8 @@ def test_each_parameter_group_trains_at_its_own_rate(tiny, monkeypatch):
     undeclared = "lr_groups \\['tail'\\]: this model declares \\['head', 'input'\\]"
     with pytest.raises(SystemExit, match=undeclared):
         train.train(dict(cfg, lr_groups={'tail': 1e-3}))
+    with pytest.raises(SystemExit, match='follow the schedule of learning_rate, which is 0.0'):
+        train.train(dict(cfg, learning_rate=0.0))
 
 
 def test_best_checkpoint_beside_the_last_and_early_stopping(tiny, capsys):
