@@ -1,6 +1,6 @@
-# Audio judge for avmnist: spoken digit (sources, one-hot: one choice, cross-entropy) and speaker from
-# a log-mel; 5 speakers in the shared FSDD copy (a fresh download has 6: set heads to the length of
-# meta.json's classes['speaker'])
+# Audio judge for avmnist: the spoken digit (sources, one-hot: one choice, cross-entropy) and the
+# speaker from a log-mel; 5 speakers in the shared FSDD copy (a fresh download has 6: set heads to
+# the length of meta.json's classes['speaker'])
 out_dir = 'out/avmnist_judge_audio'
 dataset = 'avmnist'
 method = 'judge'

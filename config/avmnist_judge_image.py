@@ -1,5 +1,5 @@
-# Image judge for avmnist: the handwritten digit (sources, one-hot: one choice, cross-entropy) from a
-# picture
+# Image judge for avmnist: the handwritten digit (sources, one-hot: one choice, cross-entropy)
+# from a picture
 out_dir = 'out/avmnist_judge_image'
 dataset = 'avmnist'
 method = 'judge'

@@ -78,8 +78,8 @@ def test_accuracy_and_multilabel_set_accuracy():
 
 
 def test_a_one_choice_judge_is_scored_on_its_argmax():
-    """A judge trained with cross-entropy (multilabel=()) names one source, whatever its sigmoids."""
-    logits = {'sources': torch.tensor([[2.0, 1.0, -1.0], [-3.0, -2.0, -4.0]])}    # (2, 3)
+    """A judge trained with cross-entropy (multilabel=()) names one source whatever its sigmoids."""
+    logits = {'sources': torch.tensor([[2.0, 1.0, -1.0], [-3.0, -2.0, -4.0]])}  # (2, 3)
     judges = object.__new__(Judges)                                     # no checkpoint to read
     judges.nets = {'audio': Judge('audio', heads=(('sources', 3),), multilabel=())}
     assert judges.source_sets('audio', logits).tolist() == [[True, False, False],
