@@ -9,7 +9,9 @@ pass through an MLP audio projector, trained from scratch, into the cross-attent
 block. Every other weight starts from the text-to-image checkpoint and the whole DiT is fine-tuned
 on cached image latents with its own diffusion loss (paper: AdamW at 3.16e-5, weight decay 3e-2).
 Appendix A.11's variant first trains the projector alone, contrastively against the text of the
-same rows (their concepts) through the DiT's own caption projection, kept frozen. At inference a
+same rows (their concepts) through the DiT's own caption projection, kept frozen; align='distill'
+trains it instead to make the frozen DiT predict from the sound what it predicts from that text, on
+the same noisy latents (the DiT itself as the teacher; our variant, not the paper's). At inference a
 sound's tokens condition the DiT (DDIM, guidance against its learned null) and the autoencoder
 decodes the latents. The paper's section 4.5 probes are sound edits: sample.py --mix (semantic
 mixing), --mix_gain (loudness inside a mix), --sequence (separated versus mixed), --reverb
@@ -42,6 +44,7 @@ from generators import load_generator
 from model import LatentDiffusion, info_nce, mlp, same_caption
 
 STAGES = ('finetune', 'projector')
+ALIGNS = ('infonce', 'distill')   # the projector stage's loss: A.11's, or the DiT as teacher
 
 
 #################################################################################
@@ -55,12 +58,13 @@ class Sonify(LatentDiffusion):
     def __init__(self, net_args=None, shape=(4, 16, 16), target='ae_image_latent',
                  audio='ast_audio_tokens', p_uncond=0.1, schedule='cosine', prediction='v',
                  stage='finetune', text='', text_dim=128, temperature=0.07, generator='',
-                 summary_token=False):
+                 summary_token=False, align='infonce'):
         super().__init__('dit', net_args, shape, target, ctx=audio, p_uncond=p_uncond,
                          schedule=schedule, prediction=prediction)
-        assert stage in STAGES, stage
+        assert stage in STAGES and align in ALIGNS, (stage, align)
         assert text or stage == 'finetune', 'the projector stage needs the text field'
         self.stage = stage
+        self.align = align
         self.audio = audio
         self.text = text
         self.log_scale = math.log(1 / temperature)
@@ -71,8 +75,12 @@ class Sonify(LatentDiffusion):
             d = self.net.x_embedder.out_channels
             self.text_projector = mlp(text_dim, d, d, torch.nn.GELU(approximate='tanh'))
             self.text_projector.requires_grad_(False)
-        if stage == 'projector':
+        if stage == 'projector':  # the projector alone trains: the DiT is frozen
+            self.net.requires_grad_(False)
+            self.net.ctx_embedder.requires_grad_(True)
             self.fields = [audio, text, 'caption_ids']
+            if align == 'distill':
+                self.fields = [target, audio, text]
 
     def setup(self, run):
         """From scratch with a generator named: every DiT weight of it but its caption projection
@@ -91,6 +99,17 @@ class Sonify(LatentDiffusion):
         if self.text_projector is not None:
             self.text_projector.load_state_dict(caption)
 
+    def train(self, mode=True):
+        """Training mode but for the frozen parts: the text projector, and in the projector stage
+        every DiT weight outside the audio projector."""
+        super().train(mode)
+        if self.text_projector is not None:
+            self.text_projector.eval()
+        if self.stage == 'projector':
+            self.net.eval()
+            self.net.ctx_embedder.train(mode)
+        return self
+
     def conditions(self, cond, drop):
         """The DiT's conditions; with summary_token the tokens' mean (the toy AST's pooled output)
         leads them, as the published AST's CLS and distillation tokens lead its tokens."""
@@ -103,7 +122,7 @@ class Sonify(LatentDiffusion):
     def forward(self, batch):
         """The diffusion loss of the image latents given the sound (fine-tuning), or A.11."""
         if self.stage == 'projector':
-            return self.contrastive(batch)
+            return self.contrastive(batch) if self.align == 'infonce' else self.distill(batch)
         return super().forward(batch)
 
     def contrastive(self, batch):
@@ -115,6 +134,19 @@ class Sonify(LatentDiffusion):
         same = same_caption(batch['caption_ids'])                                   # (B, B)
         scale = math.exp(self.log_scale)
         return info_nce(F.normalize(sound, dim=-1), F.normalize(text, dim=-1), same, scale)
+
+    def distill(self, batch):
+        """The frozen DiT's prediction from the projected sound against its prediction from the
+        row's text through its own caption projection, on the same noisy latents."""
+        x0 = self.mel_norm.media_to_float(self.modality, batch[self.target]).float()  # (B, C, H, W)
+        t = torch.randint(0, self.diffusion.T, (len(x0),), device=x0.device)     # (B,)
+        x_t = self.diffusion.q_sample(x0, t, torch.randn_like(x0))
+        caption = {f"ctx_embedder.{k}": v for k, v in self.text_projector.state_dict().items()}
+        with torch.no_grad():   # the DiT read through its caption projection: the teacher
+            teacher = torch.func.functional_call(self.net, caption, (x_t, t),
+                                                 dict(ctx=batch[self.text].float()))
+        student = self.net(x_t, t, ctx=batch[self.audio].float())               # (B, C, H, W)
+        return F.mse_loss(student, teacher)
 
     def param_groups(self):
         """The fresh projector apart from the pre-trained DiT (lr_groups may set its rate)."""

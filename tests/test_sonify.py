@@ -345,6 +345,39 @@ def test_a11_pretrains_the_projector_alone_and_the_fine_tune_starts_from_it(tiny
         Pipeline(Sonify(**stage), None)
 
 
+def test_distill_makes_the_frozen_dit_read_a_sound_as_it_reads_its_text(tiny, pixart):
+    text = dict(text='clip_text_tokens', text_dim=32)
+    stage = dict(SONIFY_ARGS, stage='projector', align='distill', generator=str(pixart), **text)
+    train.train(sonify_config(tiny, pixart, 'toyav_sonify_distill', init_from='scratch',
+                              init_new=[], model_args=stage, max_iters=2, eval_interval=2,
+                              batch_size=16))
+    after = torch.load(tiny / 'out' / 'toyav_sonify_distill' / 'ckpt.pt', weights_only=True)
+    generator = torch.load(pixart / 'ckpt.pt', weights_only=True)
+    generator = generator['ema'] or generator['model']
+    for k, v in after['model'].items():
+        if k.startswith('net.ctx_embedder.'):                     # the only part that trains
+            assert not torch.equal(v, generator[k]), k
+        elif k.startswith('text_projector.'):
+            assert torch.equal(v, generator['net.ctx_embedder.' + k[len('text_projector.'):]]), k
+        elif k.startswith('net.'):                                # the teacher DiT, frozen
+            assert torch.equal(v, generator[k]), k
+    model = Sonify(**stage)
+    model.setup({})
+    model.train()
+    assert not model.net.training and model.net.ctx_embedder.training
+    assert not model.text_projector.training
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(3, 4, 32, generator=g)                                     # (B, L, 32)
+    batch = {'image': torch.randint(0, 256, (3, 32, 32, 3), generator=g, dtype=torch.uint8),
+             'ast_audio_tokens': tokens, 'clip_text_tokens': tokens}
+    loss = model(batch)
+    loss.backward()
+    assert loss > 0 and model.net.ctx_embedder[0].weight.grad.abs().sum() > 0
+    assert model.net.blocks[0].fc1.weight.grad is None and model.net.null_ctx.grad is None
+    model.net.ctx_embedder.load_state_dict(model.text_projector.state_dict())
+    assert model(batch) == 0            # the sound projected as its text: the teacher's output
+
+
 def test_one_step_of_a_tiny_published_pixart_with_its_caption_projection_replaced(tmp_path):
     import diffusers
     folder = tmp_path / 'transformer'
