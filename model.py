@@ -667,14 +667,19 @@ class Diffusion:
         a = self._ab(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def loss(self, net, x0, cond=None, rng=None):
-        """MSE between the network's output and its target (ε, x0 or v) at uniform timesteps."""
+    def noised(self, x0, rng=None):
+        """x0 noised at uniform timesteps -> x_t, t (B,), ε."""
         t = torch.randint(0, self.T, (x0.shape[0],), generator=rng, device=x0.device)
         noise = torch.randn(x0.shape, generator=rng, device=x0.device, dtype=x0.dtype)
+        return self.q_sample(x0, t, noise), t, noise
+
+    def loss(self, net, x0, cond=None, rng=None):
+        """MSE between the network's output and its target (ε, x0 or v) at uniform timesteps."""
+        x_t, t, noise = self.noised(x0, rng)
         a = self._ab(t, x0)
         v = a.sqrt() * noise - (1 - a).sqrt() * x0
         target = {'eps': noise, 'x0': x0, 'v': v}[self.prediction]
-        out = net(self.q_sample(x0, t, noise), t, **(cond or {}))
+        out = net(x_t, t, **(cond or {}))
         return F.mse_loss(out[:, :x0.shape[1]], target)  # a learned variance is not trained here
 
     def predict(self, out, x_t, t):

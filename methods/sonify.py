@@ -139,8 +139,7 @@ class Sonify(LatentDiffusion):
         """The frozen DiT's prediction from the projected sound against its prediction from the
         row's text through its own caption projection, on the same noisy latents."""
         x0 = self.mel_norm.media_to_float(self.modality, batch[self.target]).float()  # (B, C, H, W)
-        t = torch.randint(0, self.diffusion.T, (len(x0),), device=x0.device)     # (B,)
-        x_t = self.diffusion.q_sample(x0, t, torch.randn_like(x0))
+        x_t, t, _ = self.diffusion.noised(x0)                                   # t: (B,)
         caption = {f"ctx_embedder.{k}": v for k, v in self.text_projector.state_dict().items()}
         with torch.no_grad():   # the DiT read through its caption projection: the teacher
             teacher = torch.func.functional_call(self.net, caption, (x_t, t),
