@@ -9,9 +9,12 @@ pass through an MLP audio projector, trained from scratch, into the cross-attent
 block. Every other weight starts from the text-to-image checkpoint and the whole DiT is fine-tuned
 on cached image latents with its own diffusion loss (paper: AdamW at 3.16e-5, weight decay 3e-2).
 Appendix A.11's variant first trains the projector alone, contrastively against the text of the
-same rows (their concepts) through the DiT's own caption projection, kept frozen; align='distill'
-trains it instead to make the frozen DiT predict from the sound what it predicts from that text, on
-the same noisy latents (the DiT itself as the teacher; our variant, not the paper's). At inference a
+same rows (their concepts) through the DiT's own caption projection, kept frozen. Two variants of
+ours, not the paper's, take the generator itself as the teacher: align='distill' trains the
+projector so that the frozen DiT predicts from the sound what it predicts from that text, on the
+same noisy latents; align='attention' trains the projector and every block's cross-attention so
+that each block, given the teacher's own hidden states, takes from the sound what the generator's
+cross-attention takes from the text (a loss per block instead of one at the output). At inference a
 sound's tokens condition the DiT (DDIM, guidance against its learned null) and the autoencoder
 decodes the latents. The paper's section 4.5 probes are sound edits: sample.py --mix (semantic
 mixing), --mix_gain (loudness inside a mix), --sequence (separated versus mixed), --reverb
@@ -44,7 +47,8 @@ from generators import load_generator
 from model import LatentDiffusion, info_nce, mlp, same_caption
 
 STAGES = ('finetune', 'projector')
-ALIGNS = ('infonce', 'distill')   # the projector stage's loss: A.11's, or the DiT as teacher
+ALIGNS = ('infonce', 'distill', 'attention')   # the projector stage's loss: A.11's, or the
+                                                # generator as teacher, at its output or per block
 
 
 #################################################################################
@@ -71,15 +75,17 @@ class Sonify(LatentDiffusion):
         self.generator = generator          # read by setup alone: a run, or PixArt's folder
         self.summary_token = summary_token  # the tokens' mean leads them (see conditions)
         self.text_projector = None          # A.11: the generator's caption projection, frozen
+        self.teacher = None                 # distill, attention: the generator's weights, unsaved
         if text:
             d = self.net.x_embedder.out_channels
             self.text_projector = mlp(text_dim, d, d, torch.nn.GELU(approximate='tanh'))
             self.text_projector.requires_grad_(False)
-        if stage == 'projector':  # the projector alone trains: the DiT is frozen
+        if stage == 'projector':  # the projector trains (attention: and the cross-attentions)
             self.net.requires_grad_(False)
-            self.net.ctx_embedder.requires_grad_(True)
+            for part in self.aligned():
+                part.requires_grad_(True)
             self.fields = [audio, text, 'caption_ids']
-            if align == 'distill':
+            if align != 'infonce':
                 self.fields = [target, audio, text]
 
     def setup(self, run):
@@ -107,8 +113,15 @@ class Sonify(LatentDiffusion):
             self.text_projector.eval()
         if self.stage == 'projector':
             self.net.eval()
-            self.net.ctx_embedder.train(mode)
+            for part in self.aligned():
+                part.train(mode)
         return self
+
+    def aligned(self):
+        """The parts the projector stage trains: the audio projector, and with align='attention'
+        every block's cross-attention."""
+        crosses = [block.cross for block in self.net.blocks] if self.align == 'attention' else []
+        return [self.net.ctx_embedder] + crosses
 
     def conditions(self, cond, drop):
         """The DiT's conditions; with summary_token the tokens' mean (the toy AST's pooled output)
@@ -136,16 +149,30 @@ class Sonify(LatentDiffusion):
         return info_nce(F.normalize(sound, dim=-1), F.normalize(text, dim=-1), same, scale)
 
     def distill(self, batch):
-        """The frozen DiT's prediction from the projected sound against its prediction from the
-        row's text through its own caption projection, on the same noisy latents."""
+        """The generator read through its own caption projection is the teacher: its prediction
+        from the row's text against the frozen DiT's from the projected sound, on the same noisy
+        latents (distill), or each block's cross-attention of the teacher's hidden states over the
+        text against the trained cross-attention over the projected sound (attention)."""
         x0 = self.mel_norm.media_to_float(self.modality, batch[self.target]).float()  # (B, C, H, W)
         x_t, t, _ = self.diffusion.noised(x0)                                   # t: (B,)
-        caption = {f"ctx_embedder.{k}": v for k, v in self.text_projector.state_dict().items()}
-        with torch.no_grad():   # the DiT read through its caption projection: the teacher
-            teacher = torch.func.functional_call(self.net, caption, (x_t, t),
+        if self.teacher is None:  # read once, never saved: a resumed run reads it again
+            weights = generator_weights(self.generator)
+            self.teacher = {k: v.to(x0.device) for k, v in weights.items()}
+        crosses = [block.cross for block in self.net.blocks]
+        seen = []   # each block's cross-attention in the teacher's pass: (hidden states, output)
+        keep = lambda module, args, out: seen.append((args[0], out))
+        hooks = [c.register_forward_hook(keep) for c in crosses if self.align == 'attention']
+        with torch.no_grad():
+            teacher = torch.func.functional_call(self.net, self.teacher, (x_t, t),
                                                  dict(ctx=batch[self.text].float()))
-        student = self.net(x_t, t, ctx=batch[self.audio].float())               # (B, C, H, W)
-        return F.mse_loss(student, teacher)
+        for hook in hooks:
+            hook.remove()
+        if self.align == 'distill':
+            student = self.net(x_t, t, ctx=batch[self.audio].float())           # (B, C, H, W)
+            return F.mse_loss(student, teacher)
+        sound = self.net.ctx_embedder(batch[self.audio].float())                 # (B, m, d)
+        losses = [F.mse_loss(cross(x, sound), out) for cross, (x, out) in zip(crosses, seen)]
+        return sum(losses) / len(losses)
 
     def param_groups(self):
         """The fresh projector apart from the pre-trained DiT (lr_groups may set its rate)."""

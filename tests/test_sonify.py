@@ -345,26 +345,30 @@ def test_a11_pretrains_the_projector_alone_and_the_fine_tune_starts_from_it(tiny
         Pipeline(Sonify(**stage), None)
 
 
-def test_distill_makes_the_frozen_dit_read_a_sound_as_it_reads_its_text(tiny, pixart):
+@pytest.mark.parametrize('align', ['distill', 'attention'])
+def test_distill_makes_the_frozen_dit_read_a_sound_as_it_reads_its_text(tiny, pixart, align):
     text = dict(text='clip_text_tokens', text_dim=32)
-    stage = dict(SONIFY_ARGS, stage='projector', align='distill', generator=str(pixart), **text)
-    train.train(sonify_config(tiny, pixart, 'toyav_sonify_distill', init_from='scratch',
-                              init_new=[], model_args=stage, max_iters=2, eval_interval=2,
-                              batch_size=16))
-    after = torch.load(tiny / 'out' / 'toyav_sonify_distill' / 'ckpt.pt', weights_only=True)
+    stage = dict(SONIFY_ARGS, stage='projector', align=align, generator=str(pixart), **text)
+    out = f'toyav_sonify_{align}'
+    train.train(sonify_config(tiny, pixart, out, init_from='scratch', init_new=[],
+                              model_args=stage, max_iters=2, eval_interval=2, batch_size=16))
+    after = torch.load(tiny / 'out' / out / 'ckpt.pt', weights_only=True)
     generator = torch.load(pixart / 'ckpt.pt', weights_only=True)
     generator = generator['ema'] or generator['model']
+    trained = ('net.ctx_embedder.',) + (('.cross.',) if align == 'attention' else ())
+    changed = set()
     for k, v in after['model'].items():
-        if k.startswith('net.ctx_embedder.'):                     # the only part that trains
-            assert not torch.equal(v, generator[k]), k
-        elif k.startswith('text_projector.'):
+        if k.startswith('text_projector.'):
             assert torch.equal(v, generator['net.ctx_embedder.' + k[len('text_projector.'):]]), k
-        elif k.startswith('net.'):                                # the teacher DiT, frozen
-            assert torch.equal(v, generator[k]), k
+        elif k.startswith('net.') and not torch.equal(v, generator[k]):
+            changed.add(k)
+    assert changed and all(any(part in k for part in trained) for k in changed), changed
+    assert any('.cross.' in k for k in changed) == (align == 'attention')
     model = Sonify(**stage)
     model.setup({})
     model.train()
     assert not model.net.training and model.net.ctx_embedder.training
+    assert model.net.blocks[0].cross.training == (align == 'attention')
     assert not model.text_projector.training
     g = torch.Generator().manual_seed(0)
     tokens = torch.randn(3, 4, 32, generator=g)                                     # (B, L, 32)
@@ -374,6 +378,8 @@ def test_distill_makes_the_frozen_dit_read_a_sound_as_it_reads_its_text(tiny, pi
     loss.backward()
     assert loss > 0 and model.net.ctx_embedder[0].weight.grad.abs().sum() > 0
     assert model.net.blocks[0].fc1.weight.grad is None and model.net.null_ctx.grad is None
+    cross_grad = model.net.blocks[0].cross.qkv.weight.grad
+    assert (cross_grad is not None) == (align == 'attention')
     model.net.ctx_embedder.load_state_dict(model.text_projector.state_dict())
     assert model(batch) == 0            # the sound projected as its text: the teacher's output
 
