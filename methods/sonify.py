@@ -39,10 +39,13 @@ References:
 import math
 import os
 
+import numpy as np
+import pyloudnorm as pyln
 import torch
 import torch.nn.functional as F
 
-from encoders import AudioTokens, load_latent_decoder, read_checkpoint
+from data.sonify import normalise
+from encoders import AudioTokens, load_latent_decoder, log_mel, read_checkpoint
 from generators import load_generator
 from model import LatentDiffusion, info_nce, mlp, same_caption
 
@@ -107,7 +110,7 @@ class Sonify(LatentDiffusion):
 
     def train(self, mode=True):
         """Training mode but for the frozen parts: the text projector, and in the projector stage
-        every DiT weight outside the audio projector."""
+        every DiT weight outside the parts it aligns."""
         super().train(mode)
         if self.text_projector is not None:
             self.text_projector.eval()
@@ -202,7 +205,9 @@ class Pipeline:
     TASKS = {'a2i': (('audio',), ('image',))}
     OPTIONS = dict(steps=(25, 'DDIM steps'),
                    cfg_scale=(3.0, 'classifier-free guidance scale against the learned null '
-                                   '(1 = off)'))
+                                   '(1 = off)'),
+                   lufs=(0.0, 'each input sound brought to this loudness (dB LUFS) first, as '
+                              'the sonified clips were (0 = as it is)'))
 
     def __init__(self, model, ckpt, ckpt_dir='out', device='cpu', **options):
         if model.stage != 'finetune':
@@ -218,9 +223,21 @@ class Pipeline:
     @torch.no_grad()
     def generate(self, task, cond, rng=None, n=1):
         """{audio: log-mels (B, n_mels, frames), wave: (B, T)} -> {image: uint8 (B, H, W, 3)}."""
-        tokens = self.audio_tokens(cond).float()                                    # (B, m, d)
         opts = self.options
+        if opts['lufs']:
+            cond = self.at_loudness(cond, opts['lufs'])
+        tokens = self.audio_tokens(cond).float()                                    # (B, m, d)
         latents = self.model.generate({'ctx': tokens}, opts['steps'], opts['cfg_scale'],
                                       rng=rng)
         images = self.decoder.decode(latents) if self.decoder else latents
         return {'image': images.cpu()}
+
+    def at_loudness(self, cond, lufs):
+        """Each input sound at a loudness (ITU-R BS.1770, dB LUFS): its wave normalised and
+        clipped to [-1, 1] as the sonified mixtures are, its log-mels made again."""
+        if 'wave' not in cond:
+            raise ValueError('lufs: the condition needs the raw sound (wave) beside its log-mels')
+        meter = pyln.Meter(self.mel_config.sample_rate)
+        waves = [normalise(w, lufs, meter)[0] for w in np.asarray(cond['wave'], np.float64)]
+        waves = torch.from_numpy(np.clip(np.stack(waves), -1, 1)).float()          # (B, T)
+        return dict(cond, wave=waves, audio=log_mel(waves, self.mel_config))

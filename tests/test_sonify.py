@@ -1,5 +1,6 @@
 """Seeing Sound: the sonified dataset (Algorithm 1, loudness, standardisation, concepts, probes)."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pyloudnorm as pyln
@@ -14,7 +15,7 @@ import sample
 import train
 from conftest import randomize, tiny_config
 from data import open_split, sonify, toyav
-from encoders import resample_waves
+from encoders import MelConfig, log_mel, resample_waves
 from generators import load_generator, pixart_config
 from methods.sonify import Pipeline, Sonify
 
@@ -278,6 +279,22 @@ def test_one_fine_tuning_run_trains_the_whole_dit_and_draws_from_a_sound(tiny, p
                           '--sequence', '--reverb', 'hall'])
     picture = np.asarray(Image.open(tmp_path / 'mixed.a2i.raw.png'))
     assert picture.shape == (32, 32, 3) and (tmp_path / 'separate.a2i.png').exists()
+
+
+def test_the_pipeline_can_bring_each_input_sound_to_one_loudness():
+    cfg = MelConfig()
+    wave = 0.1 * np.random.default_rng(0).standard_normal(cfg.hop * cfg.frames)     # (T,)
+    cond = {'audio': None, 'wave': np.stack([wave, 0.25 * wave])}     # one sound, 12 dB apart
+    pipeline = SimpleNamespace(mel_config=cfg)
+    out = Pipeline.at_loudness(pipeline, cond, -23.0)
+    meter = pyln.Meter(cfg.sample_rate)
+    for w in out['wave'].double().numpy():
+        assert abs(meter.integrated_loudness(w) + 23.0) < 0.1
+    assert torch.allclose(out['audio'][0], out['audio'][1], atol=1e-3)     # the same log-mels
+    assert torch.equal(out['audio'], log_mel(out['wave'], cfg))
+    assert Pipeline.OPTIONS['lufs'][0] == 0.0                                # off unless asked
+    with pytest.raises(ValueError, match='wave'):
+        Pipeline.at_loudness(pipeline, {'audio': out['audio']}, -23.0)
 
 
 def test_frozen_parts_stay_as_loaded_through_a_training_step(tiny, pixart):
