@@ -78,7 +78,7 @@ class Sonify(LatentDiffusion):
         self.generator = generator          # read by setup alone: a run, or PixArt's folder
         self.summary_token = summary_token  # the tokens' mean leads them (see conditions)
         self.text_projector = None          # A.11: the generator's caption projection, frozen
-        self.teacher = None                 # distill, attention: the generator's weights, unsaved
+        self.teacher_weights = None         # distill, attention: the generator's, unsaved
         if text:
             d = self.net.x_embedder.out_channels
             self.text_projector = mlp(text_dim, d, d, torch.nn.GELU(approximate='tanh'))
@@ -158,15 +158,15 @@ class Sonify(LatentDiffusion):
         text against the trained cross-attention over the projected sound (attention)."""
         x0 = self.mel_norm.media_to_float(self.modality, batch[self.target]).float()  # (B, C, H, W)
         x_t, t, _ = self.diffusion.noised(x0)                                   # t: (B,)
-        if self.teacher is None:  # read once, never saved: a resumed run reads it again
+        if self.teacher_weights is None:  # read once, never saved: a resumed run reads it again
             weights = generator_weights(self.generator)
-            self.teacher = {k: v.to(x0.device) for k, v in weights.items()}
+            self.teacher_weights = {k: v.to(x0.device) for k, v in weights.items()}
         crosses = [block.cross for block in self.net.blocks]
         seen = []   # each block's cross-attention in the teacher's pass: (hidden states, output)
         keep = lambda module, args, out: seen.append((args[0], out))
         hooks = [c.register_forward_hook(keep) for c in crosses if self.align == 'attention']
         with torch.no_grad():
-            teacher = torch.func.functional_call(self.net, self.teacher, (x_t, t),
+            teacher = torch.func.functional_call(self.net, self.teacher_weights, (x_t, t),
                                                  dict(ctx=batch[self.text].float()))
         for hook in hooks:
             hook.remove()
