@@ -220,7 +220,7 @@ def judged(judges, modality, media, labels, prefix=''):
 
     The metrics: the exact source set, every other head the judge and the labels share (toyav:
     environment, loudness or size class and its rank correlation), and the recall of the sources
-    of two-source samples where there are any."""
+    of two-source samples where there are any, and their exact source sets apart (mix_exact)."""
     logits = judges.logits(modality, media)
     pred = judges.source_sets(modality, logits).numpy()                 # (N, K)
     true = np.asarray(labels['sources']).astype(bool)
@@ -228,6 +228,7 @@ def judged(judges, modality, media, labels, prefix=''):
     out = {'source_acc': multilabel_set_accuracy(pred, true)}
     if two.any():
         out['mix_recall'] = float((pred & true)[two].sum() / true[two].sum())
+        out['mix_exact'] = multilabel_set_accuracy(pred[two], true[two])
     for head in logits:
         if head != 'sources' and head in labels:
             out[f"{head}_acc"] = accuracy(logits[head], labels[head])

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import special_ortho_group
 
-from eval import (Judges, accuracy, cosine_score, frechet_distance, inception_score, kl_divergence,
-                  mean_pairwise_distance, multilabel_set_accuracy, recall_at_k, spearman)
+from eval import (Judges, accuracy, cosine_score, frechet_distance, inception_score, judged,
+                  kl_divergence, mean_pairwise_distance, multilabel_set_accuracy, recall_at_k,
+                  spearman)
 from model import Judge, heads_loss
 
 
@@ -88,6 +89,19 @@ def test_a_one_choice_judge_is_scored_on_its_argmax():
     assert judges.source_sets('audio', logits).tolist() == [[True, True, False],
                                                             [False, False, False]]
 
+
+
+def test_judged_scores_the_two_source_rows_apart():
+    """mix_recall counts the sources heard of two-source rows, mix_exact their exact sets."""
+    heard = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 1, 1]]) * 10.0 - 5.0   # (4, 3)
+    judges = object.__new__(Judges)                                     # no checkpoint to read
+    judges.nets = {'audio': Judge('audio', heads=(('sources', 3),))}
+    judges.logits = lambda modality, media: {'sources': media}
+    labels = {'sources': np.array([[1, 0, 0], [1, 1, 0], [1, 1, 0], [1, 0, 1]])}
+    out = judged(judges, 'audio', heard, labels, 'a2i.')
+    assert out['a2i.source_acc'] == 0.5                                 # rows 0 and 1
+    assert out['a2i.mix_recall'] == pytest.approx(4 / 6)                # 2 + 1 + 1 of 2 + 2 + 2
+    assert out['a2i.mix_exact'] == pytest.approx(1 / 3)                 # row 1 of rows 1, 2, 3
 
 def test_a_cross_entropy_head_takes_one_hot_rows_or_class_ids():
     logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))        # (4, 5)
