@@ -161,10 +161,10 @@ class Sonify(LatentDiffusion):
         if self.teacher_weights is None:  # read once, never saved: a resumed run reads it again
             weights = generator_weights(self.generator)
             self.teacher_weights = {k: v.to(x0.device) for k, v in weights.items()}
-        crosses = [block.cross for block in self.net.blocks]
+        crosses = self.aligned()[1:]   # attention: every block's cross-attention; distill: none
         seen = []   # each block's cross-attention in the teacher's pass: (hidden states, output)
         keep = lambda module, args, out: seen.append((args[0], out))
-        hooks = [c.register_forward_hook(keep) for c in crosses if self.align == 'attention']
+        hooks = [c.register_forward_hook(keep) for c in crosses]
         with torch.no_grad():
             teacher = torch.func.functional_call(self.net, self.teacher_weights, (x_t, t),
                                                  dict(ctx=batch[self.text].float()))
