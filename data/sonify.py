@@ -23,7 +23,8 @@ full scale), the tail zero-padded. Every image is sonified in three steps:
    without), the threshold the mean of the --top_k best, one clip drawn uniformly among those at or
    above it. The best clip always is, so every concept gets a clip; --top_k 1 is top-1 retrieval.
 3. Mixing: each clip normalised (ITU-R BS.1770, pyloudnorm) to a loudness drawn uniformly from
-   [--lufs_min, --lufs_max] dB LUFS, then summed.
+   [--lufs_min, --lufs_max] dB LUFS, then summed; an image with two or more concepts is mixed
+   --mix_draws times, each a row of its own.
 
 Every row keeps its pairing beside the media (fields vlm, image_id, clips, lufs, measured_lufs,
 scores, thresholds; -1 or NaN where a row has fewer than three concepts), so every pair can be
@@ -73,6 +74,8 @@ OPTIONS = dict(
     no_sqrt='Algorithm 1 without its signed square root (an ablation)',
     lufs_min='each retrieved clip is normalised to a loudness uniform in [lufs_min, lufs_max]',
     lufs_max='the top of that range (dB LUFS)',
+    mix_draws='an image with two or more concepts is sonified this many times, each a row with its '
+              'own clips and loudnesses (one image with one concept: one row)',
     probes="toyav: pairs of dry clips in the test split, each in the paper's four probes",
     audio_src='full scale: the folder of the audio pool (--src is the image folder)',
     retrieval_clap='full scale: the published CLAP of retrieval, id or folder',
@@ -423,9 +426,26 @@ def audio_embeddings(clap, chunks, sample_rate):
     return torch.cat(parts).float()
 
 
-def sonify(images, concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng, meter):
-    """Rows of one VLM: for every image with a concept, its retrieved clips mixed -> (rows,
-    candidate counts of the distinct concepts)."""
+def sonified_row(i, names, found, pool, lufs_range, rng, meter):
+    """Image i's row: a clip drawn among each concept's candidates, the clips mixed."""
+    picks = [choose(found[name], rng) for name in names]
+    clips = np.array([clip for clip, _ in picks])                             # (n,)
+    targets = rng.uniform(*lufs_range, size=len(names))                      # (n,)
+    wave, measured = mix(pool[clips], targets, meter)
+    pad = MAX_CONCEPTS - len(names)
+    return dict(image_id=i, wave=wave, concepts=names,
+                clips=np.pad(clips, (0, pad), constant_values=-1),
+                lufs=np.pad(targets, (0, pad), constant_values=np.nan),
+                measured_lufs=np.pad(measured, (0, pad), constant_values=np.nan),
+                scores=np.pad([s for _, s in picks], (0, pad), constant_values=np.nan),
+                thresholds=np.pad([found[n][2] for n in names], (0, pad),
+                                  constant_values=np.nan))
+
+
+def sonify(images, concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng, meter,
+           mix_draws=1):
+    """Rows of one VLM: for every image with a concept, its retrieved clips mixed (an image
+    with two or more concepts mix_draws times) -> (rows, candidate counts of the concepts)."""
     distinct = sorted({c for cs in concepts for c in cs})
     if not distinct:
         return [], []
@@ -433,20 +453,9 @@ def sonify(images, concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng
     found = dict(zip(distinct, candidates(text_emb, audio_emb, top_k, sqrt)))
     rows = []
     for i, names in enumerate(concepts):
-        if not names:                                 # nothing that sounds: filtered out
-            continue
-        picks = [choose(found[name], rng) for name in names]
-        clips = np.array([clip for clip, _ in picks])                         # (n,)
-        targets = rng.uniform(*lufs_range, size=len(names))                  # (n,)
-        wave, measured = mix(pool[clips], targets, meter)
-        pad = MAX_CONCEPTS - len(names)
-        rows.append(dict(image_id=i, wave=wave, concepts=names,
-                         clips=np.pad(clips, (0, pad), constant_values=-1),
-                         lufs=np.pad(targets, (0, pad), constant_values=np.nan),
-                         measured_lufs=np.pad(measured, (0, pad), constant_values=np.nan),
-                         scores=np.pad([s for _, s in picks], (0, pad), constant_values=np.nan),
-                         thresholds=np.pad([found[n][2] for n in names], (0, pad),
-                                           constant_values=np.nan)))
+        draws = mix_draws if len(names) > 1 else len(names)   # none: filtered out
+        rows += [sonified_row(i, names, found, pool, lufs_range, rng, meter)
+                 for _ in range(draws)]
     return rows, [len(found[c][0]) for c in distinct]
 
 
@@ -509,7 +518,7 @@ def probe_rows(n, sr, length, size, rng):
 def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, duration,
          vlms='clip,imagebind', recordings=800, recording_seconds=2.5, recording_rate=22050,
          backgrounds=300, val_images=500, toyav_dir='', top_k=8, no_sqrt=False, lufs_min=-25.0,
-         lufs_max=-21.0, probes=60, audio_src='', retrieval_clap=HF_CLAP):
+         lufs_max=-21.0, mix_draws=1, probes=60, audio_src='', retrieval_clap=HF_CLAP):
     """Sonified rows of every image and VLM, split train / val, and the probes -> dict(splits,
     schema, meta)."""
     names = [v for v in vlms.split(',') if v]
@@ -555,7 +564,7 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
     for v, vlm in enumerate(names):
         concepts = sounding_concepts(vlm, images, captions, encoders)
         rows, counts = sonify(images, concepts, clap, pool, audio_emb, top_k, not no_sqrt,
-                              (lufs_min, lufs_max), rng, meter)
+                              (lufs_min, lufs_max), rng, meter, mix_draws)
         if toy:
             concept_report[vlm] = concept_scores(concepts, labels, n_toyav)
             retrieval_report[vlm] = retrieval_scores(rows, labels, pool_labels, len(pool), counts)
@@ -581,7 +590,8 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
     for row in splits['test']:
         row.update({k: np.full(schema[k][0], v) for k, v in pairing.items()})
     meta = dict(vlms=names, oracle='oracle' in names, top_k=top_k, sqrt=not no_sqrt,
-                lufs=[lufs_min, lufs_max], pool=dict(clips=len(pool), **pool_labels))
+                lufs=[lufs_min, lufs_max], mix_draws=mix_draws,
+                pool=dict(clips=len(pool), **pool_labels))
     if toy:
         schema.update(sources=((len(toyav.SOURCES),), 'uint8'), n_sources=((), 'int64'),
                       env=((), 'int64'), loud=((), 'int64'), kind=((), 'int64'))

@@ -64,6 +64,25 @@ def test_the_choice_among_candidates_is_uniform():
     assert score == found[1][list(found[0]).index(clip)]
 
 
+def test_an_image_with_two_concepts_is_mixed_mix_draws_times():
+    g = torch.Generator().manual_seed(0)
+    pool = np.random.default_rng(0).standard_normal((40, 1600)).astype(np.float32) * 0.05
+    audio_emb = torch.randn(40, 8, generator=g)
+    clap = SimpleNamespace(encode_text=lambda texts: SimpleNamespace(
+        emb=torch.randn(len(texts), 8, generator=g)))
+    concepts = [['a: x'], [], ['a: x', 'b: y'], ['b: y', 'c: z', 'a: x']]
+    meter = pyln.Meter(1600)
+    rows, _ = sonify.sonify(None, concepts, clap, pool, audio_emb, 4, True, (-25, -21),
+                            np.random.default_rng(0), meter, mix_draws=3)
+    assert [r['image_id'] for r in rows] == [0, 2, 2, 2, 3, 3, 3]    # no concept: no row
+    mixes = [r['clips'][:2].tolist() + r['lufs'][:2].tolist() for r in rows[1:4]]
+    assert len({tuple(m) for m in mixes}) == 3                       # each draw a mix of its own
+    for r in rows:
+        kept = r['clips'] >= 0
+        wave, _ = sonify.mix(pool[r['clips'][kept]], r['lufs'][kept], meter)
+        assert np.allclose(wave, r['wave'])                          # each rebuilt from its row
+
+
 def test_retrieval_timing_on_random_embeddings():
     seconds = sonify.retrieval_seconds(2000, n_concepts=8, dim=32)
     assert 0 < seconds < 60
