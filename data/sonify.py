@@ -442,8 +442,7 @@ def sonified_row(i, names, found, pool, lufs_range, rng, meter):
                                   constant_values=np.nan))
 
 
-def sonify(images, concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng, meter,
-           mix_draws=1):
+def sonify(concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng, meter, mix_draws=1):
     """Rows of one VLM: for every image with a concept, its retrieved clips mixed (an image
     with two or more concepts mix_draws times) -> (rows, candidate counts of the concepts)."""
     distinct = sorted({c for cs in concepts for c in cs})
@@ -453,7 +452,7 @@ def sonify(images, concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng
     found = dict(zip(distinct, candidates(text_emb, audio_emb, top_k, sqrt)))
     rows = []
     for i, names in enumerate(concepts):
-        draws = mix_draws if len(names) > 1 else len(names)   # none: filtered out
+        draws = mix_draws if len(names) > 1 else len(names)   # no concept: no row (filtered)
         rows += [sonified_row(i, names, found, pool, lufs_range, rng, meter)
                  for _ in range(draws)]
     return rows, [len(found[c][0]) for c in distinct]
@@ -563,7 +562,7 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
     retrieval_report = {}
     for v, vlm in enumerate(names):
         concepts = sounding_concepts(vlm, images, captions, encoders)
-        rows, counts = sonify(images, concepts, clap, pool, audio_emb, top_k, not no_sqrt,
+        rows, counts = sonify(concepts, clap, pool, audio_emb, top_k, not no_sqrt,
                               (lufs_min, lufs_max), rng, meter, mix_draws)
         if toy:
             concept_report[vlm] = concept_scores(concepts, labels, n_toyav)

@@ -72,7 +72,7 @@ def test_an_image_with_two_concepts_is_mixed_mix_draws_times():
         emb=torch.randn(len(texts), 8, generator=g)))
     concepts = [['a: x'], [], ['a: x', 'b: y'], ['b: y', 'c: z', 'a: x']]
     meter = pyln.Meter(1600)
-    rows, _ = sonify.sonify(None, concepts, clap, pool, audio_emb, 4, True, (-25, -21),
+    rows, _ = sonify.sonify(concepts, clap, pool, audio_emb, 4, True, (-25, -21),
                             np.random.default_rng(0), meter, mix_draws=3)
     assert [r['image_id'] for r in rows] == [0, 2, 2, 2, 3, 3, 3]    # no concept: no row
     mixes = [r['clips'][:2].tolist() + r['lufs'][:2].tolist() for r in rows[1:4]]
