@@ -14,11 +14,13 @@ ours, not the paper's, take the generator itself as the teacher: align='distill'
 projector so that the frozen DiT predicts from the sound what it predicts from that text, on the
 same noisy latents; align='attention' trains the projector and every block's cross-attention so
 that each block, given the teacher's own hidden states, takes from the sound what the generator's
-cross-attention takes from the text (a loss per block instead of one at the output). At inference a
-sound's tokens condition the DiT (DDIM, guidance against its learned null) and the autoencoder
-decodes the latents. The paper's section 4.5 probes are sound edits: sample.py --mix (semantic
-mixing), --mix_gain (loudness inside a mix), --sequence (separated versus mixed), --reverb
-(acoustics), and the test split of data/sonify.py holds them for eval.py.
+cross-attention takes from the text (a loss per block instead of one at the output). With
+token_keep < 1 each training row sees a random share of its sound's tokens (token dropout), in
+either stage, so that no few tokens alone carry a source. At inference a sound's tokens condition
+the DiT (DDIM, guidance against its learned null) and the autoencoder decodes the latents. The
+paper's section 4.5 probes are sound edits: sample.py --mix (semantic mixing), --mix_gain
+(loudness inside a mix), --sequence (separated versus mixed), --reverb (acoustics), and the test
+split of data/sonify.py holds them for eval.py.
 
     python train.py config/ldm_t2i.py config/ldm_pixart.py   # the toy PixArt: tokens only
     python prepare.py sonify && python prepare.py sonify --features toy
@@ -65,7 +67,7 @@ class Sonify(LatentDiffusion):
     def __init__(self, net_args=None, shape=(4, 16, 16), target='ae_image_latent',
                  audio='ast_audio_tokens', p_uncond=0.1, schedule='cosine', prediction='v',
                  stage='finetune', text='', text_dim=128, temperature=0.07, generator='',
-                 summary_token=False, align='infonce'):
+                 summary_token=False, align='infonce', token_keep=1.0):
         super().__init__('dit', net_args, shape, target, ctx=audio, p_uncond=p_uncond,
                          schedule=schedule, prediction=prediction)
         assert stage in STAGES and align in ALIGNS, (stage, align)
@@ -77,6 +79,7 @@ class Sonify(LatentDiffusion):
         self.log_scale = math.log(1 / temperature)
         self.generator = generator          # read by setup alone: a run, or PixArt's folder
         self.summary_token = summary_token  # the tokens' mean leads them (see conditions)
+        self.token_keep = token_keep        # share of the sound's tokens a training row sees
         self.text_projector = None          # A.11: the generator's caption projection, frozen
         self.teacher_weights = None         # distill, attention: the generator's, unsaved
         if text:
@@ -127,13 +130,22 @@ class Sonify(LatentDiffusion):
         return [self.net.ctx_embedder] + crosses
 
     def conditions(self, cond, drop):
-        """The DiT's conditions; with summary_token the tokens' mean (the toy AST's pooled output)
-        leads them, as the published AST's CLS and distillation tokens lead its tokens."""
+        """The DiT's conditions; in training with token_keep < 1 each row keeps a random share of
+        its sound's tokens (token dropout); with summary_token the tokens' mean (the toy AST's
+        pooled output) leads them, as the published AST's CLS and distillation tokens lead its."""
+        cond = dict(cond, ctx=self.heard(cond['ctx']))
         if self.summary_token:
             tokens = cond['ctx'].float()                                        # (B, m, d_a)
             summary = tokens.mean(1, keepdim=True)                              # (B, 1, d_a)
             cond = dict(cond, ctx=torch.cat([summary, tokens], 1))              # (B, 1 + m, d_a)
         return super().conditions(cond, drop)
+
+    def heard(self, tokens):
+        """The sound's tokens (B, m, d_a) a row sees: in training with token_keep < 1 a random
+        share of them."""
+        if self.training and self.token_keep < 1:
+            return some_tokens(tokens, self.token_keep)
+        return tokens
 
     def forward(self, batch):
         """The diffusion loss of the image latents given the sound (fine-tuning), or A.11."""
@@ -170,10 +182,11 @@ class Sonify(LatentDiffusion):
                                                  dict(ctx=batch[self.text].float()))
         for hook in hooks:
             hook.remove()
+        audio = self.heard(batch[self.audio].float())                            # (B, n, d_a)
         if self.align == 'distill':
-            student = self.net(x_t, t, ctx=batch[self.audio].float())           # (B, C, H, W)
+            student = self.net(x_t, t, ctx=audio)                               # (B, C, H, W)
             return F.mse_loss(student, teacher)
-        sound = self.net.ctx_embedder(batch[self.audio].float())                 # (B, m, d)
+        sound = self.net.ctx_embedder(audio)                                    # (B, n, d)
         losses = [F.mse_loss(cross(x, sound), out) for cross, (x, out) in zip(crosses, seen)]
         return sum(losses) / len(losses)
 
@@ -183,6 +196,16 @@ class Sonify(LatentDiffusion):
 
 
 Model = Sonify
+
+
+def some_tokens(tokens, keep):
+    """A random round(keep * m) of each row's m tokens (B, m, d) -> (B, n, d); the DiT's context
+    has no positions, so fewer tokens is token dropout."""
+    B, m, d = tokens.shape
+    n = max(1, round(keep * m))
+    order = torch.rand(B, m, device=tokens.device).argsort(1)                   # (B, m)
+    chosen = order[:, :n, None].expand(B, n, d)                                 # (B, n, d)
+    return tokens.gather(1, chosen)
 
 
 def generator_weights(path):

@@ -278,6 +278,22 @@ def test_the_summary_token_leads_the_audio_tokens():
     assert torch.equal(led['drop_ctx'], drop['ctx'])
 
 
+def test_token_dropout_keeps_a_random_share_of_each_rows_tokens_in_training_alone():
+    torch.manual_seed(0)
+    tokens = torch.randn(3, 10, 32)                                             # (B, m, d_a)
+    drop = {'ctx': torch.zeros(3, dtype=torch.bool)}
+    model = Sonify(**SONIFY_ARGS, token_keep=0.4)
+    kept = model.train().conditions({'ctx': tokens}, drop)['ctx']               # (B, 4, d_a)
+    assert kept.shape == (3, 4, 32)
+    chosen = []
+    for row, some in zip(tokens, kept):   # each kept token is one of its own row's, none twice
+        index = [(row == token).all(1).nonzero().item() for token in some]
+        assert len(set(index)) == 4
+        chosen.append(sorted(index))
+    assert chosen[0] != chosen[1] or chosen[1] != chosen[2]
+    assert torch.equal(model.eval().conditions({'ctx': tokens}, drop)['ctx'], tokens)
+
+
 def test_one_fine_tuning_run_trains_the_whole_dit_and_draws_from_a_sound(tiny, pixart, tmp_path):
     run = tiny / 'out' / 'toyav_sonify'
     train.train(sonify_config(tiny, pixart, 'toyav_sonify', max_iters=3, eval_interval=3))
