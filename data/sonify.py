@@ -76,6 +76,8 @@ OPTIONS = dict(
     lufs_max='the top of that range (dB LUFS)',
     mix_draws='an image with two or more concepts is sonified this many times, each a row with its '
               'own clips and loudnesses (one image with one concept: one row)',
+    quiet_lufs='pool clips quieter than this (dB LUFS) are never retrieved: the mixing would '
+               'raise them, and their noise floor with them, to the mixing range',
     probes="toyav: pairs of dry clips in the test split, each in the paper's four probes",
     audio_src='full scale: the folder of the audio pool (--src is the image folder)',
     retrieval_clap='full scale: the published CLAP of retrieval, id or folder',
@@ -167,12 +169,13 @@ class FolderPool:
         wave = load_audio(os.path.join(self.folder, name), self.sample_rate)   # mono, resampled
         return standardise(wave, self.sample_rate, self.sample_rate, self.duration)
 
-    def scan(self, embed):
-        """Read every file once -> embed(chunks (B, T)) of every chunk (N, D), and the files that
-        could not be read."""
+    def scan(self, embed, measure):
+        """Read every file once -> embed(chunks (B, T)) of every chunk (N, D), measure(chunks) of
+        every chunk (N,), and the files that could not be read."""
         skipped = []
         buffer = []
         parts = []
+        levels = []
         for name in tqdm(self.files, desc='sonify pool'):
             try:
                 chunks = self.chunks_of(name)
@@ -180,6 +183,7 @@ class FolderPool:
                 skipped.append(str(e))
                 continue
             self.counts[name] = len(chunks)
+            levels.append(measure(chunks))
             buffer.append(chunks)
             if sum(map(len, buffer)) >= ENCODE_BATCH:
                 parts.append(embed(np.concatenate(buffer)))
@@ -190,7 +194,7 @@ class FolderPool:
             raise ValueError(f"{self.folder}: no readable audio file among its "
                              f"{len(self.files)} files")
         self.index = [(name, c) for name, n in self.counts.items() for c in range(n)]
-        return torch.cat(parts), skipped
+        return torch.cat(parts), np.concatenate(levels), skipped
 
     def __len__(self):
         return len(self.index)
@@ -335,6 +339,11 @@ def choose(found, rng):
     return int(clips[j]), float(scores[j])
 
 
+def loudness(chunks, meter):
+    """Integrated loudness (dB LUFS) of each chunk (n, T) -> (n,); -inf for a silent one."""
+    return np.array([meter.integrated_loudness(c.astype(np.float64)) for c in chunks])
+
+
 def normalise(clip, target, meter):
     """A clip (T,) at target loudness (ITU-R BS.1770 integrated, dB LUFS) -> (clip, its loudness
     before); a silent clip has none (-inf) and stays as it is."""
@@ -442,14 +451,19 @@ def sonified_row(i, names, found, pool, lufs_range, rng, meter):
                                   constant_values=np.nan))
 
 
-def sonify(concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng, meter, mix_draws=1):
+def sonify(concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng, meter, mix_draws=1,
+           usable=None):
     """Rows of one VLM: for every image with a concept, its retrieved clips mixed (an image
-    with two or more concepts mix_draws times) -> (rows, candidate counts of the concepts)."""
+    with two or more concepts mix_draws times) -> (rows, candidate counts of the concepts).
+    usable (N,) bool: the pool's clips retrieval may choose (default: all)."""
     distinct = sorted({c for cs in concepts for c in cs})
     if not distinct:
         return [], []
     text_emb = clap.encode_text(distinct).emb                                # (Q, D)
-    found = dict(zip(distinct, candidates(text_emb, audio_emb, top_k, sqrt)))
+    kept = np.flatnonzero(usable) if usable is not None else np.arange(len(audio_emb))  # (N',)
+    found = candidates(text_emb, audio_emb[torch.from_numpy(kept)], top_k, sqrt)
+    found = {c: (kept[clips], scores, threshold)                            # pool indices
+             for c, (clips, scores, threshold) in zip(distinct, found)}
     rows = []
     for i, names in enumerate(concepts):
         draws = mix_draws if len(names) > 1 else len(names)   # no concept: no row (filtered)
@@ -517,7 +531,8 @@ def probe_rows(n, sr, length, size, rng):
 def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, duration,
          vlms='clip,imagebind', recordings=800, recording_seconds=2.5, recording_rate=22050,
          backgrounds=300, val_images=500, toyav_dir='', top_k=8, no_sqrt=False, lufs_min=-25.0,
-         lufs_max=-21.0, mix_draws=1, probes=60, audio_src='', retrieval_clap=HF_CLAP):
+         lufs_max=-21.0, mix_draws=1, quiet_lufs=-np.inf, probes=60, audio_src='',
+         retrieval_clap=HF_CLAP):
     """Sonified rows of every image and VLM, split train / val, and the probes -> dict(splits,
     schema, meta)."""
     names = [v for v in vlms.split(',') if v]
@@ -546,24 +561,30 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
         raise ValueError(f"the toy CLAP hears {clap.sample_rate} Hz, not --sample_rate "
                          f"{sample_rate}")
     embed = lambda chunks: audio_embeddings(clap, chunks, sample_rate)
+    meter = pyln.Meter(sample_rate)
+    quiet = np.isfinite(quiet_lufs)              # the pool is measured only for a floor to hold
+    measure = lambda chunks: loudness(chunks, meter) if quiet else np.full(len(chunks), np.inf)
     if toy:
         audio_emb = embed(pool)                                              # (N, D)
+        levels = measure(pool)                                               # (N,)
     else:
         pool = FolderPool(audio_src, sample_rate, duration)
-        audio_emb, missed = pool.scan(embed)
+        audio_emb, levels, missed = pool.scan(embed, measure)
         skipped += missed
         pool_labels = dict(files=list(pool.counts), chunks=list(pool.counts.values()))
     n_toyav = len(images) - backgrounds if toy else len(images)
     rng = np.random.default_rng(seed + 400)
     val = set(rng.permutation(len(images))[:val_images].tolist())
-    meter = pyln.Meter(sample_rate)
+    usable = levels >= quiet_lufs                                            # (N,)
+    if not usable.any():
+        raise ValueError(f"sonify: every pool clip is quieter than --quiet_lufs {quiet_lufs}")
     splits = {split: [] for split in SPLITS}
     concept_report = {}
     retrieval_report = {}
     for v, vlm in enumerate(names):
         concepts = sounding_concepts(vlm, images, captions, encoders)
         rows, counts = sonify(concepts, clap, pool, audio_emb, top_k, not no_sqrt,
-                              (lufs_min, lufs_max), rng, meter, mix_draws)
+                              (lufs_min, lufs_max), rng, meter, mix_draws, usable)
         if toy:
             concept_report[vlm] = concept_scores(concepts, labels, n_toyav)
             retrieval_report[vlm] = retrieval_scores(rows, labels, pool_labels, len(pool), counts)
@@ -590,7 +611,8 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
         row.update({k: np.full(schema[k][0], v) for k, v in pairing.items()})
     meta = dict(vlms=names, oracle='oracle' in names, top_k=top_k, sqrt=not no_sqrt,
                 lufs=[lufs_min, lufs_max], mix_draws=mix_draws,
-                pool=dict(clips=len(pool), **pool_labels))
+                quiet_lufs=quiet_lufs if np.isfinite(quiet_lufs) else None,   # None: off
+                pool=dict(clips=len(pool), quiet=int((~usable).sum()), **pool_labels))
     if toy:
         schema.update(sources=((len(toyav.SOURCES),), 'uint8'), n_sources=((), 'int64'),
                       env=((), 'int64'), loud=((), 'int64'), kind=((), 'int64'))

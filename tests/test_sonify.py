@@ -83,6 +83,30 @@ def test_an_image_with_two_concepts_is_mixed_mix_draws_times():
         assert np.allclose(wave, r['wave'])                          # each rebuilt from its row
 
 
+def test_quiet_clips_are_never_retrieved():
+    g = torch.Generator().manual_seed(0)
+    pool = np.random.default_rng(0).standard_normal((40, 16000)).astype(np.float32) * 0.05
+    pool[::2] *= 0.01                                                        # 40 dB quieter
+    meter = pyln.Meter(16000)
+    levels = sonify.loudness(pool, meter)                                    # (40,)
+    usable = levels >= levels.max() - 20
+    assert usable.sum() == 20
+    audio_emb = torch.randn(40, 8, generator=g)
+    clap = SimpleNamespace(encode_text=lambda texts: SimpleNamespace(
+        emb=audio_emb[:len(texts)] + 0.1 * torch.randn(len(texts), 8, generator=g)))
+    concepts = [['a: x'], ['b: y'], ['a: x', 'b: y']] * 20
+    args = (concepts, clap, pool, audio_emb, 4, True, (-25, -21))
+    every, _ = sonify.sonify(*args, np.random.default_rng(0), meter)
+    loud, _ = sonify.sonify(*args, np.random.default_rng(0), meter, usable=usable)
+    picked = lambda rows: {c for r in rows for c in r['clips'] if c >= 0}
+    assert {0} <= picked(every)                       # concept 'a' is clip 0's own embedding
+    assert picked(loud) and all(usable[c] for c in picked(loud))
+    for r in loud:                                    # indices into the whole pool, rebuilt
+        kept = r['clips'] >= 0
+        assert np.allclose(sonify.mix(pool[r['clips'][kept]], r['lufs'][kept], meter)[0],
+                           r['wave'])
+
+
 def test_retrieval_timing_on_random_embeddings():
     seconds = sonify.retrieval_seconds(2000, n_concepts=8, dim=32)
     assert 0 < seconds < 60
@@ -132,8 +156,11 @@ def test_the_esc50_clips_are_standardised(real_data):
         expected = resample_waves(raw.mean(1)[None], rate, 16000)[0]
         assert np.allclose(three.reshape(-1)[:len(expected)], expected, atol=1e-6)
     pool = sonify.FolderPool(str(real_data / 'esc50' / 'audio'), 16000, 5.0)
-    emb, skipped = pool.scan(lambda chunks: torch.from_numpy(chunks[:, :4]))    # (N, 4)
-    assert not skipped and len(pool) == len(emb) == len(pool.files)          # 5 s each: one
+    meter = pyln.Meter(16000)
+    emb, levels, skipped = pool.scan(lambda chunks: torch.from_numpy(chunks[:, :4]),
+                                     lambda chunks: sonify.loudness(chunks, meter))  # (N, 4), (N,)
+    assert not skipped and len(pool) == len(emb) == len(levels) == len(pool.files)  # 5 s: one
+    assert np.allclose(levels, sonify.loudness(pool[range(len(pool))], meter))
     assert set(pool.counts.values()) == {1}
     second = pool[[1]]                                                       # read back: (1, T)
     assert second.shape == (1, 80000) and np.array_equal(second[0, :4], emb[1].numpy())
