@@ -347,7 +347,7 @@ def loudness(chunks, meter):
 def normalise(clip, target, meter):
     """A clip (T,) at target loudness (ITU-R BS.1770 integrated, dB LUFS) -> (clip, its loudness
     before); a silent clip has none (-inf) and stays as it is."""
-    lufs = meter.integrated_loudness(clip.astype(np.float64))
+    lufs = loudness(clip[None], meter)[0]
     if not np.isfinite(lufs):
         return clip, lufs
     with warnings.catch_warnings():                # peaks over 1 are clipped once, in the sum
@@ -611,7 +611,7 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
         row.update({k: np.full(schema[k][0], v) for k, v in pairing.items()})
     meta = dict(vlms=names, oracle='oracle' in names, top_k=top_k, sqrt=not no_sqrt,
                 lufs=[lufs_min, lufs_max], mix_draws=mix_draws,
-                quiet_lufs=quiet_lufs if np.isfinite(quiet_lufs) else None,   # None: off
+                quiet_lufs=quiet_lufs if quiet else None,                     # None: off
                 pool=dict(clips=len(pool), quiet=int((~usable).sum()), **pool_labels))
     if toy:
         schema.update(sources=((len(toyav.SOURCES),), 'uint8'), n_sources=((), 'int64'),
