@@ -16,7 +16,9 @@ same noisy latents; align='attention' trains the projector and every block's cro
 that each block, given the teacher's own hidden states, takes from the sound what the generator's
 cross-attention takes from the text (a loss per block instead of one at the output). With
 token_keep < 1 each training row sees a random share of its sound's tokens (token dropout), in
-either stage, so that no few tokens alone carry a source. At inference a sound's tokens condition
+either stage, so that no few tokens alone carry a source. With pooled (ours too) the tokens' mean
+also joins the timestep embedding that adaLN-single modulates every block from, as Flux and SD3
+add a pooled text vector; the fresh path starts silent. At inference a sound's tokens condition
 the DiT (DDIM, guidance against its learned null) and the autoencoder decodes the latents. The
 paper's section 4.5 probes are sound edits: sample.py --mix (semantic mixing), --mix_gain
 (loudness inside a mix), --sequence (separated versus mixed), --reverb (acoustics), and the test
@@ -45,6 +47,7 @@ import numpy as np
 import pyloudnorm as pyln
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from data.sonify import normalise
 from encoders import AudioTokens, load_latent_decoder, log_mel, read_checkpoint
@@ -67,10 +70,13 @@ class Sonify(LatentDiffusion):
     def __init__(self, net_args=None, shape=(4, 16, 16), target='ae_image_latent',
                  audio='ast_audio_tokens', p_uncond=0.1, schedule='cosine', prediction='v',
                  stage='finetune', text='', text_dim=128, temperature=0.07, generator='',
-                 summary_token=False, align='infonce', token_keep=1.0):
+                 summary_token=False, align='infonce', token_keep=1.0, pooled=False):
+        if pooled:  # the tokens' mean, as wide as they are
+            net_args = dict(net_args, vec_dim=net_args['ctx_dim'])
         super().__init__('dit', net_args, shape, target, ctx=audio, p_uncond=p_uncond,
                          schedule=schedule, prediction=prediction)
         assert stage in STAGES and align in ALIGNS, (stage, align)
+        assert stage == 'finetune' or not pooled, 'the pooled vector is a fine-tune option'
         assert text or stage == 'finetune', 'the projector stage needs the text field'
         self.stage = stage
         self.align = align
@@ -80,6 +86,11 @@ class Sonify(LatentDiffusion):
         self.generator = generator          # read by setup alone: a run, or PixArt's folder
         self.summary_token = summary_token  # the tokens' mean leads them (see conditions)
         self.token_keep = token_keep        # share of the sound's tokens a training row sees
+        self.pooled = pooled                # the tokens' mean also joins the timestep (adaLN)
+        if pooled:  # a fresh vector path starts silent: the fine-tune starts as the generator
+            nn.init.zeros_(self.net.vec_embedder[-1].weight)
+            nn.init.zeros_(self.net.vec_embedder[-1].bias)
+            nn.init.zeros_(self.net.null_vec)
         self.text_projector = None          # A.11: the generator's caption projection, frozen
         self.teacher_weights = None         # distill, attention: the generator's, unsaved
         if text:
@@ -132,8 +143,12 @@ class Sonify(LatentDiffusion):
     def conditions(self, cond, drop):
         """The DiT's conditions; in training with token_keep < 1 each row keeps a random share of
         its sound's tokens (token dropout); with summary_token the tokens' mean (the toy AST's
-        pooled output) leads them, as the published AST's CLS and distillation tokens lead its."""
+        pooled output) leads them, as the published AST's CLS and distillation tokens lead its;
+        with pooled their mean is also the DiT's vector, added to its timestep embedding."""
         cond = dict(cond, ctx=self.heard(cond['ctx']))
+        if self.pooled:
+            cond['vec'] = cond['ctx'].float().mean(1)                           # (B, d_a)
+            drop = dict(drop, vec=drop['ctx'])
         if self.summary_token:
             tokens = cond['ctx'].float()                                        # (B, m, d_a)
             summary = tokens.mean(1, keepdim=True)                              # (B, 1, d_a)
@@ -191,8 +206,10 @@ class Sonify(LatentDiffusion):
         return sum(losses) / len(losses)
 
     def param_groups(self):
-        """The fresh projector apart from the pre-trained DiT (lr_groups may set its rate)."""
-        return {'projector': list(self.net.ctx_embedder.parameters())}
+        """The fresh projector (and vector path) apart from the pre-trained DiT (lr_groups may set
+        its rate)."""
+        fresh = [self.net.ctx_embedder] + ([self.net.vec_embedder] if self.pooled else [])
+        return {'projector': [p for part in fresh for p in part.parameters()]}
 
 
 Model = Sonify

@@ -7,6 +7,7 @@ import pyloudnorm as pyln
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import eval as evaluation
@@ -303,6 +304,27 @@ def test_the_summary_token_leads_the_audio_tokens():
     assert torch.allclose(led['ctx'][:, 0], tokens.mean(1))
     assert torch.equal(led['ctx'][:, 1:], tokens)
     assert torch.equal(led['drop_ctx'], drop['ctx'])
+
+
+def test_the_pooled_vector_is_the_tokens_mean_and_starts_silent():
+    torch.manual_seed(0)
+    tokens = torch.randn(3, 5, 32)                                              # (B, m, d_a)
+    drop = {'ctx': torch.tensor([False, True, False])}
+    plain = randomize(Sonify(**SONIFY_ARGS))      # no zero-initialised layer hides the vector
+    pooled = Sonify(**SONIFY_ARGS, pooled=True).eval()
+    missing, unexpected = pooled.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and {k.split('.')[1] for k in missing} == {'vec_embedder', 'null_vec'}
+    cond = pooled.conditions({'ctx': tokens}, drop)
+    assert torch.allclose(cond['vec'], F.normalize(tokens.mean(1), dim=-1))
+    assert torch.equal(cond['drop_vec'], drop['ctx'])
+    x = torch.randn(3, 3, 32, 32)                                               # (B, C, H, W)
+    t = torch.tensor([10, 500, 900])
+    before = plain.net(x, t, **plain.conditions({'ctx': tokens}, drop))
+    assert torch.equal(pooled.net(x, t, **cond), before)        # a fresh vector path adds nothing
+    torch.nn.init.normal_(pooled.net.vec_embedder[-1].weight)
+    assert not torch.allclose(pooled.net(x, t, **cond), before)
+    fresh = {id(p) for p in pooled.param_groups()['projector']}
+    assert all(id(p) in fresh for p in pooled.net.vec_embedder.parameters())
 
 
 def test_token_dropout_keeps_a_random_share_of_each_rows_tokens_in_training_alone():
