@@ -145,14 +145,14 @@ class Sonify(LatentDiffusion):
         its sound's tokens (token dropout); with summary_token the tokens' mean (the toy AST's
         pooled output) leads them, as the published AST's CLS and distillation tokens lead its;
         with pooled their mean is also the DiT's vector, added to its timestep embedding."""
-        cond = dict(cond, ctx=self.heard(cond['ctx']))
+        tokens = self.heard(cond['ctx']).float()                               # (B, m, d_a)
+        mean = tokens.mean(1, keepdim=True)                                     # (B, 1, d_a)
+        cond = dict(cond, ctx=tokens)
         if self.pooled:
-            cond['vec'] = cond['ctx'].float().mean(1)                           # (B, d_a)
+            cond['vec'] = mean[:, 0]                                            # (B, d_a)
             drop = dict(drop, vec=drop['ctx'])
         if self.summary_token:
-            tokens = cond['ctx'].float()                                        # (B, m, d_a)
-            summary = tokens.mean(1, keepdim=True)                              # (B, 1, d_a)
-            cond = dict(cond, ctx=torch.cat([summary, tokens], 1))              # (B, 1 + m, d_a)
+            cond['ctx'] = torch.cat([mean, tokens], 1)                          # (B, 1 + m, d_a)
         return super().conditions(cond, drop)
 
     def heard(self, tokens):
