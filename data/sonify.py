@@ -24,7 +24,9 @@ full scale), the tail zero-padded. Every image is sonified in three steps:
    above it. The best clip always is, so every concept gets a clip; --top_k 1 is top-1 retrieval.
 3. Mixing: each clip normalised (ITU-R BS.1770, pyloudnorm) to a loudness drawn uniformly from
    [--lufs_min, --lufs_max] dB LUFS, then summed; an image with two or more concepts is mixed
-   --mix_draws times, each a row of its own.
+   --mix_draws times, each a row of its own. --keep_level (ours, not the paper's) shifts the sum
+   back by the clips' mean change, so the targets set the clips' balance and the recordings the
+   level of the mix.
 
 Every row keeps its pairing beside the media (fields vlm, image_id, clips, lufs, measured_lufs,
 scores, thresholds; -1 or NaN where a row has fewer than three concepts), so every pair can be
@@ -78,6 +80,8 @@ OPTIONS = dict(
               'own clips and loudnesses (one image with one concept: one row)',
     quiet_lufs='pool clips quieter than this (dB LUFS) are never retrieved: the mixing would '
                'raise them, and their noise floor with them, to the mixing range',
+    keep_level='the mix shifted back to the loudness its clips were recorded at (their mean '
+               'shift): the targets set the balance of the clips, the recordings its level',
     probes="toyav: pairs of dry clips in the test split, each in the paper's four probes",
     audio_src='full scale: the folder of the audio pool (--src is the image folder)',
     retrieval_clap='full scale: the published CLAP of retrieval, id or folder',
@@ -355,16 +359,22 @@ def normalise(clip, target, meter):
         return pyln.normalize.loudness(clip.astype(np.float64), lufs, target), lufs
 
 
-def mix(clips, targets, meter):
+def mix(clips, targets, meter, keep_level=False):
     """Clips (n, T) each normalised to its target loudness, summed -> wave (T,), loudness before
-    (n,)."""
+    (n,). keep_level: the sum shifted by the clips' mean (loudness before - target), so that it
+    keeps the level its clips were recorded at."""
     wave = np.zeros(clips.shape[1])
     measured = []
     for clip, target in zip(clips, targets):
         loud, lufs = normalise(clip, target, meter)
         wave += loud
         measured.append(lufs)
-    return np.clip(wave, -1, 1).astype(np.float32), np.array(measured, np.float32)
+    measured = np.array(measured, np.float32)                                # (n,)
+    heard = np.isfinite(measured)                                            # silent: no level
+    if keep_level and heard.any():
+        shift_db = np.mean(measured[heard] - np.asarray(targets)[heard])
+        wave = wave * 10 ** (shift_db / 20)
+    return np.clip(wave, -1, 1).astype(np.float32), measured
 
 
 def retrieval_seconds(n_pool, n_concepts=1000, dim=512, top_k=10, seed=0):
@@ -435,12 +445,12 @@ def audio_embeddings(clap, chunks, sample_rate):
     return torch.cat(parts).float()
 
 
-def sonified_row(i, names, found, pool, lufs_range, rng, meter):
+def sonified_row(i, names, found, pool, lufs_range, rng, meter, keep_level=False):
     """Image i's row: a clip drawn among each concept's candidates, the clips mixed."""
     picks = [choose(found[name], rng) for name in names]
     clips = np.array([clip for clip, _ in picks])                             # (n,)
     targets = rng.uniform(*lufs_range, size=len(names))                      # (n,)
-    wave, measured = mix(pool[clips], targets, meter)
+    wave, measured = mix(pool[clips], targets, meter, keep_level)
     pad = MAX_CONCEPTS - len(names)
     return dict(image_id=i, wave=wave, concepts=names,
                 clips=np.pad(clips, (0, pad), constant_values=-1),
@@ -452,7 +462,7 @@ def sonified_row(i, names, found, pool, lufs_range, rng, meter):
 
 
 def sonify(concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng, meter, mix_draws=1,
-           usable=None):
+           usable=None, keep_level=False):
     """Rows of one VLM: for every image with a concept, its retrieved clips mixed (an image
     with two or more concepts mix_draws times) -> (rows, candidate counts of the concepts).
     usable (N,) bool: the pool's clips retrieval may choose (default: all)."""
@@ -467,7 +477,7 @@ def sonify(concepts, clap, pool, audio_emb, top_k, sqrt, lufs_range, rng, meter,
     rows = []
     for i, names in enumerate(concepts):
         draws = mix_draws if len(names) > 1 else len(names)   # no concept: no row (filtered)
-        rows += [sonified_row(i, names, found, pool, lufs_range, rng, meter)
+        rows += [sonified_row(i, names, found, pool, lufs_range, rng, meter, keep_level)
                  for _ in range(draws)]
     return rows, [len(found[c][0]) for c in distinct]
 
@@ -531,8 +541,8 @@ def probe_rows(n, sr, length, size, rng):
 def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, duration,
          vlms='clip,imagebind', recordings=800, recording_seconds=2.5, recording_rate=22050,
          backgrounds=300, val_images=500, toyav_dir='', top_k=8, no_sqrt=False, lufs_min=-25.0,
-         lufs_max=-21.0, mix_draws=1, quiet_lufs=-np.inf, probes=60, audio_src='',
-         retrieval_clap=HF_CLAP):
+         lufs_max=-21.0, mix_draws=1, quiet_lufs=-np.inf, keep_level=False, probes=60,
+         audio_src='', retrieval_clap=HF_CLAP):
     """Sonified rows of every image and VLM, split train / val, and the probes -> dict(splits,
     schema, meta)."""
     names = [v for v in vlms.split(',') if v]
@@ -584,7 +594,7 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
     for v, vlm in enumerate(names):
         concepts = sounding_concepts(vlm, images, captions, encoders)
         rows, counts = sonify(concepts, clap, pool, audio_emb, top_k, not no_sqrt,
-                              (lufs_min, lufs_max), rng, meter, mix_draws, usable)
+                              (lufs_min, lufs_max), rng, meter, mix_draws, usable, keep_level)
         if toy:
             concept_report[vlm] = concept_scores(concepts, labels, n_toyav)
             retrieval_report[vlm] = retrieval_scores(rows, labels, pool_labels, len(pool), counts)
@@ -610,7 +620,7 @@ def read(src, *, data_dir, out_dir, device, seed, image_size, sample_rate, durat
     for row in splits['test']:
         row.update({k: np.full(schema[k][0], v) for k, v in pairing.items()})
     meta = dict(vlms=names, oracle='oracle' in names, top_k=top_k, sqrt=not no_sqrt,
-                lufs=[lufs_min, lufs_max], mix_draws=mix_draws,
+                lufs=[lufs_min, lufs_max], mix_draws=mix_draws, keep_level=keep_level,
                 quiet_lufs=quiet_lufs if quiet else None,                     # None: off
                 pool=dict(clips=len(pool), quiet=int((~usable).sum()), **pool_labels))
     if toy:

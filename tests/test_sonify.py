@@ -131,6 +131,24 @@ def test_each_clip_is_normalised_within_a_tenth_of_a_lu(target):
     assert np.allclose(measured, before)
 
 
+def test_keep_level_balances_the_clips_at_their_recorded_loudness():
+    meter = pyln.Meter(16000)
+    pool, _ = sonify.toy_pool(2, 2.5, 22050, 16000, 1.0, seed=3)
+    clips = np.stack([sonify.normalise(pool[0], -30.0, meter)[0],
+                      sonify.normalise(pool[3], -40.0, meter)[0]]).astype(np.float32)
+    targets = np.array([-24.0, -22.0])
+    wave, measured = sonify.mix(clips, targets, meter, keep_level=True)
+    assert np.allclose(measured, [-30.0, -40.0], atol=0.1)
+    shift_db = np.mean(measured - targets)                                   # about -12 dB
+    alone = [sonify.normalise(c, t + shift_db, meter)[0] for c, t in zip(clips, targets)]
+    assert np.allclose(wave, alone[0] + alone[1], atol=1e-6)                 # -36 and -34 LUFS
+    one, _ = sonify.mix(clips[:1], targets[:1], meter, keep_level=True)
+    assert np.allclose(one, clips[0], atol=1e-6)                             # as recorded
+    with_silence = np.stack([clips[0], np.zeros_like(clips[0])])
+    kept, _ = sonify.mix(with_silence, targets, meter, keep_level=True)
+    assert np.allclose(kept, clips[0], atol=1e-6)                            # silence: no level
+
+
 def test_pool_recordings_are_standardised_to_mono_chunks_with_a_padded_tail():
     rng = np.random.default_rng(0)
     recording = sonify.pool_recording(2, 1, 2, 2.5, 22050, rng)              # (2, 2.5 s)
