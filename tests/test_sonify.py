@@ -67,12 +67,12 @@ def test_the_choice_among_candidates_is_uniform():
 
 def test_an_image_with_two_concepts_is_mixed_mix_draws_times():
     g = torch.Generator().manual_seed(0)
-    pool = np.random.default_rng(0).standard_normal((40, 1600)).astype(np.float32) * 0.05
+    pool = np.random.default_rng(0).standard_normal((40, 16000)).astype(np.float32) * 0.05
     audio_emb = torch.randn(40, 8, generator=g)
     clap = SimpleNamespace(encode_text=lambda texts: SimpleNamespace(
         emb=torch.randn(len(texts), 8, generator=g)))
     concepts = [['a: x'], [], ['a: x', 'b: y'], ['b: y', 'c: z', 'a: x']]
-    meter = pyln.Meter(1600)
+    meter = pyln.Meter(16000)
     rows, _ = sonify.sonify(concepts, clap, pool, audio_emb, 4, True, (-25, -21),
                             np.random.default_rng(0), meter, mix_draws=3)
     assert [r['image_id'] for r in rows] == [0, 2, 2, 2, 3, 3, 3]    # no concept: no row
